@@ -1,0 +1,178 @@
+//! Key format, issuing, and authentication.
+//!
+//! A key reads `nk_<id>_<secret>`: `id` is the key's UUID in 32 hex digits,
+//! `secret` 32 random bytes in unpadded base64url. Only SHA-256 of the
+//! secret is stored; the whole key is shown once, when it is created.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use rand::RngCore as _;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::domain::{DomainError, MemberId, Principal, TenantId};
+use crate::storage::{ApiKeyRecord, ApiKeyStore, NewApiKey};
+
+const PREFIX: &str = "nk_";
+const ID_HEX_LEN: usize = 32;
+
+/// A whole API key. Its `Debug` never shows the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKeySecret(String);
+
+impl ApiKeySecret {
+    pub fn new(key: impl Into<String>) -> Self {
+        Self(key.into())
+    }
+
+    /// The key as the caller must send it. Print it once; never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Splits the key into its id and the hash of its secret part.
+    fn parse(&self) -> Option<(Uuid, [u8; 32])> {
+        let rest = self.0.strip_prefix(PREFIX)?;
+        let id = rest.get(..ID_HEX_LEN)?;
+        let secret = rest.get(ID_HEX_LEN..)?.strip_prefix('_')?;
+        if secret.is_empty() {
+            return None;
+        }
+        let id = Uuid::try_parse(id).ok()?;
+        Some((id, hash_secret(secret)))
+    }
+}
+
+impl std::fmt::Debug for ApiKeySecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKeySecret(***)")
+    }
+}
+
+fn hash_secret(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+/// How a key names the member it acts as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyKind {
+    /// Acts as this member.
+    Member(MemberId),
+    /// Names the acting member on each call (`x-actor-id`).
+    Service,
+}
+
+/// A key just created: its id, and the key itself to show once.
+#[derive(Debug)]
+pub struct IssuedKey {
+    pub id: Uuid,
+    pub key: ApiKeySecret,
+}
+
+/// What a call presented: a key, and the acting member a service key names.
+#[derive(Debug, Default)]
+pub struct Credentials {
+    pub key: Option<ApiKeySecret>,
+    pub actor: Option<String>,
+}
+
+/// Issues keys and turns credentials into a principal.
+#[derive(Debug, Clone)]
+pub struct Authenticator {
+    keys: ApiKeyStore,
+}
+
+impl Authenticator {
+    pub fn new(keys: ApiKeyStore) -> Self {
+        Self { keys }
+    }
+
+    pub async fn issue(
+        &self,
+        tenant: &TenantId,
+        kind: KeyKind,
+        label: &str,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Result<IssuedKey, DomainError> {
+        let id = Uuid::now_v7();
+        let mut secret_bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut secret_bytes);
+        let secret = URL_SAFE_NO_PAD.encode(secret_bytes);
+        self.keys
+            .insert(&NewApiKey {
+                id,
+                tenant_id: tenant.as_str().to_owned(),
+                member_id: match &kind {
+                    KeyKind::Member(member) => Some(member.as_str().to_owned()),
+                    KeyKind::Service => None,
+                },
+                secret_hash: hash_secret(&secret),
+                label: label.to_owned(),
+                expires_at,
+            })
+            .await?;
+        Ok(IssuedKey {
+            id,
+            key: ApiKeySecret(format!("{PREFIX}{}_{secret}", id.simple())),
+        })
+    }
+
+    /// The principal of a call, or why it is refused.
+    pub async fn authenticate(&self, credentials: Credentials) -> Result<Principal, DomainError> {
+        let key = credentials.key.ok_or(DomainError::ApiKeyMissing)?;
+        let (id, hash) = key.parse().ok_or(DomainError::ApiKeyInvalid)?;
+        let record = self
+            .keys
+            .find(id)
+            .await?
+            .ok_or(DomainError::ApiKeyInvalid)?;
+        if !is_usable(&record, &hash, Utc::now()) {
+            return Err(DomainError::ApiKeyInvalid);
+        }
+        let tenant = TenantId::parse("tenant_id", &record.tenant_id)?;
+        let member = match (&record.member_id, credentials.actor) {
+            (Some(member), None) => MemberId::parse("member_id", member)?,
+            (Some(member), Some(actor)) if actor == *member => MemberId::parse("member_id", member)?,
+            (Some(_), Some(_)) => return Err(DomainError::ActorMismatch),
+            (None, None) => return Err(DomainError::ActorMissing),
+            (None, Some(actor)) => MemberId::parse("x-actor-id", &actor)?,
+        };
+        let keys = self.keys.clone();
+        tokio::spawn(async move {
+            if let Err(err) = keys.touch(id).await {
+                tracing::warn!(key_id = %id, error = %err, "cannot record the key's last use");
+            }
+        });
+        Ok(Principal { tenant, member })
+    }
+}
+
+fn is_usable(record: &ApiKeyRecord, presented_hash: &[u8; 32], now: DateTime<Utc>) -> bool {
+    record.secret_hash == presented_hash
+        && record.revoked_at.is_none()
+        && record.expires_at.is_none_or(|expiry| expiry > now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_the_secret() {
+        let key = ApiKeySecret::new("nk_0123_secret");
+        assert!(!format!("{key:?}").contains("secret"));
+    }
+
+    #[test]
+    fn parse_splits_id_and_hashes_secret() {
+        let id = Uuid::now_v7();
+        let key = ApiKeySecret::new(format!("nk_{}_abc_def", id.simple()));
+        let (parsed, hash) = key.parse().unwrap();
+        assert_eq!(parsed, id);
+        assert_eq!(hash, hash_secret("abc_def"));
+        assert!(ApiKeySecret::new("nk_short_x").parse().is_none());
+        assert!(ApiKeySecret::new(format!("nk_{}_", id.simple())).parse().is_none());
+        assert!(ApiKeySecret::new("garbage").parse().is_none());
+    }
+}

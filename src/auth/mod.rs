@@ -1,0 +1,5 @@
+//! API keys and the principal they stand for.
+
+mod keys;
+
+pub use keys::{ApiKeySecret, Authenticator, Credentials, IssuedKey, KeyKind};

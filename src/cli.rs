@@ -1,0 +1,214 @@
+//! The command line: `notesd serve` (the default), `notesd migrate`,
+//! `notesd keys create|list|revoke`. Every flag also reads an environment
+//! variable.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chrono::Utc;
+use clap::{Args, Parser, Subcommand};
+use uuid::Uuid;
+
+use crate::auth::{Authenticator, KeyKind};
+use crate::domain::{MemberId, TenantId};
+use crate::startup::{Application, Settings, shutdown_signal};
+use crate::storage::{ApiKeyStore, Database, DatabaseOptions};
+use crate::telemetry::{self, LogFormat};
+
+/// The local Postgres, database `notesd`.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/notesd";
+
+/// notesd: a gRPC notes service over PostgreSQL.
+///
+/// Internal services add, update and read notes about their records over
+/// gRPC (package notes.v1, service NotesService; reflection and
+/// grpc.health.v1 are served too). Notes persist in PostgreSQL; the
+/// database is created if missing and migrated at start.
+#[derive(Debug, Parser)]
+#[command(name = "notesd", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    #[command(flatten)]
+    common: CommonArgs,
+
+    /// Options of `serve`, which also runs when no command is given.
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, Args)]
+struct CommonArgs {
+    /// PostgreSQL URL of the notesd database.
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true)]
+    database_url: String,
+
+    /// Log format on standard error. The level comes from RUST_LOG.
+    #[arg(long, env = "NOTESD_LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve gRPC (the default command).
+    Serve(ServeArgs),
+    /// Create the database if missing and apply pending migrations, then exit.
+    Migrate,
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Clone, Args)]
+struct ServeArgs {
+    /// Address the gRPC server listens on.
+    #[arg(long, env = "NOTESD_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    grpc_addr: SocketAddr,
+
+    /// Do not apply migrations at start (run `notesd migrate` separately).
+    #[arg(long, env = "NOTESD_NO_MIGRATE")]
+    no_migrate: bool,
+
+    /// Largest number of database connections.
+    #[arg(long, env = "NOTESD_DB_MAX_CONNECTIONS", default_value_t = 32)]
+    db_max_connections: u32,
+
+    /// Seconds in-flight calls may run on after SIGTERM or SIGINT.
+    #[arg(long, env = "NOTESD_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
+    shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create a key. The key is printed once, as the last line of standard
+    /// output; only its hash is stored.
+    Create {
+        /// The tenant (organization) the key belongs to.
+        #[arg(long)]
+        tenant: String,
+        /// The member the key acts as. Without it the key is a service
+        /// key, and each call names its acting member in `x-actor-id`.
+        #[arg(long)]
+        member: Option<String>,
+        /// A label to recognise the key by.
+        #[arg(long, default_value = "")]
+        label: String,
+        /// Days until the key expires; never when not given.
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+    },
+    /// List keys (never their secrets).
+    List {
+        /// Only this tenant's keys.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Revoke a key at once.
+    Revoke {
+        /// The key's id, as printed by `create` and `list`.
+        id: Uuid,
+    },
+}
+
+impl Cli {
+    pub async fn run(self) -> anyhow::Result<()> {
+        telemetry::init(self.common.log_format);
+        let database = |migrate: bool| DatabaseOptions {
+            url: self.common.database_url.clone(),
+            max_connections: 4,
+            create_if_missing: true,
+            migrate,
+        };
+        match self.command {
+            None => serve(&self.common, self.serve).await,
+            Some(Command::Serve(args)) => serve(&self.common, args).await,
+            Some(Command::Migrate) => {
+                Database::connect(&database(true)).await?;
+                println!("migrations applied");
+                Ok(())
+            }
+            Some(Command::Keys(command)) => {
+                let db = Database::connect(&database(true)).await?;
+                keys(command, db).await
+            }
+        }
+    }
+}
+
+async fn serve(common: &CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
+    let settings = Settings {
+        grpc_addr: args.grpc_addr,
+        database: DatabaseOptions {
+            url: common.database_url.clone(),
+            max_connections: args.db_max_connections,
+            create_if_missing: true,
+            migrate: !args.no_migrate,
+        },
+        shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+    };
+    Application::build(settings)
+        .await?
+        .run_until(shutdown_signal())
+        .await
+}
+
+async fn keys(command: KeysCommand, db: Database) -> anyhow::Result<()> {
+    let store = ApiKeyStore::new(db.pool().clone());
+    match command {
+        KeysCommand::Create {
+            tenant,
+            member,
+            label,
+            expires_in_days,
+        } => {
+            let tenant = TenantId::parse("--tenant", &tenant)?;
+            let kind = match &member {
+                Some(member) => KeyKind::Member(MemberId::parse("--member", member)?),
+                None => KeyKind::Service,
+            };
+            let expires_at =
+                expires_in_days.map(|days| Utc::now() + chrono::Duration::days(i64::from(days)));
+            let issued = Authenticator::new(store)
+                .issue(&tenant, kind, &label, expires_at)
+                .await?;
+            match &member {
+                Some(member) => println!(
+                    "created key {} for tenant {tenant}, acting as member {member}",
+                    issued.id
+                ),
+                None => println!(
+                    "created service key {} for tenant {tenant}; calls name their member in x-actor-id",
+                    issued.id
+                ),
+            }
+            println!("store it now: it is not shown again");
+            println!("{}", issued.key.expose());
+        }
+        KeysCommand::List { tenant } => {
+            println!("id\ttenant\tmember\tlabel\tcreated\texpires\trevoked\tlast_used");
+            let show = |t: Option<chrono::DateTime<Utc>>| {
+                t.map_or_else(|| "-".to_owned(), |t| t.to_rfc3339())
+            };
+            for key in store.list(tenant.as_deref()).await? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    key.id,
+                    key.tenant_id,
+                    key.member_id.as_deref().unwrap_or("(service)"),
+                    key.label,
+                    key.created_at.to_rfc3339(),
+                    show(key.expires_at),
+                    show(key.revoked_at),
+                    show(key.last_used_at),
+                );
+            }
+        }
+        KeysCommand::Revoke { id } => {
+            let revoked = store.revoke(id).await?;
+            anyhow::ensure!(revoked, "no key has the id {id}");
+            println!("revoked key {id}");
+        }
+    }
+    Ok(())
+}

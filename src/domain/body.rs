@@ -1,0 +1,265 @@
+//! Note bodies: limits, HTML sanitizing, and plain text derived from HTML.
+
+use std::sync::LazyLock;
+
+use super::DomainError;
+
+/// The largest body accepted, in bytes of UTF-8, for the text and for the
+/// HTML alike (Fernand's limit, the largest of the vendors').
+pub const MAX_BODY_BYTES: usize = 10_485_760;
+
+/// A note's content: plain text, and the sanitized HTML it was derived from
+/// when the note was written as HTML.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Body {
+    text: String,
+    html: Option<String>,
+}
+
+impl Body {
+    /// Parses a body from its wire parts. `field` is the body's path in the
+    /// request (`note.body`), used to name the offending part in errors.
+    ///
+    /// When `html` is non-empty it wins: it is sanitized and the plain text
+    /// is derived from it. Otherwise `text` is the body, and must be
+    /// non-empty.
+    pub fn parse(field: &str, text: &str, html: &str) -> Result<Self, DomainError> {
+        if !html.is_empty() {
+            check_size(&format!("{field}.html"), html)?;
+            return Ok(Self::from_html(html));
+        }
+        let text_field = format!("{field}.text");
+        if text.trim().is_empty() {
+            return Err(DomainError::MissingField(super::FieldViolation::new(
+                field,
+                format!("{field} needs a non-empty text or html"),
+            )));
+        }
+        check_size(&text_field, text)?;
+        Ok(Self {
+            text: text.to_owned(),
+            html: None,
+        })
+    }
+
+    /// Sanitizes `html` and derives the plain text from the result.
+    pub fn from_html(html: &str) -> Self {
+        let clean = SANITIZER.clean(html).to_string();
+        let text = html_to_text(&clean);
+        Self {
+            text,
+            html: Some(clean),
+        }
+    }
+
+    /// Rebuilds a body that was parsed before it was stored.
+    pub fn from_stored(text: String, html: Option<String>) -> Self {
+        Self { text, html }
+    }
+
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    pub fn html(&self) -> Option<&str> {
+        self.html.as_deref()
+    }
+}
+
+fn check_size(field: &str, value: &str) -> Result<(), DomainError> {
+    if value.len() > MAX_BODY_BYTES {
+        return Err(DomainError::too_large(
+            field,
+            format!("{field} is larger than {MAX_BODY_BYTES} bytes"),
+        ));
+    }
+    if value.contains('\0') {
+        return Err(DomainError::invalid(
+            field,
+            format!("{field} must not contain NUL characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// ammonia's defaults already drop `<script>`, `<style>`, every `on*`
+/// attribute and `javascript:` URLs (only http, https, mailto and a few more
+/// schemes pass); links get `rel="noopener noreferrer"`.
+static SANITIZER: LazyLock<ammonia::Builder<'static>> = LazyLock::new(ammonia::Builder::default);
+
+/// Plain text of sanitized HTML: the text with entities decoded and runs
+/// of white space folded; block elements start new lines (paragraph-like
+/// ones a blank line), `<br>` breaks a line, `<pre>` keeps its white space.
+///
+/// A streaming pass over html5ever's tokenizer: linear in the input, which
+/// matters for 10 MiB bodies (a layout-based converter took seconds).
+fn html_to_text(html: &str) -> String {
+    use html5ever::tendril::StrTendril;
+    use html5ever::tokenizer::{BufferQueue, Tokenizer, TokenizerOpts};
+
+    let sink = TextSink::default();
+    let input = BufferQueue::default();
+    input.push_back(StrTendril::from_slice(html));
+    let tokenizer = Tokenizer::new(sink, TokenizerOpts::default());
+    let _ = tokenizer.feed(&input);
+    tokenizer.end();
+    tokenizer.sink.finish()
+}
+
+#[derive(Default)]
+struct TextSink {
+    state: std::cell::RefCell<TextState>,
+}
+
+#[derive(Default)]
+struct TextState {
+    out: String,
+    /// Newlines owed before the next text: 1 for a line, 2 for a paragraph.
+    pending_breaks: usize,
+    pending_space: bool,
+    pre_depth: usize,
+}
+
+impl TextState {
+    fn request_break(&mut self, breaks: usize) {
+        self.pending_breaks = self.pending_breaks.max(breaks);
+        self.pending_space = false;
+    }
+
+    fn push_text(&mut self, text: &str) {
+        for c in text.chars() {
+            if self.pre_depth == 0 && c.is_whitespace() {
+                self.pending_space = true;
+                continue;
+            }
+            if !self.out.is_empty() {
+                if self.pending_breaks > 0 {
+                    let breaks = if c == '\n' { self.pending_breaks - 1 } else { self.pending_breaks };
+                    self.out.extend(std::iter::repeat_n('\n', breaks));
+                } else if self.pending_space {
+                    self.out.push(' ');
+                }
+            }
+            self.pending_breaks = 0;
+            self.pending_space = false;
+            self.out.push(c);
+        }
+    }
+}
+
+impl TextSink {
+    fn finish(self) -> String {
+        let out = self.state.into_inner().out;
+        out.trim_end().to_owned()
+    }
+}
+
+impl html5ever::tokenizer::TokenSink for TextSink {
+    type Handle = ();
+
+    fn process_token(
+        &self,
+        token: html5ever::tokenizer::Token,
+        _line: u64,
+    ) -> html5ever::tokenizer::TokenSinkResult<()> {
+        use html5ever::tokenizer::{TagKind, Token};
+
+        let mut state = self.state.borrow_mut();
+        match token {
+            Token::CharacterTokens(text) => state.push_text(&text),
+            Token::TagToken(tag) => {
+                let name: &str = &tag.name;
+                let is_start = tag.kind == TagKind::StartTag;
+                match name {
+                    "br" if is_start => {
+                        if state.out.is_empty() {
+                            return html5ever::tokenizer::TokenSinkResult::Continue;
+                        }
+                        state.pending_breaks += 1;
+                        state.pending_space = false;
+                    }
+                    "pre" => {
+                        if is_start {
+                            state.pre_depth += 1;
+                        } else {
+                            state.pre_depth = state.pre_depth.saturating_sub(1);
+                        }
+                        state.request_break(2);
+                    }
+                    "p" | "h1" | "h2" | "h3" | "h4" | "h5" | "h6" | "blockquote" | "ul"
+                    | "ol" | "dl" | "table" | "hr" | "figure" => state.request_break(2),
+                    "div" | "li" | "tr" | "dt" | "dd" | "section" | "article" | "header"
+                    | "footer" | "aside" | "nav" | "caption" | "details" | "summary" => {
+                        state.request_break(1)
+                    }
+                    "td" | "th" if is_start => state.pending_space = true,
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+        html5ever::tokenizer::TokenSinkResult::Continue
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn html_wins_and_is_sanitized() {
+        let body = Body::parse(
+            "note.body",
+            "ignored",
+            r#"<p onclick="x()">hi <b>there</b><script>alert(1)</script></p><a href="javascript:alert(1)">link</a>"#,
+        )
+        .unwrap();
+        let html = body.html().unwrap();
+        assert!(!html.contains("script"), "{html}");
+        assert!(!html.contains("onclick"), "{html}");
+        assert!(!html.contains("javascript"), "{html}");
+        assert_eq!(body.text(), "hi there\n\nlink");
+    }
+
+    #[test]
+    fn entities_are_decoded_and_breaks_kept() {
+        let body = Body::from_html("<div>a &amp; b</div><div>c<br>d</div><pre>x\n  y</pre>");
+        assert_eq!(body.text(), "a & b\nc\nd\n\nx\n  y");
+    }
+
+    #[test]
+    fn paragraphs_become_lines() {
+        let body = Body::from_html("<body><p>this is a test note.</p><p>second</p></body>");
+        assert_eq!(body.text(), "this is a test note.\n\nsecond");
+    }
+
+    #[test]
+    fn empty_body_names_the_field() {
+        let err = Body::parse("note.body", "  ", "").unwrap_err();
+        assert_eq!(err.violation().unwrap().field, "note.body");
+    }
+
+    #[test]
+    fn nul_is_refused() {
+        let err = Body::parse("note.body", "a\0b", "").unwrap_err();
+        assert_eq!(err.reason(), "INVALID_FIELD");
+        assert_eq!(err.violation().unwrap().field, "note.body.text");
+    }
+
+    #[test]
+    fn size_limit_is_exact() {
+        let at_limit = "a".repeat(MAX_BODY_BYTES);
+        assert!(Body::parse("note.body", &at_limit, "").is_ok());
+        let over = "a".repeat(MAX_BODY_BYTES + 1);
+        let err = Body::parse("note.body", &over, "").unwrap_err();
+        assert_eq!(err.reason(), "FIELD_TOO_LARGE");
+        assert_eq!(err.violation().unwrap().field, "note.body.text");
+    }
+
+    #[test]
+    fn large_html_keeps_all_its_text() {
+        let html = "<p>word <b>bold</b></p>".repeat(100_000);
+        let body = Body::from_html(&html);
+        assert_eq!(body.text().matches("word bold").count(), 100_000);
+    }
+}

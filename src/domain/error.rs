@@ -1,0 +1,131 @@
+//! The one error vocabulary of notesd. Every variant has a stable
+//! UPPER_SNAKE reason (see `docs/errors.md`); the gRPC edge maps each to a
+//! status code in one place (`grpc::status`).
+
+/// A field that failed validation, by its path in the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    pub field: String,
+    pub description: String,
+}
+
+impl FieldViolation {
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            description: description.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DomainError {
+    /// A required field is missing or empty.
+    #[error("{}", .0.description)]
+    MissingField(FieldViolation),
+    /// A field is present but malformed or out of range.
+    #[error("{}", .0.description)]
+    InvalidField(FieldViolation),
+    /// A field is larger than its limit.
+    #[error("{}", .0.description)]
+    FieldTooLarge(FieldViolation),
+    /// A page token that is malformed or belongs to other filters.
+    #[error("{}", .0.description)]
+    InvalidPageToken(FieldViolation),
+    #[error("no API key: send `x-api-key` or `authorization: Bearer <key>`")]
+    ApiKeyMissing,
+    #[error("the API key is unknown, revoked or expired")]
+    ApiKeyInvalid,
+    #[error("a service key must name the acting member in `x-actor-id`")]
+    ActorMissing,
+    #[error("this member key acts as its own member; `x-actor-id` names another")]
+    ActorMismatch,
+    #[error("note not found")]
+    NoteNotFound,
+    #[error("{0}")]
+    NotOwner(&'static str),
+    #[error("the etag does not match the note's current etag")]
+    EtagMismatch,
+    #[error("the note is deleted")]
+    NoteDeleted,
+    #[error("the note is not deleted")]
+    NoteNotDeleted,
+    #[error("request_id was already used for a different request")]
+    RequestIdConflict,
+    #[error("a note with this source system and id already exists")]
+    SourceExists,
+    /// Anything the caller cannot fix: logged with its cause, answered with
+    /// a generic message.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl DomainError {
+    pub fn missing(field: &str) -> Self {
+        Self::MissingField(FieldViolation::new(field, format!("{field} is required")))
+    }
+
+    pub fn invalid(field: &str, description: impl Into<String>) -> Self {
+        Self::InvalidField(FieldViolation::new(field, description))
+    }
+
+    pub fn too_large(field: &str, description: impl Into<String>) -> Self {
+        Self::FieldTooLarge(FieldViolation::new(field, description))
+    }
+
+    pub fn bad_page_token(description: impl Into<String>) -> Self {
+        Self::InvalidPageToken(FieldViolation::new("page_token", description))
+    }
+
+    /// The stable machine-readable reason, as listed in `docs/errors.md`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::MissingField(_) => "MISSING_FIELDS",
+            Self::InvalidField(_) => "INVALID_FIELD",
+            Self::FieldTooLarge(_) => "FIELD_TOO_LARGE",
+            Self::InvalidPageToken(_) => "INVALID_PAGE_TOKEN",
+            Self::ApiKeyMissing => "MISSING_API_KEY",
+            Self::ApiKeyInvalid => "INVALID_API_KEY",
+            Self::ActorMissing => "MISSING_ACTOR",
+            Self::ActorMismatch => "ACTOR_MISMATCH",
+            Self::NoteNotFound => "NOT_FOUND",
+            Self::NotOwner(_) => "NOT_OWNER",
+            Self::EtagMismatch => "ETAG_MISMATCH",
+            Self::NoteDeleted => "NOTE_DELETED",
+            Self::NoteNotDeleted => "NOTE_NOT_DELETED",
+            Self::RequestIdConflict => "REQUEST_ID_CONFLICT",
+            Self::SourceExists => "SOURCE_ALREADY_EXISTS",
+            Self::Internal(_) => "INTERNAL",
+        }
+    }
+
+    /// The offending field, for validation errors.
+    pub fn violation(&self) -> Option<&FieldViolation> {
+        match self {
+            Self::MissingField(v)
+            | Self::InvalidField(v)
+            | Self::FieldTooLarge(v)
+            | Self::InvalidPageToken(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Prefixes the field path of a validation error, so a nested value's
+    /// error names its place in the request (`note.body.html`).
+    pub fn within(mut self, prefix: &str) -> Self {
+        if let Self::MissingField(v)
+        | Self::InvalidField(v)
+        | Self::FieldTooLarge(v)
+        | Self::InvalidPageToken(v) = &mut self
+        {
+            v.field = format!("{prefix}.{}", v.field);
+        }
+        self
+    }
+}
+
+impl From<anyhow::Error> for DomainError {
+    fn from(err: anyhow::Error) -> Self {
+        Self::Internal(err)
+    }
+}

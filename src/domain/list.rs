@@ -1,0 +1,73 @@
+//! Listing notes: filters, page sizes and the keyset cursor.
+
+use chrono::{DateTime, Utc};
+
+use super::{DomainError, MemberId, NoteId, Subject};
+
+pub const DEFAULT_PAGE_SIZE: usize = 50;
+pub const MAX_PAGE_SIZE: usize = 1000;
+
+/// Parses a page size: 0 means the default, larger than the cap is capped,
+/// negative is an error (AIP-158).
+pub fn page_size(field: &str, requested: i32) -> Result<usize, DomainError> {
+    match requested {
+        n if n < 0 => Err(DomainError::invalid(
+            field,
+            format!("{field} must not be negative"),
+        )),
+        0 => Ok(DEFAULT_PAGE_SIZE),
+        n => Ok((n as usize).min(MAX_PAGE_SIZE)),
+    }
+}
+
+/// A half-open interval [start, end); a missing bound is unbounded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct TimeRange {
+    pub start: Option<DateTime<Utc>>,
+    pub end: Option<DateTime<Utc>>,
+}
+
+impl TimeRange {
+    pub fn parse(
+        field: &str,
+        start: Option<DateTime<Utc>>,
+        end: Option<DateTime<Utc>>,
+    ) -> Result<Self, DomainError> {
+        if let (Some(start), Some(end)) = (start, end)
+            && start >= end
+        {
+            return Err(DomainError::invalid(
+                field,
+                format!("{field}.start_time must be before {field}.end_time"),
+            ));
+        }
+        Ok(Self { start, end })
+    }
+}
+
+/// Which notes to list. Filters combine with AND; on top of them the caller
+/// only ever sees notes it may read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct NoteFilter {
+    pub subject: Option<Subject>,
+    pub owner: Option<MemberId>,
+    pub pinned: Option<bool>,
+    pub occurred: TimeRange,
+    pub created: TimeRange,
+    pub show_deleted: bool,
+}
+
+/// Where a page of notes starts: just after this note in newest-first
+/// (occurred_at, id) order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoteCursor {
+    pub occurred_at: DateTime<Utc>,
+    pub id: NoteId,
+}
+
+/// A page of results and the cursor of the next page, if there is one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T, C> {
+    pub items: Vec<T>,
+    pub next: Option<C>,
+}

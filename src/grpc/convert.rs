@@ -1,0 +1,456 @@
+//! Proto <-> domain. Requests are parsed here into domain values (every
+//! error names its field path in the request); domain values are turned
+//! into proto messages.
+
+use chrono::{DateTime, Utc};
+use prost::Message as _;
+use prost_types::{Struct, Timestamp, Value, value::Kind};
+use serde_json::{Map, Number, Value as Json};
+use sha2::{Digest as _, Sha256};
+use uuid::Uuid;
+
+use crate::domain::body::Body;
+use crate::domain::list::{NoteFilter, TimeRange};
+use crate::domain::{
+    Action, Attachment, ChangeKind, DomainError, EditPolicy, MemberId, Note, NoteDraft, NoteId,
+    NotePatch, Principal, RequestKey, Source, Subject, Visibility, check_list_len, parse_mentions,
+    parse_text,
+};
+use crate::proto::notes::v1 as pb;
+use crate::storage::Revision;
+
+pub fn timestamp(t: DateTime<Utc>) -> Timestamp {
+    Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
+}
+
+fn parse_timestamp(field: &str, t: &Timestamp) -> Result<DateTime<Utc>, DomainError> {
+    u32::try_from(t.nanos)
+        .ok()
+        .filter(|nanos| *nanos < 1_000_000_000)
+        .and_then(|nanos| DateTime::from_timestamp(t.seconds, nanos))
+        .ok_or_else(|| DomainError::invalid(field, format!("{field} is not a valid timestamp")))
+}
+
+fn parse_subject(field: &str, subject: Option<&pb::Subject>) -> Result<Subject, DomainError> {
+    let subject = subject.ok_or_else(|| DomainError::missing(field))?;
+    Subject::parse(field, &subject.r#type, &subject.id)
+}
+
+fn parse_related(field: &str, subjects: &[pb::Subject]) -> Result<Vec<Subject>, DomainError> {
+    check_list_len(field, subjects)?;
+    subjects
+        .iter()
+        .enumerate()
+        .map(|(i, s)| Subject::parse(&format!("{field}[{i}]"), &s.r#type, &s.id))
+        .collect()
+}
+
+fn parse_visibility(field: &str, value: i32) -> Result<Option<Visibility>, DomainError> {
+    match pb::Visibility::try_from(value) {
+        Ok(pb::Visibility::Unspecified) => Ok(None),
+        Ok(pb::Visibility::Private) => Ok(Some(Visibility::Private)),
+        Ok(pb::Visibility::Team) => Ok(Some(Visibility::Team)),
+        Err(_) => Err(DomainError::invalid(
+            field,
+            format!("{field} must be VISIBILITY_PRIVATE or VISIBILITY_TEAM"),
+        )),
+    }
+}
+
+fn parse_edit_policy(field: &str, value: i32) -> Result<Option<EditPolicy>, DomainError> {
+    match pb::EditPolicy::try_from(value) {
+        Ok(pb::EditPolicy::Unspecified) => Ok(None),
+        Ok(pb::EditPolicy::OwnerOnly) => Ok(Some(EditPolicy::OwnerOnly)),
+        Ok(pb::EditPolicy::Team) => Ok(Some(EditPolicy::Team)),
+        Err(_) => Err(DomainError::invalid(
+            field,
+            format!("{field} must be EDIT_POLICY_OWNER_ONLY or EDIT_POLICY_TEAM"),
+        )),
+    }
+}
+
+fn parse_body(field: &str, body: Option<&pb::NoteBody>) -> Result<Body, DomainError> {
+    let body = body.ok_or_else(|| DomainError::missing(field))?;
+    Body::parse(field, &body.text, &body.html)
+}
+
+fn parse_attachments(
+    field: &str,
+    attachments: &[pb::Attachment],
+) -> Result<Vec<Attachment>, DomainError> {
+    check_list_len(field, attachments)?;
+    attachments
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            Attachment::parse(
+                &format!("{field}[{i}]"),
+                &a.url,
+                &a.filename,
+                &a.content_type,
+                a.size_bytes,
+                &a.thumbnail_url,
+            )
+        })
+        .collect()
+}
+
+fn parse_actions(field: &str, actions: &[Struct]) -> Result<Vec<Action>, DomainError> {
+    check_list_len(field, actions)?;
+    actions
+        .iter()
+        .enumerate()
+        .map(|(i, action)| struct_to_json(&format!("{field}[{i}]"), action))
+        .collect()
+}
+
+fn parse_owner(field: &str, owner: &str) -> Result<Option<MemberId>, DomainError> {
+    if owner.is_empty() {
+        return Ok(None);
+    }
+    MemberId::parse(field, owner).map(Some)
+}
+
+pub fn parse_note_id(field: &str, id: &str) -> Result<NoteId, DomainError> {
+    NoteId::parse(field, id)
+}
+
+/// The parsed AddNote request: the note to create and its request key.
+/// The request key's fingerprint covers the whole request (without its
+/// request id) and the caller, so a retry by someone else, or with other
+/// content, is a different request.
+pub fn parse_add_request(
+    principal: &Principal,
+    request: &pb::AddNoteRequest,
+) -> Result<(NoteDraft, Option<RequestKey>), DomainError> {
+    let request_key = if request.request_id.is_empty() {
+        None
+    } else {
+        let id = Uuid::try_parse(&request.request_id).map_err(|_| {
+            DomainError::invalid("request_id", "request_id must be a UUID".to_owned())
+        })?;
+        let mut content = request.clone();
+        content.request_id.clear();
+        let mut hasher = Sha256::new();
+        hasher.update(principal.member.as_str().as_bytes());
+        hasher.update([0]);
+        hasher.update(content.encode_to_vec());
+        Some(RequestKey {
+            id,
+            fingerprint: hasher.finalize().into(),
+        })
+    };
+    let note = request
+        .note
+        .as_ref()
+        .ok_or_else(|| DomainError::missing("note"))?;
+    let draft = NoteDraft {
+        subject: parse_subject("note.subject", note.subject.as_ref())?,
+        related_subjects: parse_related("note.related_subjects", &note.related_subjects)?,
+        owner: parse_owner("note.owner_id", &note.owner_id)?,
+        visibility: parse_visibility("note.visibility", note.visibility)?
+            .unwrap_or(Visibility::Team),
+        edit_policy: parse_edit_policy("note.edit_policy", note.edit_policy)?
+            .unwrap_or(EditPolicy::OwnerOnly),
+        body: parse_body("note.body", note.body.as_ref())?,
+        title: parse_text("note.title", &note.title, 1024)?,
+        mentions: parse_mentions("note.mentions", &note.mentions)?,
+        actions: parse_actions("note.actions", &note.actions)?,
+        attachments: parse_attachments("note.attachments", &note.attachments)?,
+        pinned: note.pinned,
+        occurred_at: note
+            .occur_time
+            .as_ref()
+            .map(|t| parse_timestamp("note.occur_time", t))
+            .transpose()?,
+        draft: note.draft,
+        source: note
+            .source
+            .as_ref()
+            .map(|s| Source::parse("note.source", &s.system, &s.id))
+            .transpose()?,
+        client_reference: parse_text("note.client_reference", &note.client_reference, 256)?,
+    };
+    Ok((draft, request_key))
+}
+
+/// The fields UpdateNote may change, by their name in `Note`.
+const UPDATABLE_FIELDS: &[&str] = &[
+    "subject",
+    "related_subjects",
+    "owner_id",
+    "visibility",
+    "edit_policy",
+    "body",
+    "title",
+    "mentions",
+    "actions",
+    "attachments",
+    "pinned",
+    "occur_time",
+    "draft",
+    "client_reference",
+];
+
+/// The parsed UpdateNote request: which note, the patch, and the etag.
+pub fn parse_update_request(
+    request: &pb::UpdateNoteRequest,
+) -> Result<(NoteId, NotePatch, Option<String>), DomainError> {
+    let note = request
+        .note
+        .as_ref()
+        .ok_or_else(|| DomainError::missing("note"))?;
+    let id = parse_note_id("note.id", &note.id)?;
+    let paths: Vec<&str> = match &request.update_mask {
+        Some(mask) if !mask.paths.is_empty() => {
+            if mask.paths.iter().any(|p| p == "*") {
+                UPDATABLE_FIELDS.to_vec()
+            } else {
+                mask.paths.iter().map(String::as_str).collect()
+            }
+        }
+        _ => implied_mask(note),
+    };
+    let mut patch = NotePatch::default();
+    for path in paths {
+        let field = format!("note.{path}");
+        let field = field.as_str();
+        match path {
+            "subject" => patch.subject = Some(parse_subject(field, note.subject.as_ref())?),
+            "related_subjects" => {
+                patch.related_subjects = Some(parse_related(field, &note.related_subjects)?)
+            }
+            "owner_id" => {
+                patch.owner = Some(
+                    parse_owner(field, &note.owner_id)?
+                        .ok_or_else(|| DomainError::missing(field))?,
+                )
+            }
+            "visibility" => {
+                patch.visibility = Some(parse_visibility(field, note.visibility)?.ok_or_else(
+                    || DomainError::invalid(field, format!("{field} must be set")),
+                )?)
+            }
+            "edit_policy" => {
+                patch.edit_policy = Some(parse_edit_policy(field, note.edit_policy)?.ok_or_else(
+                    || DomainError::invalid(field, format!("{field} must be set")),
+                )?)
+            }
+            "body" => patch.body = Some(parse_body(field, note.body.as_ref())?),
+            "title" => patch.title = Some(parse_text(field, &note.title, 1024)?),
+            "mentions" => patch.mentions = Some(parse_mentions(field, &note.mentions)?),
+            "actions" => patch.actions = Some(parse_actions(field, &note.actions)?),
+            "attachments" => {
+                patch.attachments = Some(parse_attachments(field, &note.attachments)?)
+            }
+            "pinned" => patch.pinned = Some(note.pinned),
+            "occur_time" => {
+                let t = note
+                    .occur_time
+                    .as_ref()
+                    .ok_or_else(|| DomainError::missing(field))?;
+                patch.occurred_at = Some(parse_timestamp(field, t)?)
+            }
+            "draft" => patch.draft = Some(note.draft),
+            "client_reference" => {
+                patch.client_reference = Some(parse_text(field, &note.client_reference, 256)?)
+            }
+            other => {
+                return Err(DomainError::invalid(
+                    "update_mask",
+                    format!(
+                        "update_mask names `{other}`, which cannot be updated; updatable: {}",
+                        UPDATABLE_FIELDS.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    let etag = (!note.etag.is_empty()).then(|| note.etag.clone());
+    Ok((id, patch, etag))
+}
+
+/// AIP-134: without a mask, every field set to a non-default value.
+fn implied_mask(note: &pb::Note) -> Vec<&'static str> {
+    let set = [
+        note.subject.is_some(),
+        !note.related_subjects.is_empty(),
+        !note.owner_id.is_empty(),
+        note.visibility != 0,
+        note.edit_policy != 0,
+        note.body.is_some(),
+        !note.title.is_empty(),
+        !note.mentions.is_empty(),
+        !note.actions.is_empty(),
+        !note.attachments.is_empty(),
+        note.pinned,
+        note.occur_time.is_some(),
+        note.draft,
+        !note.client_reference.is_empty(),
+    ];
+    UPDATABLE_FIELDS
+        .iter()
+        .zip(set)
+        .filter_map(|(name, set)| set.then_some(*name))
+        .collect()
+}
+
+fn parse_range(field: &str, range: Option<&pb::TimeRange>) -> Result<TimeRange, DomainError> {
+    let Some(range) = range else {
+        return Ok(TimeRange::default());
+    };
+    let start = range
+        .start_time
+        .as_ref()
+        .map(|t| parse_timestamp(&format!("{field}.start_time"), t))
+        .transpose()?;
+    let end = range
+        .end_time
+        .as_ref()
+        .map(|t| parse_timestamp(&format!("{field}.end_time"), t))
+        .transpose()?;
+    TimeRange::parse(field, start, end)
+}
+
+pub fn parse_list_filter(request: &pb::ListNotesRequest) -> Result<NoteFilter, DomainError> {
+    Ok(NoteFilter {
+        subject: request
+            .subject
+            .as_ref()
+            .map(|s| parse_subject("subject", Some(s)))
+            .transpose()?,
+        owner: parse_owner("owner_id", &request.owner_id)?,
+        pinned: request.pinned,
+        occurred: parse_range("occur_time_range", request.occur_time_range.as_ref())?,
+        created: parse_range("create_time_range", request.create_time_range.as_ref())?,
+        show_deleted: request.show_deleted,
+    })
+}
+
+pub fn note_to_proto(note: &Note) -> pb::Note {
+    pb::Note {
+        id: note.id.to_string(),
+        subject: Some(subject_to_proto(&note.subject)),
+        related_subjects: note.related_subjects.iter().map(subject_to_proto).collect(),
+        owner_id: note.owner.to_string(),
+        creator_id: note.created_by.to_string(),
+        updater_id: note.updated_by.to_string(),
+        visibility: match note.visibility {
+            Visibility::Private => pb::Visibility::Private,
+            Visibility::Team => pb::Visibility::Team,
+        } as i32,
+        edit_policy: match note.edit_policy {
+            EditPolicy::OwnerOnly => pb::EditPolicy::OwnerOnly,
+            EditPolicy::Team => pb::EditPolicy::Team,
+        } as i32,
+        body: Some(pb::NoteBody {
+            text: note.body.text().to_owned(),
+            html: note.body.html().unwrap_or_default().to_owned(),
+        }),
+        title: note.title.clone(),
+        mentions: note.mentions.clone(),
+        actions: note.actions.iter().map(json_to_struct).collect(),
+        attachments: note
+            .attachments
+            .iter()
+            .map(|a| pb::Attachment {
+                url: a.url.clone(),
+                filename: a.filename.clone(),
+                content_type: a.content_type.clone(),
+                size_bytes: a.size_bytes,
+                thumbnail_url: a.thumbnail_url.clone(),
+            })
+            .collect(),
+        pinned: note.pinned,
+        pin_time: note.pinned_at.map(timestamp),
+        occur_time: Some(timestamp(note.occurred_at)),
+        create_time: Some(timestamp(note.created_at)),
+        update_time: Some(timestamp(note.updated_at)),
+        edit_time: note.edited_at.map(timestamp),
+        delete_time: note.deleted_at.map(timestamp),
+        draft: note.draft,
+        source: note.source.as_ref().map(|s| pb::Source {
+            system: s.system.clone(),
+            id: s.id.clone(),
+        }),
+        client_reference: note.client_reference.clone(),
+        etag: note.etag(),
+        revision: note.revision,
+    }
+}
+
+fn subject_to_proto(subject: &Subject) -> pb::Subject {
+    pb::Subject {
+        r#type: subject.kind.clone(),
+        id: subject.id.clone(),
+    }
+}
+
+pub fn revision_to_proto(revision: &Revision) -> pb::NoteRevision {
+    pb::NoteRevision {
+        revision: revision.revision,
+        change_kind: match revision.change_kind {
+            ChangeKind::Created => pb::ChangeKind::Created,
+            ChangeKind::Updated => pb::ChangeKind::Updated,
+            ChangeKind::Deleted => pb::ChangeKind::Deleted,
+            ChangeKind::Undeleted => pb::ChangeKind::Undeleted,
+        } as i32,
+        actor_id: revision.actor.to_string(),
+        change_time: Some(timestamp(revision.changed_at)),
+        note: Some(note_to_proto(&revision.note)),
+    }
+}
+
+/// google.protobuf.Struct -> JSON object. Numbers that JSON cannot hold
+/// (NaN, infinities) are refused.
+fn struct_to_json(field: &str, value: &Struct) -> Result<Map<String, Json>, DomainError> {
+    value
+        .fields
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), value_to_json(field, v)?)))
+        .collect()
+}
+
+fn value_to_json(field: &str, value: &Value) -> Result<Json, DomainError> {
+    Ok(match &value.kind {
+        None | Some(Kind::NullValue(_)) => Json::Null,
+        Some(Kind::BoolValue(b)) => Json::Bool(*b),
+        Some(Kind::NumberValue(n)) => Json::Number(Number::from_f64(*n).ok_or_else(|| {
+            DomainError::invalid(field, format!("{field} holds a number JSON cannot represent"))
+        })?),
+        Some(Kind::StringValue(s)) => Json::String(parse_text(field, s, usize::MAX)?),
+        Some(Kind::ListValue(list)) => Json::Array(
+            list.values
+                .iter()
+                .map(|v| value_to_json(field, v))
+                .collect::<Result<_, _>>()?,
+        ),
+        Some(Kind::StructValue(s)) => Json::Object(struct_to_json(field, s)?),
+    })
+}
+
+fn json_to_struct(map: &Map<String, Json>) -> Struct {
+    Struct {
+        fields: map
+            .iter()
+            .map(|(k, v)| (k.clone(), json_to_value(v)))
+            .collect(),
+    }
+}
+
+fn json_to_value(value: &Json) -> Value {
+    let kind = match value {
+        Json::Null => Kind::NullValue(0),
+        Json::Bool(b) => Kind::BoolValue(*b),
+        Json::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        Json::String(s) => Kind::StringValue(s.clone()),
+        Json::Array(items) => Kind::ListValue(prost_types::ListValue {
+            values: items.iter().map(json_to_value).collect(),
+        }),
+        Json::Object(map) => Kind::StructValue(json_to_struct(map)),
+    };
+    Value { kind: Some(kind) }
+}

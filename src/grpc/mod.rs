@@ -1,0 +1,174 @@
+//! The gRPC edge: authenticates each call, parses the request into domain
+//! values, calls the use cases, and converts the result back.
+
+mod convert;
+mod page_token;
+mod status;
+
+pub use status::ERROR_DOMAIN;
+
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status};
+
+use crate::auth::{ApiKeySecret, Authenticator, Credentials};
+use crate::domain::{Principal, list};
+use crate::proto::notes::v1 as pb;
+use crate::proto::notes::v1::notes_service_server::NotesService;
+use crate::service::Notes;
+
+/// Metadata naming the acting member of a service key.
+pub const ACTOR_HEADER: &str = "x-actor-id";
+pub const API_KEY_HEADER: &str = "x-api-key";
+
+#[derive(Debug, Clone)]
+pub struct NotesGrpc {
+    notes: Notes,
+    auth: Authenticator,
+}
+
+impl NotesGrpc {
+    pub fn new(notes: Notes, auth: Authenticator) -> Self {
+        Self { notes, auth }
+    }
+
+    async fn principal(&self, metadata: &MetadataMap) -> Result<Principal, Status> {
+        Ok(self.auth.authenticate(credentials(metadata)).await?)
+    }
+}
+
+/// The key from `x-api-key`, or else from `authorization: Bearer <key>`;
+/// the actor from `x-actor-id`.
+fn credentials(metadata: &MetadataMap) -> Credentials {
+    let text = |name: &str| {
+        metadata
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let key = text(API_KEY_HEADER).or_else(|| {
+        text("authorization").and_then(|auth| {
+            let (scheme, token) = auth.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
+    });
+    Credentials {
+        key: key.map(ApiKeySecret::new),
+        actor: text(ACTOR_HEADER).map(str::to_owned),
+    }
+}
+
+#[tonic::async_trait]
+impl NotesService for NotesGrpc {
+    async fn add_note(
+        &self,
+        request: Request<pb::AddNoteRequest>,
+    ) -> Result<Response<pb::AddNoteResponse>, Status> {
+        let principal = self.principal(request.metadata()).await?;
+        let (draft, request_key) = convert::parse_add_request(&principal, request.get_ref())?;
+        let note = self.notes.add_note(&principal, draft, request_key).await?;
+        tracing::info!(note_id = %note.id, tenant = %principal.tenant, "note added");
+        Ok(Response::new(pb::AddNoteResponse {
+            note: Some(convert::note_to_proto(&note)),
+        }))
+    }
+
+    async fn update_note(
+        &self,
+        request: Request<pb::UpdateNoteRequest>,
+    ) -> Result<Response<pb::UpdateNoteResponse>, Status> {
+        let principal = self.principal(request.metadata()).await?;
+        let (id, patch, etag) = convert::parse_update_request(request.get_ref())?;
+        let note = self
+            .notes
+            .update_note(&principal, id, patch, etag.as_deref())
+            .await?;
+        Ok(Response::new(pb::UpdateNoteResponse {
+            note: Some(convert::note_to_proto(&note)),
+        }))
+    }
+
+    async fn get_note(
+        &self,
+        request: Request<pb::GetNoteRequest>,
+    ) -> Result<Response<pb::GetNoteResponse>, Status> {
+        let principal = self.principal(request.metadata()).await?;
+        let id = convert::parse_note_id("id", &request.get_ref().id)?;
+        let note = self.notes.get_note(&principal, id).await?;
+        Ok(Response::new(pb::GetNoteResponse {
+            note: Some(convert::note_to_proto(&note)),
+        }))
+    }
+
+    async fn list_notes(
+        &self,
+        request: Request<pb::ListNotesRequest>,
+    ) -> Result<Response<pb::ListNotesResponse>, Status> {
+        let principal = self.principal(request.metadata()).await?;
+        let request = request.get_ref();
+        let page_size = list::page_size("page_size", request.page_size)?;
+        let filter = convert::parse_list_filter(request)?;
+        let after = page_token::decode_notes(&filter, &request.page_token)?;
+        let page = self
+            .notes
+            .list_notes(&principal, &filter, page_size, after)
+            .await?;
+        Ok(Response::new(pb::ListNotesResponse {
+            notes: page.items.iter().map(convert::note_to_proto).collect(),
+            next_page_token: page
+                .next
+                .map(|cursor| page_token::encode_notes(&filter, &cursor))
+                .unwrap_or_default(),
+        }))
+    }
+
+    async fn delete_note(
+        &self,
+        request: Request<pb::DeleteNoteRequest>,
+    ) -> Result<Response<pb::DeleteNoteResponse>, Status> {
+        let principal = self.principal(request.metadata()).await?;
+        let request = request.get_ref();
+        let id = convert::parse_note_id("id", &request.id)?;
+        let etag = (!request.etag.is_empty()).then_some(request.etag.as_str());
+        let note = self.notes.delete_note(&principal, id, etag).await?;
+        Ok(Response::new(pb::DeleteNoteResponse {
+            note: Some(convert::note_to_proto(&note)),
+        }))
+    }
+
+    async fn undelete_note(
+        &self,
+        request: Request<pb::UndeleteNoteRequest>,
+    ) -> Result<Response<pb::UndeleteNoteResponse>, Status> {
+        let principal = self.principal(request.metadata()).await?;
+        let request = request.get_ref();
+        let id = convert::parse_note_id("id", &request.id)?;
+        let etag = (!request.etag.is_empty()).then_some(request.etag.as_str());
+        let note = self.notes.undelete_note(&principal, id, etag).await?;
+        Ok(Response::new(pb::UndeleteNoteResponse {
+            note: Some(convert::note_to_proto(&note)),
+        }))
+    }
+
+    async fn list_note_revisions(
+        &self,
+        request: Request<pb::ListNoteRevisionsRequest>,
+    ) -> Result<Response<pb::ListNoteRevisionsResponse>, Status> {
+        let principal = self.principal(request.metadata()).await?;
+        let request = request.get_ref();
+        let id = convert::parse_note_id("note_id", &request.note_id)?;
+        let page_size = list::page_size("page_size", request.page_size)?;
+        let before = page_token::decode_revisions(id, &request.page_token)?;
+        let page = self
+            .notes
+            .list_revisions(&principal, id, page_size, before)
+            .await?;
+        Ok(Response::new(pb::ListNoteRevisionsResponse {
+            revisions: page.items.iter().map(convert::revision_to_proto).collect(),
+            next_page_token: page
+                .next
+                .map(|revision| page_token::encode_revisions(id, revision))
+                .unwrap_or_default(),
+        }))
+    }
+}

@@ -1,0 +1,26 @@
+//! notesd: a gRPC notes microservice over PostgreSQL.
+//!
+//! Layers, inside out: `domain` (the model and its rules), `storage`
+//! (Postgres), `service` (use cases), and the edges: `grpc`, `auth`.
+
+pub mod auth;
+pub mod cli;
+pub mod domain;
+pub mod grpc;
+pub mod service;
+pub mod startup;
+pub mod storage;
+pub mod telemetry;
+
+/// The generated protobuf types, server and client.
+pub mod proto {
+    pub mod notes {
+        pub mod v1 {
+            tonic::include_proto!("notes.v1");
+        }
+    }
+
+    /// The encoded descriptor set of `proto/`, served by reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("notes_descriptor");
+}

@@ -1,0 +1,205 @@
+//! The use cases of notesd, shared by every edge (gRPC and the vendor
+//! facades): access rules applied, then storage called. No wire types here.
+
+use chrono::{DateTime, SubsecRound as _, Utc};
+use uuid::Uuid;
+
+use crate::domain::list::{NoteCursor, NoteFilter, Page};
+use crate::domain::{
+    ChangeKind, DomainError, Note, NoteDraft, NoteId, NotePatch, Principal, RequestKey, access,
+};
+use crate::storage::{InsertOutcome, NoteStore, Revision};
+
+#[derive(Debug, Clone)]
+pub struct Notes {
+    store: NoteStore,
+}
+
+/// Postgres keeps microseconds: a time made here is truncated to them, so a
+/// note in memory equals the note as stored.
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+impl Notes {
+    pub fn new(store: NoteStore) -> Self {
+        Self { store }
+    }
+
+    /// Creates a note owned by the caller. With a request key, a retry of
+    /// the same request returns the first note.
+    pub async fn add_note(
+        &self,
+        principal: &Principal,
+        draft: NoteDraft,
+        request: Option<RequestKey>,
+    ) -> Result<Note, DomainError> {
+        if draft
+            .owner
+            .as_ref()
+            .is_some_and(|owner| *owner != principal.member)
+        {
+            return Err(DomainError::NotOwner(
+                "owner_id may only name the caller on create",
+            ));
+        }
+        let now = now();
+        let note = Note {
+            tenant: principal.tenant.clone(),
+            id: NoteId(Uuid::now_v7()),
+            subject: draft.subject,
+            related_subjects: draft.related_subjects,
+            owner: principal.member.clone(),
+            created_by: principal.member.clone(),
+            updated_by: principal.member.clone(),
+            visibility: draft.visibility,
+            edit_policy: draft.edit_policy,
+            body: draft.body,
+            title: draft.title,
+            mentions: draft.mentions,
+            actions: draft.actions,
+            attachments: draft.attachments,
+            pinned: draft.pinned,
+            pinned_at: draft.pinned.then_some(now),
+            occurred_at: draft.occurred_at.map_or(now, |t| t.trunc_subsecs(6)),
+            created_at: now,
+            updated_at: now,
+            edited_at: None,
+            deleted_at: None,
+            draft: draft.draft,
+            source: draft.source,
+            client_reference: draft.client_reference,
+            revision: 1,
+        };
+        match self.store.insert(note, request.as_ref()).await? {
+            InsertOutcome::Created(note) | InsertOutcome::Replayed(note) => Ok(note),
+            InsertOutcome::RequestConflict => Err(DomainError::RequestIdConflict),
+        }
+    }
+
+    pub async fn get_note(&self, principal: &Principal, id: NoteId) -> Result<Note, DomainError> {
+        self.store
+            .get(&principal.tenant, id)
+            .await?
+            .filter(|note| access::can_read(principal, note))
+            .ok_or(DomainError::NoteNotFound)
+    }
+
+    /// Applies `patch` to a note the caller may edit. `etag`, when given,
+    /// must be the note's current etag.
+    pub async fn update_note(
+        &self,
+        principal: &Principal,
+        id: NoteId,
+        patch: NotePatch,
+        etag: Option<&str>,
+    ) -> Result<Note, DomainError> {
+        self.store
+            .modify(&principal.tenant, id, |mut note| {
+                check_writable(principal, &note, etag)?;
+                if patch.changes_owner_fields(&note) {
+                    access::ensure_is_owner(principal, &note)?;
+                }
+                if note.deleted_at.is_some() {
+                    return Err(DomainError::NoteDeleted);
+                }
+                let changed = patch.apply(&mut note, &principal.member, now());
+                Ok(changed.then_some((note, ChangeKind::Updated)))
+            })
+            .await
+    }
+
+    pub async fn delete_note(
+        &self,
+        principal: &Principal,
+        id: NoteId,
+        etag: Option<&str>,
+    ) -> Result<Note, DomainError> {
+        self.store
+            .modify(&principal.tenant, id, |mut note| {
+                check_writable(principal, &note, etag)?;
+                if note.deleted_at.is_some() {
+                    return Err(DomainError::NoteDeleted);
+                }
+                let now = now();
+                note.deleted_at = Some(now);
+                touch(&mut note, principal, now);
+                Ok(Some((note, ChangeKind::Deleted)))
+            })
+            .await
+    }
+
+    pub async fn undelete_note(
+        &self,
+        principal: &Principal,
+        id: NoteId,
+        etag: Option<&str>,
+    ) -> Result<Note, DomainError> {
+        self.store
+            .modify(&principal.tenant, id, |mut note| {
+                check_writable(principal, &note, etag)?;
+                if note.deleted_at.is_none() {
+                    return Err(DomainError::NoteNotDeleted);
+                }
+                note.deleted_at = None;
+                touch(&mut note, principal, now());
+                Ok(Some((note, ChangeKind::Undeleted)))
+            })
+            .await
+    }
+
+    pub async fn list_notes(
+        &self,
+        principal: &Principal,
+        filter: &NoteFilter,
+        page_size: usize,
+        after: Option<NoteCursor>,
+    ) -> Result<Page<Note, NoteCursor>, DomainError> {
+        self.store
+            .list(
+                &principal.tenant,
+                &principal.member,
+                filter,
+                page_size,
+                after,
+            )
+            .await
+    }
+
+    /// Revisions of a note the caller may read now, newest first.
+    pub async fn list_revisions(
+        &self,
+        principal: &Principal,
+        id: NoteId,
+        page_size: usize,
+        before_revision: Option<i64>,
+    ) -> Result<Page<Revision, i64>, DomainError> {
+        self.get_note(principal, id).await?;
+        self.store
+            .revisions(&principal.tenant, id, page_size, before_revision)
+            .await
+    }
+}
+
+/// The checks every change makes, in the order a caller can act on them:
+/// a note the caller cannot read does not exist; then the etag; then the
+/// right to edit.
+fn check_writable(
+    principal: &Principal,
+    note: &Note,
+    etag: Option<&str>,
+) -> Result<(), DomainError> {
+    if !access::can_read(principal, note) {
+        return Err(DomainError::NoteNotFound);
+    }
+    if etag.is_some_and(|etag| etag != note.etag()) {
+        return Err(DomainError::EtagMismatch);
+    }
+    access::ensure_can_edit(principal, note)
+}
+
+fn touch(note: &mut Note, principal: &Principal, now: DateTime<Utc>) {
+    note.updated_by = principal.member.clone();
+    note.updated_at = now;
+    note.revision += 1;
+}

@@ -1,0 +1,154 @@
+//! Builds the application (database, services, listener) and runs it until
+//! a shutdown signal. Tests reuse it with port 0.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
+
+use crate::auth::Authenticator;
+use crate::grpc::NotesGrpc;
+use crate::proto::notes::v1::notes_service_server::NotesServiceServer;
+use crate::service::Notes;
+use crate::storage::{ApiKeyStore, Database, DatabaseOptions, NoteStore};
+
+/// The largest gRPC message accepted or sent. A note body is at most
+/// 10 MiB of HTML plus its derived text, with room for the rest.
+pub const MAX_MESSAGE_BYTES: usize = 32 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub grpc_addr: SocketAddr,
+    pub database: DatabaseOptions,
+    /// How long in-flight calls may run on after a shutdown signal.
+    pub shutdown_grace: Duration,
+}
+
+pub struct Application {
+    listener: TcpListener,
+    addr: SocketAddr,
+    database: Database,
+    shutdown_grace: Duration,
+}
+
+impl Application {
+    /// Connects to (and creates, and migrates, as configured) the database
+    /// and binds the gRPC port.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let database = Database::connect(&settings.database).await?;
+        let listener = TcpListener::bind(settings.grpc_addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.grpc_addr))?;
+        let addr = listener.local_addr()?;
+        Ok(Self {
+            listener,
+            addr,
+            database,
+            shutdown_grace: settings.shutdown_grace,
+        })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.database
+    }
+
+    /// Serves until `shutdown` completes; then health turns NOT_SERVING,
+    /// new connections are refused, in-flight calls get the grace period
+    /// to finish, and it returns.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let pool = self.database.pool().clone();
+        let notes = NotesGrpc::new(
+            Notes::new(NoteStore::new(pool.clone())),
+            Authenticator::new(ApiKeyStore::new(pool)),
+        );
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<NotesServiceServer<NotesGrpc>>()
+            .await;
+        // v1 for current grpcurl and buf curl, v1alpha for older clients.
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
+
+        let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = Server::builder()
+            .layer(
+                TraceLayer::new_for_grpc()
+                    .make_span_with(crate::telemetry::grpc_span)
+                    .on_response(crate::telemetry::on_grpc_response)
+                    .on_failure(DefaultOnFailure::new().level(tracing::Level::WARN)),
+            )
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(
+                NotesServiceServer::new(notes)
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), async {
+                let _ = server_stopped.await;
+            });
+        tracing::info!(addr = %self.addr, "serving gRPC");
+
+        tokio::pin!(server);
+        tokio::select! {
+            result = &mut server => return result.context("the gRPC server failed"),
+            () = shutdown => {}
+        }
+        tracing::info!("shutting down: health is NOT_SERVING, finishing in-flight calls");
+        health
+            .set_not_serving::<NotesServiceServer<NotesGrpc>>()
+            .await;
+        health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+        let _ = stop_server.send(());
+        match tokio::time::timeout(self.shutdown_grace, server).await {
+            Ok(result) => result.context("the gRPC server failed")?,
+            Err(_) => tracing::warn!(
+                grace = ?self.shutdown_grace,
+                "in-flight calls did not finish within the grace period"
+            ),
+        }
+        self.database.pool().close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Reflection describes notes.v1 and grpc.health.v1.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+}
+
+/// Completes on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,110 @@
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgPool};
+
+/// The migrations in `migrations/`, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, Clone)]
+pub struct DatabaseOptions {
+    pub url: String,
+    pub max_connections: u32,
+    /// Create the database when it does not exist.
+    pub create_if_missing: bool,
+    /// Apply pending migrations at start.
+    pub migrate: bool,
+}
+
+/// The connection pool of one notesd database.
+#[derive(Debug, Clone)]
+pub struct Database {
+    pool: PgPool,
+}
+
+impl Database {
+    /// Connects (creating the database and migrating it when asked).
+    pub async fn connect(options: &DatabaseOptions) -> anyhow::Result<Self> {
+        let connect = PgConnectOptions::from_str(&options.url)
+            .context("DATABASE_URL is not a valid postgres URL")?
+            .log_statements(tracing::log::LevelFilter::Debug)
+            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500));
+        if options.create_if_missing {
+            create_database_if_missing(&connect).await?;
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(connect)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot connect to the database {}",
+                    redact_url(&options.url)
+                )
+            })?;
+        let database = Self { pool };
+        if options.migrate {
+            database.migrate().await?;
+        }
+        Ok(database)
+    }
+
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .context("cannot apply the migrations")
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+/// Creates the target database through the server's `postgres` database
+/// when it does not exist yet.
+async fn create_database_if_missing(target: &PgConnectOptions) -> anyhow::Result<()> {
+    let Some(name) = target.get_database().map(str::to_owned) else {
+        return Ok(());
+    };
+    let mut admin = target
+        .clone()
+        .database("postgres")
+        .connect()
+        .await
+        .context("cannot connect to the postgres database to create the notesd database")?;
+    let exists: bool =
+        sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut admin)
+            .await?;
+    if !exists {
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        match sqlx::query(&format!("create database {quoted}"))
+            .execute(&mut admin)
+            .await
+        {
+            Ok(_) => tracing::info!(database = %name, "created the database"),
+            // Another process created it between our check and our create.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+            Err(e) => return Err(e).context("cannot create the database"),
+        }
+    }
+    admin.close().await?;
+    Ok(())
+}
+
+/// The URL without its password, for messages.
+fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) => "(unparseable url)".to_owned(),
+    }
+}

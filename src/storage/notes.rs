@@ -1,0 +1,303 @@
+//! Note queries. Every query is scoped by tenant; access rules are applied
+//! by the caller (`service`), except in `list`, which filters in SQL what
+//! the viewer may read so that pages stay full.
+
+use sqlx::types::Json;
+use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
+use uuid::Uuid;
+
+use super::rows::{self, NoteRow};
+use crate::domain::list::{NoteCursor, NoteFilter, Page};
+use crate::domain::{ChangeKind, DomainError, MemberId, Note, NoteId, RequestKey, TenantId};
+
+const SAVE_NOTE: &str = include_str!("sql/save_note.sql");
+
+/// What inserting a note with a request id came to.
+#[derive(Debug)]
+pub enum InsertOutcome {
+    Created(Note),
+    /// The request id was used before by the same request: its note.
+    Replayed(Note),
+    /// The request id was used before by a different request.
+    RequestConflict,
+}
+
+/// One recorded state of a note.
+#[derive(Debug, Clone)]
+pub struct Revision {
+    pub revision: i64,
+    pub change_kind: ChangeKind,
+    pub actor: MemberId,
+    pub changed_at: chrono::DateTime<chrono::Utc>,
+    pub note: Note,
+}
+
+#[derive(Debug, Clone)]
+pub struct NoteStore {
+    pool: PgPool,
+}
+
+impl NoteStore {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// Inserts a new note with its first revision and event, and records
+    /// its request id, all in one transaction.
+    pub async fn insert(
+        &self,
+        note: Note,
+        request: Option<&RequestKey>,
+    ) -> Result<InsertOutcome, DomainError> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(request) = request {
+            let recorded = sqlx::query(
+                "insert into note_requests (tenant_id, request_id, fingerprint, note_id, created_at)
+                 values ($1, $2, $3, $4, $5)
+                 on conflict (tenant_id, request_id) do nothing",
+            )
+            .bind(note.tenant.as_str())
+            .bind(request.id)
+            .bind(&request.fingerprint[..])
+            .bind(note.id.0)
+            .bind(note.created_at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if recorded == 0 {
+                // A request with this id committed first (the insert waited
+                // for it if it was in flight).
+                let (fingerprint, note_id): (Vec<u8>, Uuid) = sqlx::query_as(
+                    "select fingerprint, note_id from note_requests
+                     where tenant_id = $1 and request_id = $2",
+                )
+                .bind(note.tenant.as_str())
+                .bind(request.id)
+                .fetch_one(&mut *tx)
+                .await?;
+                if fingerprint != request.fingerprint {
+                    return Ok(InsertOutcome::RequestConflict);
+                }
+                let first = fetch(&mut tx, &note.tenant, NoteId(note_id), false)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("request id names a missing note"))?;
+                return Ok(InsertOutcome::Replayed(first));
+            }
+        }
+        save(&mut tx, &note, ChangeKind::Created).await?;
+        tx.commit().await?;
+        Ok(InsertOutcome::Created(note))
+    }
+
+    pub async fn get(&self, tenant: &TenantId, id: NoteId) -> Result<Option<Note>, DomainError> {
+        let mut conn = self.pool.acquire().await?;
+        fetch(&mut conn, tenant, id, false).await
+    }
+
+    /// Reads and locks a note, lets `change` decide its new state, and
+    /// writes that state with a revision and an event, in one transaction.
+    /// `change` returns `None` to leave the note as it is.
+    pub async fn modify<F>(
+        &self,
+        tenant: &TenantId,
+        id: NoteId,
+        change: F,
+    ) -> Result<Note, DomainError>
+    where
+        F: FnOnce(Note) -> Result<Option<(Note, ChangeKind)>, DomainError>,
+    {
+        let mut tx = self.pool.begin().await?;
+        let current = fetch(&mut tx, tenant, id, true)
+            .await?
+            .ok_or(DomainError::NoteNotFound)?;
+        let unchanged = current.clone();
+        let Some((changed, kind)) = change(current)? else {
+            return Ok(unchanged);
+        };
+        save(&mut tx, &changed, kind).await?;
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    /// A page of the notes `viewer` may read that match `filter`, newest
+    /// `occurred_at` first.
+    pub async fn list(
+        &self,
+        tenant: &TenantId,
+        viewer: &MemberId,
+        filter: &NoteFilter,
+        page_size: usize,
+        after: Option<NoteCursor>,
+    ) -> Result<Page<Note, NoteCursor>, DomainError> {
+        let mut query = QueryBuilder::<Postgres>::new("select * from notes where tenant_id = ");
+        query.push_bind(tenant.as_str());
+        if let Some(subject) = &filter.subject {
+            query.push(" and subject_type = ").push_bind(&subject.kind);
+            query.push(" and subject_id = ").push_bind(&subject.id);
+        }
+        if let Some(owner) = &filter.owner {
+            query.push(" and owner_id = ").push_bind(owner.as_str());
+        }
+        // Literals, not binds, so the planner can use the partial index.
+        match filter.pinned {
+            Some(true) => query.push(" and pinned"),
+            Some(false) => query.push(" and not pinned"),
+            None => &mut query,
+        };
+        for (column, range) in [
+            ("occurred_at", &filter.occurred),
+            ("created_at", &filter.created),
+        ] {
+            if let Some(start) = range.start {
+                query.push(format_args!(" and {column} >= ")).push_bind(start);
+            }
+            if let Some(end) = range.end {
+                query.push(format_args!(" and {column} < ")).push_bind(end);
+            }
+        }
+        if !filter.show_deleted {
+            query.push(" and deleted_at is null");
+        }
+        query
+            .push(" and ((visibility = 2 and not draft) or owner_id = ")
+            .push_bind(viewer.as_str())
+            .push(")");
+        if let Some(cursor) = after {
+            query
+                .push(" and (occurred_at, id) < (")
+                .push_bind(cursor.occurred_at)
+                .push(", ")
+                .push_bind(cursor.id.0)
+                .push(")");
+        }
+        query
+            .push(" order by occurred_at desc, id desc limit ")
+            .push_bind(page_size as i64 + 1);
+
+        let rows: Vec<NoteRow> = query.build_query_as().fetch_all(&self.pool).await?;
+        let mut notes = rows
+            .into_iter()
+            .map(Note::try_from)
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let next = if notes.len() > page_size {
+            notes.truncate(page_size);
+            notes.last().map(|last| NoteCursor {
+                occurred_at: last.occurred_at,
+                id: last.id,
+            })
+        } else {
+            None
+        };
+        Ok(Page { items: notes, next })
+    }
+
+    /// A page of a note's revisions, newest first, starting below
+    /// `before_revision` when given.
+    pub async fn revisions(
+        &self,
+        tenant: &TenantId,
+        id: NoteId,
+        page_size: usize,
+        before_revision: Option<i64>,
+    ) -> Result<Page<Revision, i64>, DomainError> {
+        let rows: Vec<(i64, i16, String, chrono::DateTime<chrono::Utc>, Json<NoteRow>)> =
+            sqlx::query_as(
+                "select revision, change_kind, actor_id, changed_at, snapshot
+                 from note_revisions
+                 where tenant_id = $1 and note_id = $2 and revision < $3
+                 order by revision desc
+                 limit $4",
+            )
+            .bind(tenant.as_str())
+            .bind(id.0)
+            .bind(before_revision.unwrap_or(i64::MAX))
+            .bind(page_size as i64 + 1)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut revisions = rows
+            .into_iter()
+            .map(|(revision, kind, actor, changed_at, Json(snapshot))| {
+                Ok(Revision {
+                    revision,
+                    change_kind: rows::change_kind_from_code(kind)?,
+                    actor: MemberId::parse("actor_id", &actor)
+                        .map_err(|e| anyhow::anyhow!("stored actor_id: {e}"))?,
+                    changed_at,
+                    note: Note::try_from(snapshot)?,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let next = if revisions.len() > page_size {
+            revisions.truncate(page_size);
+            revisions.last().map(|r| r.revision)
+        } else {
+            None
+        };
+        Ok(Page {
+            items: revisions,
+            next,
+        })
+    }
+}
+
+async fn fetch(
+    conn: &mut PgConnection,
+    tenant: &TenantId,
+    id: NoteId,
+    for_update: bool,
+) -> Result<Option<Note>, DomainError> {
+    let sql = if for_update {
+        "select * from notes where tenant_id = $1 and id = $2 for update"
+    } else {
+        "select * from notes where tenant_id = $1 and id = $2"
+    };
+    let row: Option<NoteRow> = sqlx::query_as(sql)
+        .bind(tenant.as_str())
+        .bind(id.0)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.map(Note::try_from).transpose()?)
+}
+
+async fn save(conn: &mut PgConnection, note: &Note, kind: ChangeKind) -> Result<(), DomainError> {
+    sqlx::query(SAVE_NOTE)
+        .bind(note.tenant.as_str())
+        .bind(note.id.0)
+        .bind(&note.subject.kind)
+        .bind(&note.subject.id)
+        .bind(Json(&note.related_subjects))
+        .bind(note.owner.as_str())
+        .bind(note.created_by.as_str())
+        .bind(note.updated_by.as_str())
+        .bind(rows::visibility_code(note.visibility))
+        .bind(rows::edit_policy_code(note.edit_policy))
+        .bind(note.body.text())
+        .bind(note.body.html())
+        .bind(&note.title)
+        .bind(&note.mentions)
+        .bind(Json(&note.actions))
+        .bind(Json(&note.attachments))
+        .bind(note.pinned)
+        .bind(note.pinned_at)
+        .bind(note.occurred_at)
+        .bind(note.created_at)
+        .bind(note.updated_at)
+        .bind(note.edited_at)
+        .bind(note.deleted_at)
+        .bind(note.draft)
+        .bind(note.source.as_ref().map(|s| s.system.as_str()))
+        .bind(note.source.as_ref().map(|s| s.id.as_str()))
+        .bind(&note.client_reference)
+        .bind(note.revision)
+        .bind(rows::change_kind_code(kind))
+        .bind(Uuid::now_v7())
+        .execute(conn)
+        .await
+        .map_err(|err| match &err {
+            sqlx::Error::Database(db) if db.constraint() == Some("notes_tenant_source") => {
+                DomainError::SourceExists
+            }
+            _ => err.into(),
+        })?;
+    Ok(())
+}

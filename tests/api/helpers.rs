@@ -1,0 +1,436 @@
+//! The test harness: a real notesd server on 127.0.0.1:0 over a fresh
+//! PostgreSQL database per test, and gRPC clients carrying API keys.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use notesd::auth::{Authenticator, KeyKind};
+use notesd::domain::{MemberId, TenantId};
+use notesd::proto::notes::v1 as pb;
+use notesd::proto::notes::v1::notes_service_client::NotesServiceClient;
+use notesd::startup::{Application, Settings};
+use notesd::storage::{ApiKeyStore, DatabaseOptions};
+use sqlx::PgPool;
+use tokio::sync::oneshot;
+use tonic::metadata::MetadataValue;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use uuid::Uuid;
+
+/// The server that tests create their databases on. Override with
+/// `NOTESD_TEST_DATABASE_URL` (any database on the server; tests connect to
+/// its `postgres` database to create and drop their own).
+pub fn server_url() -> String {
+    std::env::var("NOTESD_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+fn database_url(name: &str) -> String {
+    let mut url = url::Url::parse(&server_url()).expect("NOTESD_TEST_DATABASE_URL is a URL");
+    url.set_path(&format!("/{name}"));
+    url.to_string()
+}
+
+pub type Client = NotesServiceClient<InterceptedService<Channel, Metadata>>;
+
+/// Adds fixed metadata (the key, an actor) to every call.
+#[derive(Clone, Default)]
+pub struct Metadata(pub Vec<(&'static str, String)>);
+
+impl Interceptor for Metadata {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        for (name, value) in &self.0 {
+            request
+                .metadata_mut()
+                .insert(*name, MetadataValue::try_from(value.as_str()).expect("ascii metadata"));
+        }
+        Ok(request)
+    }
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub database_name: String,
+    pub database_url: String,
+    pub pool: PgPool,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Starts notesd on a fresh database (created and migrated by the server
+/// itself, as in production) and waits until it accepts calls.
+pub async fn spawn_app() -> TestApp {
+    let database_name = format!("notesd_test_{}", Uuid::now_v7().simple());
+    let database_url = database_url(&database_name);
+    let settings = Settings {
+        grpc_addr: "127.0.0.1:0".parse().unwrap(),
+        database: DatabaseOptions {
+            url: database_url.clone(),
+            max_connections: 8,
+            create_if_missing: true,
+            migrate: true,
+        },
+        shutdown_grace: Duration::from_secs(5),
+    };
+    let app = Application::build(settings).await.expect("notesd builds");
+    let addr = app.grpc_addr();
+    let pool = app.database().pool().clone();
+    let (shutdown, stop) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async move {
+        let _ = stop.await;
+    }));
+    TestApp {
+        addr,
+        database_name,
+        database_url,
+        pool,
+        shutdown: Some(shutdown),
+        server: Some(server),
+    }
+}
+
+impl TestApp {
+    /// A member key of `tenant` acting as `member`.
+    pub async fn member_key(&self, tenant: &str, member: &str) -> String {
+        self.issue(tenant, KeyKind::Member(MemberId::parse("member", member).unwrap()))
+            .await
+    }
+
+    /// A service key of `tenant`: calls must name their actor.
+    pub async fn service_key(&self, tenant: &str) -> String {
+        self.issue(tenant, KeyKind::Service).await
+    }
+
+    async fn issue(&self, tenant: &str, kind: KeyKind) -> String {
+        let auth = Authenticator::new(ApiKeyStore::new(self.pool.clone()));
+        let tenant = TenantId::parse("tenant", tenant).unwrap();
+        auth.issue(&tenant, kind, "test", None)
+            .await
+            .expect("key issued")
+            .key
+            .expose()
+            .to_owned()
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connects to notesd")
+    }
+
+    /// A client sending exactly this metadata on every call.
+    pub async fn client_with(&self, metadata: Vec<(&'static str, String)>) -> Client {
+        NotesServiceClient::with_interceptor(self.channel().await, Metadata(metadata))
+            .max_decoding_message_size(64 * 1024 * 1024)
+            .max_encoding_message_size(64 * 1024 * 1024)
+    }
+
+    /// A client calling with `x-api-key: key`.
+    pub async fn client(&self, key: &str) -> Client {
+        self.client_with(vec![("x-api-key", key.to_owned())]).await
+    }
+
+    /// A client for a new member key of `tenant`/`member`.
+    pub async fn member(&self, tenant: &str, member: &str) -> Client {
+        let key = self.member_key(tenant, member).await;
+        self.client(&key).await
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task").expect("server stops cleanly");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    /// Drops the test's database (on a thread of its own: Drop cannot await).
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        let name = self.database_name.clone();
+        let pool = self.pool.clone();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                pool.close().await;
+                if let Ok(admin) = PgPool::connect(&server_url()).await {
+                    let _ = sqlx::query(&format!("drop database if exists \"{name}\" with (force)"))
+                        .execute(&admin)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A minimal valid note about `subject_type/subject_id` with a text body.
+pub fn text_note(subject_type: &str, subject_id: &str, text: &str) -> pb::Note {
+    pb::Note {
+        subject: Some(pb::Subject {
+            r#type: subject_type.to_owned(),
+            id: subject_id.to_owned(),
+        }),
+        body: Some(pb::NoteBody {
+            text: text.to_owned(),
+            html: String::new(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// Adds a note and returns it, panicking on error.
+pub async fn add(client: &mut Client, note: pb::Note) -> pb::Note {
+    client
+        .add_note(pb::AddNoteRequest {
+            request_id: String::new(),
+            note: Some(note),
+        })
+        .await
+        .expect("AddNote succeeds")
+        .into_inner()
+        .note
+        .expect("AddNote returns the note")
+}
+
+/// The ErrorInfo reason of a failed call.
+pub fn reason(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt as _;
+    status
+        .get_details_error_info()
+        .map(|info| info.reason)
+        .unwrap_or_default()
+}
+
+/// The field paths a failed call's BadRequest names.
+pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt as _;
+    status
+        .get_details_bad_request()
+        .map(|br| br.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------
+// Calls, returning the note or the status.
+// ---------------------------------------------------------------------------
+
+/// AddNote with a request id.
+pub async fn add_with_request_id(
+    client: &mut Client,
+    request_id: &str,
+    note: pb::Note,
+) -> Result<pb::Note, tonic::Status> {
+    client
+        .add_note(pb::AddNoteRequest {
+            request_id: request_id.to_owned(),
+            note: Some(note),
+        })
+        .await
+        .map(|r| r.into_inner().note.expect("AddNote returns the note"))
+}
+
+/// AddNote, returning the status on failure.
+pub async fn try_add(client: &mut Client, note: pb::Note) -> Result<pb::Note, tonic::Status> {
+    add_with_request_id(client, "", note).await
+}
+
+pub async fn get(client: &mut Client, id: &str) -> Result<pb::Note, tonic::Status> {
+    client
+        .get_note(pb::GetNoteRequest { id: id.to_owned() })
+        .await
+        .map(|r| r.into_inner().note.expect("GetNote returns the note"))
+}
+
+/// UpdateNote with these mask paths (none: an empty mask).
+pub async fn update(
+    client: &mut Client,
+    note: pb::Note,
+    paths: &[&str],
+) -> Result<pb::Note, tonic::Status> {
+    let update_mask = (!paths.is_empty()).then(|| prost_types::FieldMask {
+        paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+    });
+    client
+        .update_note(pb::UpdateNoteRequest {
+            note: Some(note),
+            update_mask,
+        })
+        .await
+        .map(|r| r.into_inner().note.expect("UpdateNote returns the note"))
+}
+
+pub async fn delete(client: &mut Client, id: &str, etag: &str) -> Result<pb::Note, tonic::Status> {
+    client
+        .delete_note(pb::DeleteNoteRequest {
+            id: id.to_owned(),
+            etag: etag.to_owned(),
+        })
+        .await
+        .map(|r| r.into_inner().note.expect("DeleteNote returns the note"))
+}
+
+pub async fn undelete(
+    client: &mut Client,
+    id: &str,
+    etag: &str,
+) -> Result<pb::Note, tonic::Status> {
+    client
+        .undelete_note(pb::UndeleteNoteRequest {
+            id: id.to_owned(),
+            etag: etag.to_owned(),
+        })
+        .await
+        .map(|r| r.into_inner().note.expect("UndeleteNote returns the note"))
+}
+
+pub async fn list(
+    client: &mut Client,
+    request: pb::ListNotesRequest,
+) -> Result<pb::ListNotesResponse, tonic::Status> {
+    client.list_notes(request).await.map(|r| r.into_inner())
+}
+
+/// Every note of a listing, following its page tokens to the end.
+pub async fn list_all(client: &mut Client, mut request: pb::ListNotesRequest) -> Vec<pb::Note> {
+    let mut notes = Vec::new();
+    loop {
+        let page = list(client, request.clone())
+            .await
+            .expect("ListNotes succeeds");
+        notes.extend(page.notes);
+        if page.next_page_token.is_empty() {
+            return notes;
+        }
+        request.page_token = page.next_page_token;
+    }
+}
+
+/// The ids of every note `client` lists with `request`, in order.
+pub async fn listed_ids(client: &mut Client, request: pb::ListNotesRequest) -> Vec<String> {
+    list_all(client, request).await.into_iter().map(|n| n.id).collect()
+}
+
+pub async fn revisions(
+    client: &mut Client,
+    note_id: &str,
+    page_size: i32,
+    page_token: &str,
+) -> Result<pb::ListNoteRevisionsResponse, tonic::Status> {
+    client
+        .list_note_revisions(pb::ListNoteRevisionsRequest {
+            note_id: note_id.to_owned(),
+            page_size,
+            page_token: page_token.to_owned(),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+// ---------------------------------------------------------------------------
+// Values.
+// ---------------------------------------------------------------------------
+
+/// A note's fields as an update sends them: `id` and the given changes.
+pub fn patch(id: &str) -> pb::Note {
+    pb::Note {
+        id: id.to_owned(),
+        ..Default::default()
+    }
+}
+
+pub fn text_body(text: &str) -> Option<pb::NoteBody> {
+    Some(pb::NoteBody {
+        text: text.to_owned(),
+        html: String::new(),
+    })
+}
+
+pub fn html_body(html: &str) -> Option<pb::NoteBody> {
+    Some(pb::NoteBody {
+        text: String::new(),
+        html: html.to_owned(),
+    })
+}
+
+pub fn subject(kind: &str, id: &str) -> Option<pb::Subject> {
+    Some(pb::Subject {
+        r#type: kind.to_owned(),
+        id: id.to_owned(),
+    })
+}
+
+/// A note with this visibility and edit policy.
+pub fn shared_note(text: &str, visibility: pb::Visibility, policy: pb::EditPolicy) -> pb::Note {
+    pb::Note {
+        visibility: visibility as i32,
+        edit_policy: policy as i32,
+        ..text_note("customer", "c-1", text)
+    }
+}
+
+/// The text of a note's body.
+pub fn body_text(note: &pb::Note) -> &str {
+    note.body.as_ref().map_or("", |b| b.text.as_str())
+}
+
+pub fn timestamp(time: chrono::DateTime<chrono::Utc>) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp {
+        seconds: time.timestamp(),
+        nanos: time.timestamp_subsec_nanos() as i32,
+    })
+}
+
+/// A fixed instant, `minutes` after 2024-01-01T00:00:00Z.
+pub fn at_minute(minutes: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339("2024-01-01T00:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc)
+        + chrono::Duration::minutes(minutes)
+}
+
+// ---------------------------------------------------------------------------
+// Assertions on failed calls.
+// ---------------------------------------------------------------------------
+
+/// Asserts the call failed with `code` and ErrorInfo `reason`.
+#[track_caller]
+pub fn assert_status(result: Result<impl std::fmt::Debug, tonic::Status>, code: tonic::Code, reason_: &str) -> tonic::Status {
+    let status = result.expect_err("the call fails");
+    assert_eq!(status.code(), code, "code of {status:?}");
+    assert_eq!(reason(&status), reason_, "reason of {status:?}");
+    status
+}
+
+/// Asserts the call failed with INVALID_ARGUMENT, `reason`, and a
+/// BadRequest naming `field`.
+#[track_caller]
+pub fn assert_invalid(result: Result<impl std::fmt::Debug, tonic::Status>, reason_: &str, field: &str) {
+    let status = assert_status(result, tonic::Code::InvalidArgument, reason_);
+    let fields = violated_fields(&status);
+    assert!(
+        fields.iter().any(|f| f == field),
+        "expected a violation of {field}, got {fields:?} ({status:?})"
+    );
+}
+
+pub const NOT_FOUND: (tonic::Code, &str) = (tonic::Code::NotFound, "NOT_FOUND");
+pub const NOT_OWNER: (tonic::Code, &str) = (tonic::Code::PermissionDenied, "NOT_OWNER");
+
+/// Asserts the call failed with this (code, reason) pair.
+#[track_caller]
+pub fn assert_fails(result: Result<impl std::fmt::Debug, tonic::Status>, (code, reason_): (tonic::Code, &str)) {
+    assert_status(result, code, reason_);
+}

@@ -1,0 +1,3 @@
+//! Integration tests: the real server over real gRPC, the real Postgres.
+
+mod helpers;

@@ -45,7 +45,13 @@ struct CommonArgs {
     database_url: String,
 
     /// Log format on standard error. The level comes from RUST_LOG.
-    #[arg(long, env = "NOTESD_LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    #[arg(
+        long,
+        env = "NOTESD_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
     log_format: LogFormat,
 }
 

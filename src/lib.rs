@@ -21,6 +21,5 @@ pub mod proto {
     }
 
     /// The encoded descriptor set of `proto/`, served by reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
-        tonic::include_file_descriptor_set!("notes_descriptor");
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("notes_descriptor");
 }

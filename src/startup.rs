@@ -72,9 +72,7 @@ impl Application {
         );
 
         let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_serving::<NotesServiceServer<NotesGrpc>>()
-            .await;
+        health.set_serving::<NotesServiceServer<NotesGrpc>>().await;
         // v1 for current grpcurl and buf curl, v1alpha for older clients.
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
@@ -109,7 +107,9 @@ impl Application {
         health
             .set_not_serving::<NotesServiceServer<NotesGrpc>>()
             .await;
-        health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+        health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
         let _ = stop_server.send(());
         match tokio::time::timeout(self.shutdown_grace, server).await {
             Ok(result) => result.context("the gRPC server failed")?,

@@ -133,7 +133,9 @@ impl Authenticator {
         let tenant = TenantId::parse("tenant_id", &record.tenant_id)?;
         let member = match (&record.member_id, credentials.actor) {
             (Some(member), None) => MemberId::parse("member_id", member)?,
-            (Some(member), Some(actor)) if actor == *member => MemberId::parse("member_id", member)?,
+            (Some(member), Some(actor)) if actor == *member => {
+                MemberId::parse("member_id", member)?
+            }
             (Some(_), Some(_)) => return Err(DomainError::ActorMismatch),
             (None, None) => return Err(DomainError::ActorMissing),
             (None, Some(actor)) => MemberId::parse("x-actor-id", &actor)?,
@@ -172,7 +174,11 @@ mod tests {
         assert_eq!(parsed, id);
         assert_eq!(hash, hash_secret("abc_def"));
         assert!(ApiKeySecret::new("nk_short_x").parse().is_none());
-        assert!(ApiKeySecret::new(format!("nk_{}_", id.simple())).parse().is_none());
+        assert!(
+            ApiKeySecret::new(format!("nk_{}_", id.simple()))
+                .parse()
+                .is_none()
+        );
         assert!(ApiKeySecret::new("garbage").parse().is_none());
     }
 }

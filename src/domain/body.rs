@@ -134,7 +134,11 @@ impl TextState {
             }
             if !self.out.is_empty() {
                 if self.pending_breaks > 0 {
-                    let breaks = if c == '\n' { self.pending_breaks - 1 } else { self.pending_breaks };
+                    let breaks = if c == '\n' {
+                        self.pending_breaks - 1
+                    } else {
+                        self.pending_breaks
+                    };
                     self.out.extend(std::iter::repeat_n('\n', breaks));
                 } else if self.pending_space {
                     self.out.push(' ');
@@ -186,8 +190,8 @@ impl html5ever::tokenizer::TokenSink for TextSink {
                         }
                         state.request_break(2);
                     }
-                    "p" | "h1" | "h2" | "h3" | "h4" | "h5" | "h6" | "blockquote" | "ul"
-                    | "ol" | "dl" | "table" | "hr" | "figure" => state.request_break(2),
+                    "p" | "h1" | "h2" | "h3" | "h4" | "h5" | "h6" | "blockquote" | "ul" | "ol"
+                    | "dl" | "table" | "hr" | "figure" => state.request_break(2),
                     "div" | "li" | "tr" | "dt" | "dd" | "section" | "article" | "header"
                     | "footer" | "aside" | "nav" | "caption" | "details" | "summary" => {
                         state.request_break(1)

@@ -157,7 +157,10 @@ impl Attachment {
         }
         if size_bytes < 0 {
             let f = format!("{field}.size_bytes");
-            return Err(DomainError::invalid(&f, format!("{f} must not be negative")));
+            return Err(DomainError::invalid(
+                &f,
+                format!("{f} must not be negative"),
+            ));
         }
         let thumbnail_url = if thumbnail_url.is_empty() {
             String::new()
@@ -204,9 +207,7 @@ pub fn parse_mentions(field: &str, mentions: &[String]) -> Result<Vec<String>, D
     mentions
         .iter()
         .enumerate()
-        .map(|(i, m)| {
-            MemberId::parse(&format!("{field}[{i}]"), m).map(|m| m.as_str().to_owned())
-        })
+        .map(|(i, m)| MemberId::parse(&format!("{field}[{i}]"), m).map(|m| m.as_str().to_owned()))
         .collect()
 }
 
@@ -247,6 +248,14 @@ impl Note {
     /// The opaque etag of this state of the note: it changes on every write.
     pub fn etag(&self) -> String {
         self.revision.to_string()
+    }
+
+    /// This note's place in newest-first list order.
+    pub fn cursor(&self) -> super::list::NoteCursor {
+        super::list::NoteCursor {
+            occurred_at: self.occurred_at,
+            id: self.id,
+        }
     }
 }
 

@@ -230,22 +230,22 @@ pub fn parse_update_request(
                 )
             }
             "visibility" => {
-                patch.visibility = Some(parse_visibility(field, note.visibility)?.ok_or_else(
-                    || DomainError::invalid(field, format!("{field} must be set")),
-                )?)
+                patch.visibility =
+                    Some(parse_visibility(field, note.visibility)?.ok_or_else(|| {
+                        DomainError::invalid(field, format!("{field} must be set"))
+                    })?)
             }
             "edit_policy" => {
-                patch.edit_policy = Some(parse_edit_policy(field, note.edit_policy)?.ok_or_else(
-                    || DomainError::invalid(field, format!("{field} must be set")),
-                )?)
+                patch.edit_policy =
+                    Some(parse_edit_policy(field, note.edit_policy)?.ok_or_else(|| {
+                        DomainError::invalid(field, format!("{field} must be set"))
+                    })?)
             }
             "body" => patch.body = Some(parse_body(field, note.body.as_ref())?),
             "title" => patch.title = Some(parse_text(field, &note.title, 1024)?),
             "mentions" => patch.mentions = Some(parse_mentions(field, &note.mentions)?),
             "actions" => patch.actions = Some(parse_actions(field, &note.actions)?),
-            "attachments" => {
-                patch.attachments = Some(parse_attachments(field, &note.attachments)?)
-            }
+            "attachments" => patch.attachments = Some(parse_attachments(field, &note.attachments)?),
             "pinned" => patch.pinned = Some(note.pinned),
             "occur_time" => {
                 let t = note
@@ -419,7 +419,10 @@ fn value_to_json(field: &str, value: &Value) -> Result<Json, DomainError> {
         None | Some(Kind::NullValue(_)) => Json::Null,
         Some(Kind::BoolValue(b)) => Json::Bool(*b),
         Some(Kind::NumberValue(n)) => Json::Number(Number::from_f64(*n).ok_or_else(|| {
-            DomainError::invalid(field, format!("{field} holds a number JSON cannot represent"))
+            DomainError::invalid(
+                field,
+                format!("{field} holds a number JSON cannot represent"),
+            )
         })?),
         Some(Kind::StringValue(s)) => Json::String(parse_text(field, s, usize::MAX)?),
         Some(Kind::ListValue(list)) => Json::Array(

@@ -58,6 +58,25 @@ fn credentials(metadata: &MetadataMap) -> Credentials {
     }
 }
 
+/// A page holds fewer items than asked (AIP-158 allows it) when the items
+/// would make the response larger than this; large bodies then page by size.
+const RESPONSE_BUDGET_BYTES: usize = crate::startup::MAX_MESSAGE_BYTES / 2;
+
+/// How many of `items`, from the first, fit in the response budget: always
+/// at least one, since a single note always fits a message.
+fn count_within_budget<M: prost::Message>(items: &[M]) -> usize {
+    let mut total = 0;
+    items
+        .iter()
+        .take_while(|item| {
+            total += item.encoded_len() + 8;
+            total <= RESPONSE_BUDGET_BYTES
+        })
+        .count()
+        .max(1)
+        .min(items.len())
+}
+
 #[tonic::async_trait]
 impl NotesService for NotesGrpc {
     async fn add_note(
@@ -113,10 +132,17 @@ impl NotesService for NotesGrpc {
             .notes
             .list_notes(&principal, &filter, page_size, after)
             .await?;
+        let mut notes: Vec<pb::Note> = page.items.iter().map(convert::note_to_proto).collect();
+        let fitting = count_within_budget(&notes);
+        let next = if fitting < notes.len() {
+            notes.truncate(fitting);
+            Some(page.items[fitting - 1].cursor())
+        } else {
+            page.next
+        };
         Ok(Response::new(pb::ListNotesResponse {
-            notes: page.items.iter().map(convert::note_to_proto).collect(),
-            next_page_token: page
-                .next
+            notes,
+            next_page_token: next
                 .map(|cursor| page_token::encode_notes(&filter, &cursor))
                 .unwrap_or_default(),
         }))
@@ -163,10 +189,18 @@ impl NotesService for NotesGrpc {
             .notes
             .list_revisions(&principal, id, page_size, before)
             .await?;
+        let mut revisions: Vec<pb::NoteRevision> =
+            page.items.iter().map(convert::revision_to_proto).collect();
+        let fitting = count_within_budget(&revisions);
+        let next = if fitting < revisions.len() {
+            revisions.truncate(fitting);
+            Some(page.items[fitting - 1].revision)
+        } else {
+            page.next
+        };
         Ok(Response::new(pb::ListNoteRevisionsResponse {
-            revisions: page.items.iter().map(convert::revision_to_proto).collect(),
-            next_page_token: page
-                .next
+            revisions,
+            next_page_token: next
                 .map(|revision| page_token::encode_revisions(id, revision))
                 .unwrap_or_default(),
         }))

@@ -17,14 +17,21 @@ const REVISIONS_V1: u8 = 2;
 /// A digest of whatever must stay the same from page to page.
 fn scope_digest(scope: &str) -> [u8; 8] {
     let digest = Sha256::digest(scope.as_bytes());
-    digest[..8].try_into().expect("sha-256 is longer than 8 bytes")
+    digest[..8]
+        .try_into()
+        .expect("sha-256 is longer than 8 bytes")
 }
 
 fn filter_scope(filter: &NoteFilter) -> [u8; 8] {
     scope_digest(&format!("{filter:?}"))
 }
 
-fn decode(token: &str, kind: u8, scope: [u8; 8], payload_len: usize) -> Result<Vec<u8>, DomainError> {
+fn decode(
+    token: &str,
+    kind: u8,
+    scope: [u8; 8],
+    payload_len: usize,
+) -> Result<Vec<u8>, DomainError> {
     let bytes = URL_SAFE_NO_PAD
         .decode(token)
         .map_err(|_| DomainError::bad_page_token("page_token is malformed"))?;

@@ -12,6 +12,15 @@ use crate::domain::{ChangeKind, DomainError, MemberId, Note, NoteId, RequestKey,
 
 const SAVE_NOTE: &str = include_str!("sql/save_note.sql");
 
+/// A `note_revisions` row: revision, change kind, actor, time, snapshot.
+type RevisionRow = (
+    i64,
+    i16,
+    String,
+    chrono::DateTime<chrono::Utc>,
+    Json<NoteRow>,
+);
+
 /// What inserting a note with a request id came to.
 #[derive(Debug)]
 pub enum InsertOutcome {
@@ -149,7 +158,9 @@ impl NoteStore {
             ("created_at", &filter.created),
         ] {
             if let Some(start) = range.start {
-                query.push(format_args!(" and {column} >= ")).push_bind(start);
+                query
+                    .push(format_args!(" and {column} >= "))
+                    .push_bind(start);
             }
             if let Some(end) = range.end {
                 query.push(format_args!(" and {column} < ")).push_bind(end);
@@ -181,10 +192,7 @@ impl NoteStore {
             .collect::<anyhow::Result<Vec<_>>>()?;
         let next = if notes.len() > page_size {
             notes.truncate(page_size);
-            notes.last().map(|last| NoteCursor {
-                occurred_at: last.occurred_at,
-                id: last.id,
-            })
+            notes.last().map(Note::cursor)
         } else {
             None
         };
@@ -200,20 +208,19 @@ impl NoteStore {
         page_size: usize,
         before_revision: Option<i64>,
     ) -> Result<Page<Revision, i64>, DomainError> {
-        let rows: Vec<(i64, i16, String, chrono::DateTime<chrono::Utc>, Json<NoteRow>)> =
-            sqlx::query_as(
-                "select revision, change_kind, actor_id, changed_at, snapshot
+        let rows: Vec<RevisionRow> = sqlx::query_as(
+            "select revision, change_kind, actor_id, changed_at, snapshot
                  from note_revisions
                  where tenant_id = $1 and note_id = $2 and revision < $3
                  order by revision desc
                  limit $4",
-            )
-            .bind(tenant.as_str())
-            .bind(id.0)
-            .bind(before_revision.unwrap_or(i64::MAX))
-            .bind(page_size as i64 + 1)
-            .fetch_all(&self.pool)
-            .await?;
+        )
+        .bind(tenant.as_str())
+        .bind(id.0)
+        .bind(before_revision.unwrap_or(i64::MAX))
+        .bind(page_size as i64 + 1)
+        .fetch_all(&self.pool)
+        .await?;
         let mut revisions = rows
             .into_iter()
             .map(|(revision, kind, actor, changed_at, Json(snapshot))| {

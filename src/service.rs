@@ -72,7 +72,11 @@ impl Notes {
             revision: 1,
         };
         match self.store.insert(note, request.as_ref()).await? {
-            InsertOutcome::Created(note) | InsertOutcome::Replayed(note) => Ok(note),
+            InsertOutcome::Created(note) => Ok(note),
+            // The first call's note, as it is now: if it has since been
+            // handed to someone else and hidden, the retry cannot see it.
+            InsertOutcome::Replayed(note) if access::can_read(principal, &note) => Ok(note),
+            InsertOutcome::Replayed(_) => Err(DomainError::NoteNotFound),
             InsertOutcome::RequestConflict => Err(DomainError::RequestIdConflict),
         }
     }

@@ -113,41 +113,52 @@ impl Notes {
             .await
     }
 
+    /// Soft-deletes a note the caller may edit.
     pub async fn delete_note(
         &self,
         principal: &Principal,
         id: NoteId,
         etag: Option<&str>,
     ) -> Result<Note, DomainError> {
-        self.store
-            .modify(&principal.tenant, id, |mut note| {
-                check_writable(principal, &note, etag)?;
-                if note.deleted_at.is_some() {
-                    return Err(DomainError::NoteDeleted);
-                }
-                let now = now();
-                note.deleted_at = Some(now);
-                touch(&mut note, principal, now);
-                Ok(Some((note, ChangeKind::Deleted)))
-            })
-            .await
+        self.set_deleted(principal, id, etag, true).await
     }
 
+    /// Restores a soft-deleted note the caller may edit.
     pub async fn undelete_note(
         &self,
         principal: &Principal,
         id: NoteId,
         etag: Option<&str>,
     ) -> Result<Note, DomainError> {
+        self.set_deleted(principal, id, etag, false).await
+    }
+
+    async fn set_deleted(
+        &self,
+        principal: &Principal,
+        id: NoteId,
+        etag: Option<&str>,
+        delete: bool,
+    ) -> Result<Note, DomainError> {
         self.store
             .modify(&principal.tenant, id, |mut note| {
                 check_writable(principal, &note, etag)?;
-                if note.deleted_at.is_none() {
-                    return Err(DomainError::NoteNotDeleted);
+                match (delete, note.deleted_at.is_some()) {
+                    (true, true) => return Err(DomainError::NoteDeleted),
+                    (false, false) => return Err(DomainError::NoteNotDeleted),
+                    _ => {}
                 }
-                note.deleted_at = None;
-                touch(&mut note, principal, now());
-                Ok(Some((note, ChangeKind::Undeleted)))
+                let now = now();
+                note.deleted_at = delete.then_some(now);
+                note.updated_by = principal.member.clone();
+                note.updated_at = now;
+                note.revision += 1;
+                let kind = if delete {
+                    ChangeKind::Deleted
+                } else {
+                    ChangeKind::Undeleted
+                };
+                Ok(Some((note, kind)))
             })
             .await
     }
@@ -200,10 +211,4 @@ fn check_writable(
         return Err(DomainError::EtagMismatch);
     }
     access::ensure_can_edit(principal, note)
-}
-
-fn touch(note: &mut Note, principal: &Principal, now: DateTime<Utc>) {
-    note.updated_by = principal.member.clone();
-    note.updated_at = now;
-    note.revision += 1;
 }

@@ -11,7 +11,10 @@ use std::{env, fs, path::PathBuf};
 use prost::Message as _;
 
 const PROTO_ROOT: &str = "proto";
-const PROTO_FILES: &[&str] = &["proto/notes/v1/notes.proto"];
+const PROTO_FILES: &[&str] = &[
+    "proto/notes/v1/notes.proto",
+    "proto/notes/v1/subjects.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={PROTO_ROOT}");

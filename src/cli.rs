@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use chrono::Utc;
 use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
 use uuid::Uuid;
 
-use crate::auth::{Authenticator, KeyKind};
+use crate::auth::{Authenticator, KeyKind, KeySpec};
 use crate::domain::{MemberId, TenantId};
 use crate::startup::{Application, Settings, shutdown_signal};
-use crate::storage::{ApiKeyStore, Database, DatabaseOptions};
+use crate::storage::{APP_ROLE, ApiKeyStore, Database, DatabaseOptions};
 use crate::telemetry::{self, LogFormat};
 
 /// The local Postgres, database `notesd`.
@@ -83,6 +84,12 @@ struct ServeArgs {
     /// Seconds in-flight calls may run on after SIGTERM or SIGINT.
     #[arg(long, env = "NOTESD_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
     shutdown_grace_secs: u64,
+
+    /// Proxies (CIDRs, comma-separated) whose `x-forwarded-for` header is
+    /// believed for the caller's address; without it the address is the
+    /// connection's peer.
+    #[arg(long, env = "NOTESD_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Vec<IpNet>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -95,8 +102,16 @@ enum KeysCommand {
         tenant: String,
         /// The member the key acts as. Without it the key is a service
         /// key, and each call names its acting member in `x-actor-id`.
-        #[arg(long)]
+        #[arg(long, required_if_eq("admin", "true"))]
         member: Option<String>,
+        /// An admin key: reads and changes every note of its tenant, and is
+        /// recorded as its --member (required) on every change.
+        #[arg(long)]
+        admin: bool,
+        /// Accept calls only from this network (a CIDR such as 10.0.0.0/8 or
+        /// 192.0.2.7/32); repeat for several. Without it: from anywhere.
+        #[arg(long = "allow-ip", value_name = "CIDR")]
+        allowed_cidrs: Vec<IpNet>,
         /// A label to recognise the key by.
         #[arg(long, default_value = "")]
         label: String,
@@ -104,7 +119,18 @@ enum KeysCommand {
         #[arg(long)]
         expires_in_days: Option<u32>,
     },
-    /// List keys (never their secrets).
+    /// Replace a key by a new one with the same settings. The new key is
+    /// printed once, as the last line; the old one stops working after the
+    /// grace period.
+    Rotate {
+        /// The key's id, as printed by `create` and `list`.
+        id: Uuid,
+        /// Hours the old key keeps working, so clients can switch.
+        #[arg(long, default_value_t = 0)]
+        grace_hours: u32,
+    },
+    /// List keys with their kind, networks, expiry and last use (never
+    /// their secrets).
     List {
         /// Only this tenant's keys.
         #[arg(long)]
@@ -120,11 +146,13 @@ enum KeysCommand {
 impl Cli {
     pub async fn run(self) -> anyhow::Result<()> {
         telemetry::init(self.common.log_format);
+        // Key management works on api_keys as the database owner.
         let database = |migrate: bool| DatabaseOptions {
             url: self.common.database_url.clone(),
             max_connections: 4,
             create_if_missing: true,
             migrate,
+            role: None,
         };
         match self.command {
             None => serve(&self.common, self.serve).await,
@@ -150,8 +178,10 @@ async fn serve(common: &CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
             max_connections: args.db_max_connections,
             create_if_missing: true,
             migrate: !args.no_migrate,
+            role: Some(APP_ROLE.to_owned()),
         },
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+        trusted_proxies: args.trusted_proxies,
     };
     Application::build(settings)
         .await?
@@ -165,43 +195,74 @@ async fn keys(command: KeysCommand, db: Database) -> anyhow::Result<()> {
         KeysCommand::Create {
             tenant,
             member,
+            admin,
+            allowed_cidrs,
             label,
             expires_in_days,
         } => {
             let tenant = TenantId::parse("--tenant", &tenant)?;
-            let kind = match &member {
-                Some(member) => KeyKind::Member(MemberId::parse("--member", member)?),
-                None => KeyKind::Service,
+            let member = member
+                .map(|m| MemberId::parse("--member", &m))
+                .transpose()?;
+            let kind = match (member, admin) {
+                (Some(member), true) => KeyKind::Admin(member),
+                (Some(member), false) => KeyKind::Member(member),
+                (None, _) => KeyKind::Service,
             };
-            let expires_at =
-                expires_in_days.map(|days| Utc::now() + chrono::Duration::days(i64::from(days)));
+            let description = match &kind {
+                KeyKind::Member(m) => format!("member key acting as {m}"),
+                KeyKind::Admin(m) => format!("admin key recorded as {m}"),
+                KeyKind::Service => "service key; calls name their member in x-actor-id".to_owned(),
+            };
+            let spec = KeySpec {
+                kind,
+                allowed_cidrs,
+                label,
+                expires_at: expires_in_days
+                    .map(|days| Utc::now() + chrono::Duration::days(i64::from(days))),
+            };
+            let issued = Authenticator::new(store).issue(&tenant, spec).await?;
+            println!(
+                "created key {} for tenant {tenant}: {description}",
+                issued.id
+            );
+            println!("store it now: it is not shown again");
+            println!("{}", issued.key.expose());
+        }
+        KeysCommand::Rotate { id, grace_hours } => {
+            let grace = chrono::Duration::hours(i64::from(grace_hours));
             let issued = Authenticator::new(store)
-                .issue(&tenant, kind, &label, expires_at)
-                .await?;
-            match &member {
-                Some(member) => println!(
-                    "created key {} for tenant {tenant}, acting as member {member}",
-                    issued.id
-                ),
-                None => println!(
-                    "created service key {} for tenant {tenant}; calls name their member in x-actor-id",
-                    issued.id
-                ),
-            }
+                .rotate(id, grace)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no live key has the id {id}"))?;
+            println!(
+                "created key {} to replace {id}, which stops working in {grace_hours} h",
+                issued.id
+            );
             println!("store it now: it is not shown again");
             println!("{}", issued.key.expose());
         }
         KeysCommand::List { tenant } => {
-            println!("id\ttenant\tmember\tlabel\tcreated\texpires\trevoked\tlast_used");
+            println!(
+                "id\ttenant\tkind\tmember\tallowed_ips\tlabel\tcreated\texpires\trevoked\tlast_used"
+            );
             let show = |t: Option<chrono::DateTime<Utc>>| {
                 t.map_or_else(|| "-".to_owned(), |t| t.to_rfc3339())
             };
             for key in store.list(tenant.as_deref()).await? {
+                let networks: Vec<String> =
+                    key.allowed_cidrs.iter().map(ToString::to_string).collect();
                 println!(
-                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
                     key.id,
                     key.tenant_id,
-                    key.member_id.as_deref().unwrap_or("(service)"),
+                    key.kind,
+                    key.member_id.as_deref().unwrap_or("-"),
+                    if networks.is_empty() {
+                        "any".to_owned()
+                    } else {
+                        networks.join(",")
+                    },
                     key.label,
                     key.created_at.to_rfc3339(),
                     show(key.expires_at),

@@ -6,13 +6,15 @@ use uuid::Uuid;
 
 use crate::domain::list::{NoteCursor, NoteFilter, Page};
 use crate::domain::{
-    ChangeKind, DomainError, Note, NoteDraft, NoteId, NotePatch, Principal, RequestKey, access,
+    ChangeKind, DomainError, MemberId, Note, NoteDraft, NoteId, NotePatch, Principal, RequestKey,
+    Subject, SubjectRegistration, access,
 };
-use crate::storage::{InsertOutcome, NoteStore, Revision};
+use crate::storage::{InsertOutcome, NoteStore, Revision, SubjectStore};
 
 #[derive(Debug, Clone)]
 pub struct Notes {
     store: NoteStore,
+    subjects: SubjectStore,
 }
 
 /// Postgres keeps microseconds: a time made here is truncated to them, so a
@@ -22,8 +24,19 @@ fn now() -> DateTime<Utc> {
 }
 
 impl Notes {
-    pub fn new(store: NoteStore) -> Self {
-        Self { store }
+    pub fn new(store: NoteStore, subjects: SubjectStore) -> Self {
+        Self { store, subjects }
+    }
+
+    /// A subject registered with owner-only notes takes notes from its
+    /// owner only.
+    async fn ensure_may_add_notes_to(
+        &self,
+        principal: &Principal,
+        subject: &Subject,
+    ) -> Result<(), DomainError> {
+        let registration = self.subjects.get(&principal.tenant, subject).await?;
+        access::ensure_may_add_notes_to(principal, registration.as_ref())
     }
 
     /// Creates a note owned by the caller. With a request key, a retry of
@@ -34,22 +47,17 @@ impl Notes {
         draft: NoteDraft,
         request: Option<RequestKey>,
     ) -> Result<Note, DomainError> {
-        if draft
-            .owner
-            .as_ref()
-            .is_some_and(|owner| *owner != principal.member)
-        {
-            return Err(DomainError::NotOwner(
-                "owner_id may only name the caller on create",
-            ));
-        }
+        let owner = draft.owner.unwrap_or_else(|| principal.member.clone());
+        access::ensure_may_create_for(principal, &owner)?;
+        self.ensure_may_add_notes_to(principal, &draft.subject)
+            .await?;
         let now = now();
         let note = Note {
             tenant: principal.tenant.clone(),
             id: NoteId(Uuid::now_v7()),
             subject: draft.subject,
             related_subjects: draft.related_subjects,
-            owner: principal.member.clone(),
+            owner,
             created_by: principal.member.clone(),
             updated_by: principal.member.clone(),
             visibility: draft.visibility,
@@ -98,6 +106,9 @@ impl Notes {
         patch: NotePatch,
         etag: Option<&str>,
     ) -> Result<Note, DomainError> {
+        if let Some(subject) = &patch.subject {
+            self.ensure_may_add_notes_to(principal, subject).await?;
+        }
         self.store
             .modify(&principal.tenant, id, |mut note| {
                 check_writable(principal, &note, etag)?;
@@ -173,7 +184,7 @@ impl Notes {
         self.store
             .list(
                 &principal.tenant,
-                &principal.member,
+                (!principal.is_admin()).then_some(&principal.member),
                 filter,
                 page_size,
                 after,
@@ -211,4 +222,49 @@ fn check_writable(
         return Err(DomainError::EtagMismatch);
     }
     access::ensure_can_edit(principal, note)
+}
+
+/// The subject registry's use cases.
+#[derive(Debug, Clone)]
+pub struct Subjects {
+    store: SubjectStore,
+}
+
+impl Subjects {
+    pub fn new(store: SubjectStore) -> Self {
+        Self { store }
+    }
+
+    /// Registers `subject` (or changes its registration); the owner
+    /// defaults to the caller.
+    pub async fn register(
+        &self,
+        principal: &Principal,
+        subject: Subject,
+        owner: Option<MemberId>,
+        owner_only_notes: bool,
+    ) -> Result<SubjectRegistration, DomainError> {
+        let owner = owner.unwrap_or_else(|| principal.member.clone());
+        self.store
+            .upsert(
+                &principal.tenant,
+                &subject,
+                &owner,
+                owner_only_notes,
+                now(),
+                |existing| access::ensure_may_register(principal, existing, &owner),
+            )
+            .await
+    }
+
+    pub async fn get(
+        &self,
+        principal: &Principal,
+        subject: &Subject,
+    ) -> Result<SubjectRegistration, DomainError> {
+        self.store
+            .get(&principal.tenant, subject)
+            .await?
+            .ok_or(DomainError::SubjectNotFound)
+    }
 }

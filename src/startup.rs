@@ -6,16 +6,18 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use ipnet::IpNet;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::auth::Authenticator;
-use crate::grpc::NotesGrpc;
+use crate::grpc::{Callers, NotesGrpc, SubjectsGrpc};
 use crate::proto::notes::v1::notes_service_server::NotesServiceServer;
-use crate::service::Notes;
-use crate::storage::{ApiKeyStore, Database, DatabaseOptions, NoteStore};
+use crate::proto::notes::v1::subjects_service_server::SubjectsServiceServer;
+use crate::service::{Notes, Subjects};
+use crate::storage::{ApiKeyStore, Database, DatabaseOptions, NoteStore, SubjectStore};
 
 /// The largest gRPC message accepted or sent. A note body is at most
 /// 10 MiB of HTML plus its derived text, with room for the rest.
@@ -27,6 +29,8 @@ pub struct Settings {
     pub database: DatabaseOptions,
     /// How long in-flight calls may run on after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// Proxies whose `x-forwarded-for` is believed for the caller's address.
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 pub struct Application {
@@ -34,6 +38,7 @@ pub struct Application {
     addr: SocketAddr,
     database: Database,
     shutdown_grace: Duration,
+    trusted_proxies: Vec<IpNet>,
 }
 
 impl Application {
@@ -50,6 +55,7 @@ impl Application {
             addr,
             database,
             shutdown_grace: settings.shutdown_grace,
+            trusted_proxies: settings.trusted_proxies,
         })
     }
 
@@ -66,10 +72,18 @@ impl Application {
     /// to finish, and it returns.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let pool = self.database.pool().clone();
-        let notes = NotesGrpc::new(
-            Notes::new(NoteStore::new(pool.clone())),
-            Authenticator::new(ApiKeyStore::new(pool)),
+        let callers = Callers::new(
+            Authenticator::new(ApiKeyStore::new(pool.clone())),
+            self.trusted_proxies,
         );
+        let notes = NotesGrpc::new(
+            Notes::new(
+                NoteStore::new(pool.clone()),
+                SubjectStore::new(pool.clone()),
+            ),
+            callers.clone(),
+        );
+        let subjects = SubjectsGrpc::new(Subjects::new(SubjectStore::new(pool)), callers);
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<NotesServiceServer<NotesGrpc>>().await;
@@ -93,6 +107,7 @@ impl Application {
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_MESSAGE_BYTES),
             )
+            .add_service(SubjectsServiceServer::new(subjects))
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), async {
                 let _ = server_stopped.await;
             });
@@ -106,6 +121,9 @@ impl Application {
         tracing::info!("shutting down: health is NOT_SERVING, finishing in-flight calls");
         health
             .set_not_serving::<NotesServiceServer<NotesGrpc>>()
+            .await;
+        health
+            .set_not_serving::<SubjectsServiceServer<SubjectsGrpc>>()
             .await;
         health
             .set_service_status("", tonic_health::ServingStatus::NotServing)
@@ -124,11 +142,13 @@ impl Application {
     }
 }
 
-/// Reflection describes notes.v1 and grpc.health.v1.
+/// Reflection describes notes.v1, grpc.health.v1, and google.rpc's error
+/// details, so grpcurl shows an error's ErrorInfo and BadRequest decoded.
 fn reflection() -> tonic_reflection::server::Builder<'static> {
     tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
 }
 
 /// Completes on SIGTERM or SIGINT (Ctrl-C).

@@ -6,12 +6,15 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use std::net::IpAddr;
+
 use chrono::{DateTime, Utc};
+use ipnet::IpNet;
 use rand::RngCore as _;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::domain::{DomainError, MemberId, Principal, TenantId};
+use crate::domain::{DomainError, MemberId, Principal, Role, TenantId};
 use crate::storage::{ApiKeyRecord, ApiKeyStore, NewApiKey};
 
 const PREFIX: &str = "nk_";
@@ -54,13 +57,59 @@ fn hash_secret(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
 }
 
-/// How a key names the member it acts as.
+/// How a key names the member it acts as, and what it may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyKind {
     /// Acts as this member.
     Member(MemberId),
     /// Names the acting member on each call (`x-actor-id`).
     Service,
+    /// Reads and changes every note of its tenant; recorded as this member.
+    Admin(MemberId),
+}
+
+impl KeyKind {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Member(_) => "member",
+            Self::Service => "service",
+            Self::Admin(_) => "admin",
+        }
+    }
+
+    fn member(&self) -> Option<&MemberId> {
+        match self {
+            Self::Member(member) | Self::Admin(member) => Some(member),
+            Self::Service => None,
+        }
+    }
+
+    fn from_record(record: &ApiKeyRecord) -> anyhow::Result<Self> {
+        let member = || -> anyhow::Result<MemberId> {
+            let member = record
+                .member_id
+                .as_deref()
+                .ok_or_else(|| anyhow::anyhow!("key {} has no member", record.id))?;
+            MemberId::parse("member_id", member)
+                .map_err(|e| anyhow::anyhow!("stored member_id: {e}"))
+        };
+        Ok(match record.kind.as_str() {
+            "member" => Self::Member(member()?),
+            "admin" => Self::Admin(member()?),
+            "service" => Self::Service,
+            other => anyhow::bail!("unknown key kind {other} in the database"),
+        })
+    }
+}
+
+/// What a key is allowed: its kind, and the networks it may call from
+/// (none: anywhere).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySpec {
+    pub kind: KeyKind,
+    pub allowed_cidrs: Vec<IpNet>,
+    pub label: String,
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// A key just created: its id, and the key itself to show once.
@@ -70,11 +119,13 @@ pub struct IssuedKey {
     pub key: ApiKeySecret,
 }
 
-/// What a call presented: a key, and the acting member a service key names.
+/// What a call presented: a key, the acting member a service key names,
+/// and the address the call came from.
 #[derive(Debug, Default)]
 pub struct Credentials {
     pub key: Option<ApiKeySecret>,
     pub actor: Option<String>,
+    pub peer: Option<IpAddr>,
 }
 
 /// Issues keys and turns credentials into a principal.
@@ -88,13 +139,7 @@ impl Authenticator {
         Self { keys }
     }
 
-    pub async fn issue(
-        &self,
-        tenant: &TenantId,
-        kind: KeyKind,
-        label: &str,
-        expires_at: Option<DateTime<Utc>>,
-    ) -> Result<IssuedKey, DomainError> {
+    pub async fn issue(&self, tenant: &TenantId, spec: KeySpec) -> Result<IssuedKey, DomainError> {
         let id = Uuid::now_v7();
         let mut secret_bytes = [0u8; 32];
         rand::rng().fill_bytes(&mut secret_bytes);
@@ -103,19 +148,45 @@ impl Authenticator {
             .insert(&NewApiKey {
                 id,
                 tenant_id: tenant.as_str().to_owned(),
-                member_id: match &kind {
-                    KeyKind::Member(member) => Some(member.as_str().to_owned()),
-                    KeyKind::Service => None,
-                },
+                kind: spec.kind.code(),
+                member_id: spec.kind.member().map(|m| m.as_str().to_owned()),
+                allowed_cidrs: spec.allowed_cidrs,
                 secret_hash: hash_secret(&secret),
-                label: label.to_owned(),
-                expires_at,
+                label: spec.label,
+                expires_at: spec.expires_at,
             })
             .await?;
         Ok(IssuedKey {
             id,
             key: ApiKeySecret(format!("{PREFIX}{}_{secret}", id.simple())),
         })
+    }
+
+    /// Replaces a key by a new one with the same tenant, kind, member,
+    /// networks, label and expiry; the old key keeps working for `grace`
+    /// (zero: it stops at once). Returns `None` when no live key has `id`.
+    pub async fn rotate(
+        &self,
+        id: Uuid,
+        grace: chrono::Duration,
+    ) -> Result<Option<IssuedKey>, DomainError> {
+        let Some(old) = self.keys.find(id).await? else {
+            return Ok(None);
+        };
+        let now = Utc::now();
+        if old.revoked_at.is_some() || old.expires_at.is_some_and(|at| at <= now) {
+            return Ok(None);
+        }
+        let tenant = TenantId::parse("tenant_id", &old.tenant_id)?;
+        let spec = KeySpec {
+            kind: KeyKind::from_record(&old)?,
+            allowed_cidrs: old.allowed_cidrs.clone(),
+            label: old.label.clone(),
+            expires_at: old.expires_at,
+        };
+        let issued = self.issue(&tenant, spec).await?;
+        self.keys.expire(id, now + grace).await?;
+        Ok(Some(issued))
     }
 
     /// The principal of a call, or why it is refused.
@@ -130,15 +201,31 @@ impl Authenticator {
         if !is_usable(&record, &hash, Utc::now()) {
             return Err(DomainError::ApiKeyInvalid);
         }
+        if !record.allowed_cidrs.is_empty()
+            && !credentials
+                .peer
+                .is_some_and(|peer| record.allowed_cidrs.iter().any(|net| net.contains(&peer)))
+        {
+            return Err(DomainError::IpNotAllowed);
+        }
         let tenant = TenantId::parse("tenant_id", &record.tenant_id)?;
-        let member = match (&record.member_id, credentials.actor) {
-            (Some(member), None) => MemberId::parse("member_id", member)?,
-            (Some(member), Some(actor)) if actor == *member => {
-                MemberId::parse("member_id", member)?
+        let kind = KeyKind::from_record(&record)?;
+        let role = match kind {
+            KeyKind::Admin(_) => Role::Admin,
+            KeyKind::Member(_) | KeyKind::Service => Role::Member,
+        };
+        let member = match (kind, credentials.actor) {
+            (KeyKind::Member(member) | KeyKind::Admin(member), None) => member,
+            (KeyKind::Member(member) | KeyKind::Admin(member), Some(actor))
+                if actor == member.as_str() =>
+            {
+                member
             }
-            (Some(_), Some(_)) => return Err(DomainError::ActorMismatch),
-            (None, None) => return Err(DomainError::ActorMissing),
-            (None, Some(actor)) => MemberId::parse("x-actor-id", &actor)?,
+            (KeyKind::Member(_) | KeyKind::Admin(_), Some(_)) => {
+                return Err(DomainError::ActorMismatch);
+            }
+            (KeyKind::Service, None) => return Err(DomainError::ActorMissing),
+            (KeyKind::Service, Some(actor)) => MemberId::parse("x-actor-id", &actor)?,
         };
         let keys = self.keys.clone();
         tokio::spawn(async move {
@@ -146,7 +233,11 @@ impl Authenticator {
                 tracing::warn!(key_id = %id, error = %err, "cannot record the key's last use");
             }
         });
-        Ok(Principal { tenant, member })
+        Ok(Principal {
+            tenant,
+            member,
+            role,
+        })
     }
 }
 

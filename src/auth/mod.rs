@@ -2,4 +2,4 @@
 
 mod keys;
 
-pub use keys::{ApiKeySecret, Authenticator, Credentials, IssuedKey, KeyKind};
+pub use keys::{ApiKeySecret, Authenticator, Credentials, IssuedKey, KeyKind, KeySpec};

@@ -1,14 +1,17 @@
 //! Who may see and change a note (DESIGN.md section 3).
 
-use super::{DomainError, EditPolicy, Note, Principal, Visibility};
+use super::{DomainError, EditPolicy, MemberId, Note, Principal, SubjectRegistration, Visibility};
 
 /// A note is readable by its owner; by every member of its tenant when it
-/// is TEAM-visible and not a draft; by nobody of another tenant.
+/// is TEAM-visible and not a draft; by the tenant's admins; by nobody of
+/// another tenant.
 pub fn can_read(principal: &Principal, note: &Note) -> bool {
     if principal.tenant != note.tenant {
         return false;
     }
-    note.owner == principal.member || (note.visibility == Visibility::Team && !note.draft)
+    principal.is_admin()
+        || note.owner == principal.member
+        || (note.visibility == Visibility::Team && !note.draft)
 }
 
 /// Checks that `principal` may change `note`. A note the caller cannot read
@@ -18,7 +21,10 @@ pub fn ensure_can_edit(principal: &Principal, note: &Note) -> Result<(), DomainE
     if !can_read(principal, note) {
         return Err(DomainError::NoteNotFound);
     }
-    if note.owner == principal.member || note.edit_policy == EditPolicy::Team {
+    if principal.is_admin()
+        || note.owner == principal.member
+        || note.edit_policy == EditPolicy::Team
+    {
         return Ok(());
     }
     Err(DomainError::NotOwner("only the note's owner may change it"))
@@ -26,10 +32,62 @@ pub fn ensure_can_edit(principal: &Principal, note: &Note) -> Result<(), DomainE
 
 /// Owner, visibility, edit policy and draft state are the owner's alone.
 pub fn ensure_is_owner(principal: &Principal, note: &Note) -> Result<(), DomainError> {
-    if note.owner == principal.member {
+    if principal.is_admin() || note.owner == principal.member {
         return Ok(());
     }
     Err(DomainError::NotOwner(
         "only the note's owner may change its owner, visibility, edit policy or draft state",
     ))
+}
+
+/// A note is created for its creator, unless an admin creates it for
+/// someone else (an import).
+pub fn ensure_may_create_for(principal: &Principal, owner: &MemberId) -> Result<(), DomainError> {
+    if principal.is_admin() || *owner == principal.member {
+        return Ok(());
+    }
+    Err(DomainError::NotOwner(
+        "owner_id may only name the caller on create",
+    ))
+}
+
+/// A subject registered with owner-only notes takes notes from its owner
+/// (and the tenant's admins) only.
+pub fn ensure_may_add_notes_to(
+    principal: &Principal,
+    registration: Option<&SubjectRegistration>,
+) -> Result<(), DomainError> {
+    match registration {
+        Some(r) if r.owner_only_notes && r.owner != principal.member && !principal.is_admin() => {
+            Err(DomainError::NotOwner(
+                "only the subject's owner may add notes to it",
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A subject is registered by its owner, or by an admin for anyone; once
+/// registered, only its owner (or an admin) changes the registration.
+pub fn ensure_may_register(
+    principal: &Principal,
+    existing: Option<&SubjectRegistration>,
+    new_owner: &MemberId,
+) -> Result<(), DomainError> {
+    if principal.is_admin() {
+        return Ok(());
+    }
+    if let Some(existing) = existing
+        && existing.owner != principal.member
+    {
+        return Err(DomainError::NotOwner(
+            "only the subject's owner may change its registration",
+        ));
+    }
+    if *new_owner != principal.member {
+        return Err(DomainError::NotOwner(
+            "only an admin may register a subject for another owner",
+        ));
+    }
+    Ok(())
 }

@@ -40,8 +40,12 @@ pub enum DomainError {
     ActorMissing,
     #[error("this member key acts as its own member; `x-actor-id` names another")]
     ActorMismatch,
+    #[error("calls with this API key are not accepted from this address")]
+    IpNotAllowed,
     #[error("note not found")]
     NoteNotFound,
+    #[error("subject not registered")]
+    SubjectNotFound,
     #[error("{0}")]
     NotOwner(&'static str),
     #[error("the etag does not match the note's current etag")]
@@ -88,7 +92,9 @@ impl DomainError {
             Self::ApiKeyInvalid => "INVALID_API_KEY",
             Self::ActorMissing => "MISSING_ACTOR",
             Self::ActorMismatch => "ACTOR_MISMATCH",
+            Self::IpNotAllowed => "IP_NOT_WHITELISTED",
             Self::NoteNotFound => "NOT_FOUND",
+            Self::SubjectNotFound => "SUBJECT_NOT_FOUND",
             Self::NotOwner(_) => "NOT_OWNER",
             Self::EtagMismatch => "ETAG_MISMATCH",
             Self::NoteDeleted => "NOTE_DELETED",

@@ -9,7 +9,9 @@ pub mod error;
 pub mod list;
 pub mod note;
 pub mod principal;
+pub mod subject;
 
 pub use error::{DomainError, FieldViolation};
 pub use note::*;
-pub use principal::{MemberId, Principal, TenantId};
+pub use principal::{MemberId, Principal, Role, TenantId};
+pub use subject::SubjectRegistration;

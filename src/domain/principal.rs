@@ -64,9 +64,35 @@ impl fmt::Display for MemberId {
     }
 }
 
+/// What a caller may do beyond what its member may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The member's own rights: its notes, and the tenant's TEAM notes.
+    Member,
+    /// Reads and changes every note of the tenant (export, migration,
+    /// support), and creates notes for any owner; recorded as its member on
+    /// every change.
+    Admin,
+}
+
 /// An authenticated caller: the member it acts as, in its tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub tenant: TenantId,
     pub member: MemberId,
+    pub role: Role,
+}
+
+impl Principal {
+    pub fn member(tenant: TenantId, member: MemberId) -> Self {
+        Self {
+            tenant,
+            member,
+            role: Role::Member,
+        }
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
 }

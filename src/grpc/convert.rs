@@ -34,7 +34,7 @@ fn parse_timestamp(field: &str, t: &Timestamp) -> Result<DateTime<Utc>, DomainEr
         .ok_or_else(|| DomainError::invalid(field, format!("{field} is not a valid timestamp")))
 }
 
-fn parse_subject(field: &str, subject: Option<&pb::Subject>) -> Result<Subject, DomainError> {
+pub fn parse_subject(field: &str, subject: Option<&pb::Subject>) -> Result<Subject, DomainError> {
     let subject = subject.ok_or_else(|| DomainError::missing(field))?;
     Subject::parse(field, &subject.r#type, &subject.id)
 }
@@ -107,7 +107,7 @@ fn parse_actions(field: &str, actions: &[Struct]) -> Result<Vec<Action>, DomainE
         .collect()
 }
 
-fn parse_owner(field: &str, owner: &str) -> Result<Option<MemberId>, DomainError> {
+pub fn parse_owner(field: &str, owner: &str) -> Result<Option<MemberId>, DomainError> {
     if owner.is_empty() {
         return Ok(None);
     }

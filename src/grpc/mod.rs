@@ -1,60 +1,36 @@
 //! The gRPC edge: authenticates each call, parses the request into domain
 //! values, calls the use cases, and converts the result back.
 
+mod callers;
 mod convert;
 mod page_token;
 mod status;
+mod subjects;
 
+pub use callers::{ACTOR_HEADER, API_KEY_HEADER, Callers};
 pub use status::ERROR_DOMAIN;
+pub use subjects::SubjectsGrpc;
 
-use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
-use crate::auth::{ApiKeySecret, Authenticator, Credentials};
 use crate::domain::{Principal, list};
 use crate::proto::notes::v1 as pb;
 use crate::proto::notes::v1::notes_service_server::NotesService;
 use crate::service::Notes;
 
-/// Metadata naming the acting member of a service key.
-pub const ACTOR_HEADER: &str = "x-actor-id";
-pub const API_KEY_HEADER: &str = "x-api-key";
-
 #[derive(Debug, Clone)]
 pub struct NotesGrpc {
     notes: Notes,
-    auth: Authenticator,
+    callers: Callers,
 }
 
 impl NotesGrpc {
-    pub fn new(notes: Notes, auth: Authenticator) -> Self {
-        Self { notes, auth }
+    pub fn new(notes: Notes, callers: Callers) -> Self {
+        Self { notes, callers }
     }
 
-    async fn principal(&self, metadata: &MetadataMap) -> Result<Principal, Status> {
-        Ok(self.auth.authenticate(credentials(metadata)).await?)
-    }
-}
-
-/// The key from `x-api-key`, or else from `authorization: Bearer <key>`;
-/// the actor from `x-actor-id`.
-fn credentials(metadata: &MetadataMap) -> Credentials {
-    let text = |name: &str| {
-        metadata
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-    };
-    let key = text(API_KEY_HEADER).or_else(|| {
-        text("authorization").and_then(|auth| {
-            let (scheme, token) = auth.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-        })
-    });
-    Credentials {
-        key: key.map(ApiKeySecret::new),
-        actor: text(ACTOR_HEADER).map(str::to_owned),
+    async fn principal<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
+        self.callers.principal(request).await
     }
 }
 
@@ -83,7 +59,7 @@ impl NotesService for NotesGrpc {
         &self,
         request: Request<pb::AddNoteRequest>,
     ) -> Result<Response<pb::AddNoteResponse>, Status> {
-        let principal = self.principal(request.metadata()).await?;
+        let principal = self.principal(&request).await?;
         let (draft, request_key) = convert::parse_add_request(&principal, request.get_ref())?;
         let note = self.notes.add_note(&principal, draft, request_key).await?;
         tracing::info!(note_id = %note.id, tenant = %principal.tenant, "note added");
@@ -96,7 +72,7 @@ impl NotesService for NotesGrpc {
         &self,
         request: Request<pb::UpdateNoteRequest>,
     ) -> Result<Response<pb::UpdateNoteResponse>, Status> {
-        let principal = self.principal(request.metadata()).await?;
+        let principal = self.principal(&request).await?;
         let (id, patch, etag) = convert::parse_update_request(request.get_ref())?;
         let note = self
             .notes
@@ -111,7 +87,7 @@ impl NotesService for NotesGrpc {
         &self,
         request: Request<pb::GetNoteRequest>,
     ) -> Result<Response<pb::GetNoteResponse>, Status> {
-        let principal = self.principal(request.metadata()).await?;
+        let principal = self.principal(&request).await?;
         let id = convert::parse_note_id("id", &request.get_ref().id)?;
         let note = self.notes.get_note(&principal, id).await?;
         Ok(Response::new(pb::GetNoteResponse {
@@ -123,7 +99,7 @@ impl NotesService for NotesGrpc {
         &self,
         request: Request<pb::ListNotesRequest>,
     ) -> Result<Response<pb::ListNotesResponse>, Status> {
-        let principal = self.principal(request.metadata()).await?;
+        let principal = self.principal(&request).await?;
         let request = request.get_ref();
         let page_size = list::page_size("page_size", request.page_size)?;
         let filter = convert::parse_list_filter(request)?;
@@ -152,7 +128,7 @@ impl NotesService for NotesGrpc {
         &self,
         request: Request<pb::DeleteNoteRequest>,
     ) -> Result<Response<pb::DeleteNoteResponse>, Status> {
-        let principal = self.principal(request.metadata()).await?;
+        let principal = self.principal(&request).await?;
         let request = request.get_ref();
         let id = convert::parse_note_id("id", &request.id)?;
         let etag = (!request.etag.is_empty()).then_some(request.etag.as_str());
@@ -166,7 +142,7 @@ impl NotesService for NotesGrpc {
         &self,
         request: Request<pb::UndeleteNoteRequest>,
     ) -> Result<Response<pb::UndeleteNoteResponse>, Status> {
-        let principal = self.principal(request.metadata()).await?;
+        let principal = self.principal(&request).await?;
         let request = request.get_ref();
         let id = convert::parse_note_id("id", &request.id)?;
         let etag = (!request.etag.is_empty()).then_some(request.etag.as_str());
@@ -180,7 +156,7 @@ impl NotesService for NotesGrpc {
         &self,
         request: Request<pb::ListNoteRevisionsRequest>,
     ) -> Result<Response<pb::ListNoteRevisionsResponse>, Status> {
-        let principal = self.principal(request.metadata()).await?;
+        let principal = self.principal(&request).await?;
         let request = request.get_ref();
         let id = convert::parse_note_id("note_id", &request.note_id)?;
         let page_size = list::page_size("page_size", request.page_size)?;

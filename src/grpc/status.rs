@@ -22,8 +22,10 @@ impl From<DomainError> for Status {
             DomainError::ApiKeyMissing | DomainError::ApiKeyInvalid | DomainError::ActorMissing => {
                 Code::Unauthenticated
             }
-            DomainError::ActorMismatch | DomainError::NotOwner(_) => Code::PermissionDenied,
-            DomainError::NoteNotFound => Code::NotFound,
+            DomainError::ActorMismatch | DomainError::NotOwner(_) | DomainError::IpNotAllowed => {
+                Code::PermissionDenied
+            }
+            DomainError::NoteNotFound | DomainError::SubjectNotFound => Code::NotFound,
             DomainError::EtagMismatch => Code::Aborted,
             DomainError::NoteDeleted | DomainError::NoteNotDeleted => Code::FailedPrecondition,
             DomainError::RequestIdConflict | DomainError::SourceExists => Code::AlreadyExists,

@@ -16,7 +16,15 @@ pub struct DatabaseOptions {
     pub create_if_missing: bool,
     /// Apply pending migrations at start.
     pub migrate: bool,
+    /// The role pooled connections switch to (`SET ROLE`) right after
+    /// connecting: the server uses `notesd_app`, which owns nothing and is
+    /// subject to row-level security. `None` keeps the connecting role
+    /// (the CLI's key management, which works on `api_keys` as its owner).
+    pub role: Option<String>,
 }
+
+/// The role the server's queries run as.
+pub const APP_ROLE: &str = "notesd_app";
 
 /// The connection pool of one notesd database.
 #[derive(Debug, Clone)]
@@ -34,9 +42,36 @@ impl Database {
         if options.create_if_missing {
             create_database_if_missing(&connect).await?;
         }
+        if options.migrate {
+            // As the connecting role, which owns the schema.
+            let mut owner = connect.connect().await.with_context(|| {
+                format!(
+                    "cannot connect to the database {}",
+                    redact_url(&options.url)
+                )
+            })?;
+            MIGRATOR
+                .run(&mut owner)
+                .await
+                .context("cannot apply the migrations")?;
+            owner.close().await?;
+        }
+        let set_role = options
+            .role
+            .as_ref()
+            .map(|role| format!("set role \"{}\"", role.replace('"', "\"\"")));
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _meta| {
+                let set_role = set_role.clone();
+                Box::pin(async move {
+                    if let Some(set_role) = set_role {
+                        sqlx::Executor::execute(conn, set_role.as_str()).await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect_with(connect)
             .await
             .with_context(|| {
@@ -45,18 +80,7 @@ impl Database {
                     redact_url(&options.url)
                 )
             })?;
-        let database = Self { pool };
-        if options.migrate {
-            database.migrate().await?;
-        }
-        Ok(database)
-    }
-
-    pub async fn migrate(&self) -> anyhow::Result<()> {
-        MIGRATOR
-            .run(&self.pool)
-            .await
-            .context("cannot apply the migrations")
+        Ok(Self { pool })
     }
 
     pub fn pool(&self) -> &PgPool {

@@ -1,6 +1,7 @@
 //! API keys: only a hash of the secret is stored.
 
 use chrono::{DateTime, Utc};
+use ipnet::IpNet;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -11,7 +12,10 @@ use crate::domain::DomainError;
 pub struct ApiKeyRecord {
     pub id: Uuid,
     pub tenant_id: String,
+    /// `member`, `service` or `admin`.
+    pub kind: String,
     pub member_id: Option<String>,
+    pub allowed_cidrs: Vec<IpNet>,
     pub secret_hash: Vec<u8>,
     pub label: String,
     pub created_at: DateTime<Utc>,
@@ -25,7 +29,9 @@ pub struct ApiKeyRecord {
 pub struct NewApiKey {
     pub id: Uuid,
     pub tenant_id: String,
+    pub kind: &'static str,
     pub member_id: Option<String>,
+    pub allowed_cidrs: Vec<IpNet>,
     pub secret_hash: [u8; 32],
     pub label: String,
     pub expires_at: Option<DateTime<Utc>>,
@@ -43,12 +49,15 @@ impl ApiKeyStore {
 
     pub async fn insert(&self, key: &NewApiKey) -> Result<(), DomainError> {
         sqlx::query(
-            "insert into api_keys (id, tenant_id, member_id, secret_hash, label, created_at, expires_at)
-             values ($1, $2, $3, $4, $5, now(), $6)",
+            "insert into api_keys
+                 (id, tenant_id, kind, member_id, allowed_cidrs, secret_hash, label, created_at, expires_at)
+             values ($1, $2, $3, $4, $5, $6, $7, now(), $8)",
         )
         .bind(key.id)
         .bind(&key.tenant_id)
+        .bind(key.kind)
         .bind(&key.member_id)
+        .bind(&key.allowed_cidrs)
         .bind(&key.secret_hash[..])
         .bind(&key.label)
         .bind(key.expires_at)
@@ -85,6 +94,20 @@ impl ApiKeyStore {
         .bind(tenant_id)
         .fetch_all(&self.pool)
         .await?)
+    }
+
+    /// Makes a key expire at `at` (or keeps its earlier expiry); returns
+    /// false when there is no such key.
+    pub async fn expire(&self, id: Uuid, at: DateTime<Utc>) -> Result<bool, DomainError> {
+        let updated = sqlx::query(
+            "update api_keys set expires_at = least(coalesce(expires_at, $2), $2) where id = $1",
+        )
+        .bind(id)
+        .bind(at)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(updated == 1)
     }
 
     /// Revokes a key; returns false when there is no such key.

@@ -6,6 +6,7 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
+use super::begin_for;
 use super::rows::{self, NoteRow};
 use crate::domain::list::{NoteCursor, NoteFilter, Page};
 use crate::domain::{ChangeKind, DomainError, MemberId, Note, NoteId, RequestKey, TenantId};
@@ -58,7 +59,7 @@ impl NoteStore {
         note: Note,
         request: Option<&RequestKey>,
     ) -> Result<InsertOutcome, DomainError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_for(&self.pool, &note.tenant).await?;
         if let Some(request) = request {
             let recorded = sqlx::query(
                 "insert into note_requests (tenant_id, request_id, fingerprint, note_id, created_at)
@@ -99,8 +100,10 @@ impl NoteStore {
     }
 
     pub async fn get(&self, tenant: &TenantId, id: NoteId) -> Result<Option<Note>, DomainError> {
-        let mut conn = self.pool.acquire().await?;
-        fetch(&mut conn, tenant, id, false).await
+        let mut tx = begin_for(&self.pool, tenant).await?;
+        let note = fetch(&mut tx, tenant, id, false).await?;
+        tx.commit().await?;
+        Ok(note)
     }
 
     /// Reads and locks a note, lets `change` decide its new state, and
@@ -115,7 +118,7 @@ impl NoteStore {
     where
         F: FnOnce(Note) -> Result<Option<(Note, ChangeKind)>, DomainError>,
     {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_for(&self.pool, tenant).await?;
         let current = fetch(&mut tx, tenant, id, true)
             .await?
             .ok_or(DomainError::NoteNotFound)?;
@@ -128,12 +131,13 @@ impl NoteStore {
         Ok(changed)
     }
 
-    /// A page of the notes `viewer` may read that match `filter`, newest
-    /// `occurred_at` first.
+    /// A page of the notes that match `filter`, newest `occurred_at` first:
+    /// those `viewer` may read, or every one when `viewer` is `None` (an
+    /// admin).
     pub async fn list(
         &self,
         tenant: &TenantId,
-        viewer: &MemberId,
+        viewer: Option<&MemberId>,
         filter: &NoteFilter,
         page_size: usize,
         after: Option<NoteCursor>,
@@ -169,10 +173,12 @@ impl NoteStore {
         if !filter.show_deleted {
             query.push(" and deleted_at is null");
         }
-        query
-            .push(" and ((visibility = 2 and not draft) or owner_id = ")
-            .push_bind(viewer.as_str())
-            .push(")");
+        if let Some(viewer) = viewer {
+            query
+                .push(" and ((visibility = 2 and not draft) or owner_id = ")
+                .push_bind(viewer.as_str())
+                .push(")");
+        }
         if let Some(cursor) = after {
             query
                 .push(" and (occurred_at, id) < (")
@@ -185,7 +191,9 @@ impl NoteStore {
             .push(" order by occurred_at desc, id desc limit ")
             .push_bind(page_size as i64 + 1);
 
-        let rows: Vec<NoteRow> = query.build_query_as().fetch_all(&self.pool).await?;
+        let mut tx = begin_for(&self.pool, tenant).await?;
+        let rows: Vec<NoteRow> = query.build_query_as().fetch_all(&mut *tx).await?;
+        tx.commit().await?;
         let mut notes = rows
             .into_iter()
             .map(Note::try_from)
@@ -208,6 +216,7 @@ impl NoteStore {
         page_size: usize,
         before_revision: Option<i64>,
     ) -> Result<Page<Revision, i64>, DomainError> {
+        let mut tx = begin_for(&self.pool, tenant).await?;
         let rows: Vec<RevisionRow> = sqlx::query_as(
             "select revision, change_kind, actor_id, changed_at, snapshot
                  from note_revisions
@@ -219,8 +228,9 @@ impl NoteStore {
         .bind(id.0)
         .bind(before_revision.unwrap_or(i64::MAX))
         .bind(page_size as i64 + 1)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         let mut revisions = rows
             .into_iter()
             .map(|(revision, kind, actor, changed_at, Json(snapshot))| {

@@ -39,11 +39,15 @@ pub type Client = NotesServiceClient<InterceptedService<Channel, Metadata>>;
 pub struct Metadata(pub Vec<(&'static str, String)>);
 
 impl Interceptor for Metadata {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         for (name, value) in &self.0 {
-            request
-                .metadata_mut()
-                .insert(*name, MetadataValue::try_from(value.as_str()).expect("ascii metadata"));
+            request.metadata_mut().insert(
+                *name,
+                MetadataValue::try_from(value.as_str()).expect("ascii metadata"),
+            );
         }
         Ok(request)
     }
@@ -93,8 +97,11 @@ pub async fn spawn_app() -> TestApp {
 impl TestApp {
     /// A member key of `tenant` acting as `member`.
     pub async fn member_key(&self, tenant: &str, member: &str) -> String {
-        self.issue(tenant, KeyKind::Member(MemberId::parse("member", member).unwrap()))
-            .await
+        self.issue(
+            tenant,
+            KeyKind::Member(MemberId::parse("member", member).unwrap()),
+        )
+        .await
     }
 
     /// A service key of `tenant`: calls must name their actor.
@@ -145,7 +152,10 @@ impl TestApp {
             let _ = shutdown.send(());
         }
         if let Some(server) = self.server.take() {
-            server.await.expect("server task").expect("server stops cleanly");
+            server
+                .await
+                .expect("server task")
+                .expect("server stops cleanly");
         }
     }
 }
@@ -166,9 +176,10 @@ impl Drop for TestApp {
             runtime.block_on(async move {
                 pool.close().await;
                 if let Ok(admin) = PgPool::connect(&server_url()).await {
-                    let _ = sqlx::query(&format!("drop database if exists \"{name}\" with (force)"))
-                        .execute(&admin)
-                        .await;
+                    let _ =
+                        sqlx::query(&format!("drop database if exists \"{name}\" with (force)"))
+                            .execute(&admin)
+                            .await;
                 }
             });
         })
@@ -320,7 +331,11 @@ pub async fn list_all(client: &mut Client, mut request: pb::ListNotesRequest) ->
 
 /// The ids of every note `client` lists with `request`, in order.
 pub async fn listed_ids(client: &mut Client, request: pb::ListNotesRequest) -> Vec<String> {
-    list_all(client, request).await.into_iter().map(|n| n.id).collect()
+    list_all(client, request)
+        .await
+        .into_iter()
+        .map(|n| n.id)
+        .collect()
 }
 
 pub async fn revisions(
@@ -407,7 +422,11 @@ pub fn at_minute(minutes: i64) -> chrono::DateTime<chrono::Utc> {
 
 /// Asserts the call failed with `code` and ErrorInfo `reason`.
 #[track_caller]
-pub fn assert_status(result: Result<impl std::fmt::Debug, tonic::Status>, code: tonic::Code, reason_: &str) -> tonic::Status {
+pub fn assert_status(
+    result: Result<impl std::fmt::Debug, tonic::Status>,
+    code: tonic::Code,
+    reason_: &str,
+) -> tonic::Status {
     let status = result.expect_err("the call fails");
     assert_eq!(status.code(), code, "code of {status:?}");
     assert_eq!(reason(&status), reason_, "reason of {status:?}");
@@ -417,7 +436,11 @@ pub fn assert_status(result: Result<impl std::fmt::Debug, tonic::Status>, code: 
 /// Asserts the call failed with INVALID_ARGUMENT, `reason`, and a
 /// BadRequest naming `field`.
 #[track_caller]
-pub fn assert_invalid(result: Result<impl std::fmt::Debug, tonic::Status>, reason_: &str, field: &str) {
+pub fn assert_invalid(
+    result: Result<impl std::fmt::Debug, tonic::Status>,
+    reason_: &str,
+    field: &str,
+) {
     let status = assert_status(result, tonic::Code::InvalidArgument, reason_);
     let fields = violated_fields(&status);
     assert!(
@@ -431,6 +454,9 @@ pub const NOT_OWNER: (tonic::Code, &str) = (tonic::Code::PermissionDenied, "NOT_
 
 /// Asserts the call failed with this (code, reason) pair.
 #[track_caller]
-pub fn assert_fails(result: Result<impl std::fmt::Debug, tonic::Status>, (code, reason_): (tonic::Code, &str)) {
+pub fn assert_fails(
+    result: Result<impl std::fmt::Debug, tonic::Status>,
+    (code, reason_): (tonic::Code, &str),
+) {
     assert_status(result, code, reason_);
 }

@@ -1,0 +1,114 @@
+//! The subject registry.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use super::begin_for;
+use crate::domain::{DomainError, MemberId, Subject, SubjectRegistration, TenantId};
+
+#[derive(Debug, sqlx::FromRow)]
+struct SubjectRow {
+    subject_type: String,
+    subject_id: String,
+    owner_id: String,
+    owner_only_notes: bool,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl TryFrom<SubjectRow> for SubjectRegistration {
+    type Error = anyhow::Error;
+
+    fn try_from(row: SubjectRow) -> anyhow::Result<Self> {
+        Ok(Self {
+            subject: Subject {
+                kind: row.subject_type,
+                id: row.subject_id,
+            },
+            owner: MemberId::parse("owner_id", &row.owner_id)
+                .map_err(|e| anyhow::anyhow!("stored owner_id: {e}"))?,
+            owner_only_notes: row.owner_only_notes,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SubjectStore {
+    pool: PgPool,
+}
+
+impl SubjectStore {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    pub async fn get(
+        &self,
+        tenant: &TenantId,
+        subject: &Subject,
+    ) -> Result<Option<SubjectRegistration>, DomainError> {
+        let mut tx = begin_for(&self.pool, tenant).await?;
+        let row: Option<SubjectRow> = sqlx::query_as(
+            "select * from subjects where tenant_id = $1 and subject_type = $2 and subject_id = $3",
+        )
+        .bind(tenant.as_str())
+        .bind(&subject.kind)
+        .bind(&subject.id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(row.map(SubjectRegistration::try_from).transpose()?)
+    }
+
+    /// Creates or replaces a registration, in one transaction with the
+    /// current one locked; `decide` sees the current registration (if any)
+    /// and may refuse the change.
+    pub async fn upsert<F>(
+        &self,
+        tenant: &TenantId,
+        subject: &Subject,
+        owner: &MemberId,
+        owner_only_notes: bool,
+        now: DateTime<Utc>,
+        decide: F,
+    ) -> Result<SubjectRegistration, DomainError>
+    where
+        F: FnOnce(Option<&SubjectRegistration>) -> Result<(), DomainError>,
+    {
+        let mut tx = begin_for(&self.pool, tenant).await?;
+        let current: Option<SubjectRow> = sqlx::query_as(
+            "select * from subjects
+             where tenant_id = $1 and subject_type = $2 and subject_id = $3
+             for update",
+        )
+        .bind(tenant.as_str())
+        .bind(&subject.kind)
+        .bind(&subject.id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let current = current.map(SubjectRegistration::try_from).transpose()?;
+        decide(current.as_ref())?;
+        let row: SubjectRow = sqlx::query_as(
+            "insert into subjects
+                 (tenant_id, subject_type, subject_id, owner_id, owner_only_notes, created_at, updated_at)
+             values ($1, $2, $3, $4, $5, $6, $6)
+             on conflict (tenant_id, subject_type, subject_id) do update set
+                 owner_id = excluded.owner_id,
+                 owner_only_notes = excluded.owner_only_notes,
+                 updated_at = excluded.updated_at
+             returning *",
+        )
+        .bind(tenant.as_str())
+        .bind(&subject.kind)
+        .bind(&subject.id)
+        .bind(owner.as_str())
+        .bind(owner_only_notes)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(SubjectRegistration::try_from(row)?)
+    }
+}

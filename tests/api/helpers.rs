@@ -39,11 +39,15 @@ pub type Client = NotesServiceClient<InterceptedService<Channel, Metadata>>;
 pub struct Metadata(pub Vec<(&'static str, String)>);
 
 impl Interceptor for Metadata {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         for (name, value) in &self.0 {
-            request
-                .metadata_mut()
-                .insert(*name, MetadataValue::try_from(value.as_str()).expect("ascii metadata"));
+            request.metadata_mut().insert(
+                *name,
+                MetadataValue::try_from(value.as_str()).expect("ascii metadata"),
+            );
         }
         Ok(request)
     }
@@ -93,8 +97,11 @@ pub async fn spawn_app() -> TestApp {
 impl TestApp {
     /// A member key of `tenant` acting as `member`.
     pub async fn member_key(&self, tenant: &str, member: &str) -> String {
-        self.issue(tenant, KeyKind::Member(MemberId::parse("member", member).unwrap()))
-            .await
+        self.issue(
+            tenant,
+            KeyKind::Member(MemberId::parse("member", member).unwrap()),
+        )
+        .await
     }
 
     /// A service key of `tenant`: calls must name their actor.
@@ -145,7 +152,10 @@ impl TestApp {
             let _ = shutdown.send(());
         }
         if let Some(server) = self.server.take() {
-            server.await.expect("server task").expect("server stops cleanly");
+            server
+                .await
+                .expect("server task")
+                .expect("server stops cleanly");
         }
     }
 }
@@ -156,19 +166,22 @@ impl Drop for TestApp {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
+        // No `pool.close()` here: it waits for connections still checked
+        // out by server tasks (a key's last-use update, say), and those
+        // tasks cannot run while this thread, which may be the test's only
+        // runtime thread, is blocked in `join`. `with (force)` ends them.
         let name = self.database_name.clone();
-        let pool = self.pool.clone();
         let _ = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap();
             runtime.block_on(async move {
-                pool.close().await;
                 if let Ok(admin) = PgPool::connect(&server_url()).await {
-                    let _ = sqlx::query(&format!("drop database if exists \"{name}\" with (force)"))
-                        .execute(&admin)
-                        .await;
+                    let _ =
+                        sqlx::query(&format!("drop database if exists \"{name}\" with (force)"))
+                            .execute(&admin)
+                            .await;
                 }
             });
         })
@@ -211,6 +224,15 @@ pub fn reason(status: &tonic::Status) -> String {
     status
         .get_details_error_info()
         .map(|info| info.reason)
+        .unwrap_or_default()
+}
+
+/// The ErrorInfo domain of a failed call.
+pub fn error_domain(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt as _;
+    status
+        .get_details_error_info()
+        .map(|info| info.domain)
         .unwrap_or_default()
 }
 
@@ -314,13 +336,21 @@ pub async fn list_all(client: &mut Client, mut request: pb::ListNotesRequest) ->
         if page.next_page_token.is_empty() {
             return notes;
         }
+        assert_ne!(
+            page.next_page_token, request.page_token,
+            "the page token moves on"
+        );
         request.page_token = page.next_page_token;
     }
 }
 
 /// The ids of every note `client` lists with `request`, in order.
 pub async fn listed_ids(client: &mut Client, request: pb::ListNotesRequest) -> Vec<String> {
-    list_all(client, request).await.into_iter().map(|n| n.id).collect()
+    list_all(client, request)
+        .await
+        .into_iter()
+        .map(|n| n.id)
+        .collect()
 }
 
 pub async fn revisions(
@@ -407,17 +437,30 @@ pub fn at_minute(minutes: i64) -> chrono::DateTime<chrono::Utc> {
 
 /// Asserts the call failed with `code` and ErrorInfo `reason`.
 #[track_caller]
-pub fn assert_status(result: Result<impl std::fmt::Debug, tonic::Status>, code: tonic::Code, reason_: &str) -> tonic::Status {
+pub fn assert_status(
+    result: Result<impl std::fmt::Debug, tonic::Status>,
+    code: tonic::Code,
+    reason_: &str,
+) -> tonic::Status {
     let status = result.expect_err("the call fails");
     assert_eq!(status.code(), code, "code of {status:?}");
     assert_eq!(reason(&status), reason_, "reason of {status:?}");
+    assert_eq!(
+        error_domain(&status),
+        "notesd.dev",
+        "ErrorInfo domain of {status:?}"
+    );
     status
 }
 
 /// Asserts the call failed with INVALID_ARGUMENT, `reason`, and a
 /// BadRequest naming `field`.
 #[track_caller]
-pub fn assert_invalid(result: Result<impl std::fmt::Debug, tonic::Status>, reason_: &str, field: &str) {
+pub fn assert_invalid(
+    result: Result<impl std::fmt::Debug, tonic::Status>,
+    reason_: &str,
+    field: &str,
+) {
     let status = assert_status(result, tonic::Code::InvalidArgument, reason_);
     let fields = violated_fields(&status);
     assert!(
@@ -431,6 +474,56 @@ pub const NOT_OWNER: (tonic::Code, &str) = (tonic::Code::PermissionDenied, "NOT_
 
 /// Asserts the call failed with this (code, reason) pair.
 #[track_caller]
-pub fn assert_fails(result: Result<impl std::fmt::Debug, tonic::Status>, (code, reason_): (tonic::Code, &str)) {
+pub fn assert_fails(
+    result: Result<impl std::fmt::Debug, tonic::Status>,
+    (code, reason_): (tonic::Code, &str),
+) {
     assert_status(result, code, reason_);
+}
+
+/// A JSON object as a protobuf Struct.
+pub fn json_struct(value: serde_json::Value) -> prost_types::Struct {
+    fn convert(value: serde_json::Value) -> prost_types::Value {
+        use prost_types::value::Kind;
+        let kind = match value {
+            serde_json::Value::Null => Kind::NullValue(0),
+            serde_json::Value::Bool(b) => Kind::BoolValue(b),
+            serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap()),
+            serde_json::Value::String(s) => Kind::StringValue(s),
+            serde_json::Value::Array(items) => Kind::ListValue(prost_types::ListValue {
+                values: items.into_iter().map(convert).collect(),
+            }),
+            serde_json::Value::Object(_) => Kind::StructValue(json_struct(value)),
+        };
+        prost_types::Value { kind: Some(kind) }
+    }
+    let serde_json::Value::Object(fields) = value else {
+        panic!("a JSON object");
+    };
+    prost_types::Struct {
+        fields: fields.into_iter().map(|(k, v)| (k, convert(v))).collect(),
+    }
+}
+
+pub fn to_chrono(ts: &prost_types::Timestamp) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp(ts.seconds, ts.nanos as u32).expect("a valid timestamp")
+}
+
+/// Adds `count` notes, `concurrency` calls at a time; `make(i)` gives the
+/// i-th note. Returns them in no particular order.
+pub async fn add_many(
+    client: &Client,
+    count: usize,
+    concurrency: usize,
+    make: impl Fn(usize) -> pb::Note,
+) -> Vec<pb::Note> {
+    use futures::StreamExt as _;
+    futures::stream::iter((0..count).map(|i| {
+        let mut client = client.clone();
+        let note = make(i);
+        async move { add(&mut client, note).await }
+    }))
+    .buffer_unordered(concurrency)
+    .collect()
+    .await
 }

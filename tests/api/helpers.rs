@@ -166,15 +166,17 @@ impl Drop for TestApp {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
+        // No `pool.close()` here: it waits for connections still checked
+        // out by server tasks (a key's last-use update, say), and those
+        // tasks cannot run while this thread, which may be the test's only
+        // runtime thread, is blocked in `join`. `with (force)` ends them.
         let name = self.database_name.clone();
-        let pool = self.pool.clone();
         let _ = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap();
             runtime.block_on(async move {
-                pool.close().await;
                 if let Ok(admin) = PgPool::connect(&server_url()).await {
                     let _ =
                         sqlx::query(&format!("drop database if exists \"{name}\" with (force)"))
@@ -222,6 +224,15 @@ pub fn reason(status: &tonic::Status) -> String {
     status
         .get_details_error_info()
         .map(|info| info.reason)
+        .unwrap_or_default()
+}
+
+/// The ErrorInfo domain of a failed call.
+pub fn error_domain(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt as _;
+    status
+        .get_details_error_info()
+        .map(|info| info.domain)
         .unwrap_or_default()
 }
 
@@ -325,6 +336,10 @@ pub async fn list_all(client: &mut Client, mut request: pb::ListNotesRequest) ->
         if page.next_page_token.is_empty() {
             return notes;
         }
+        assert_ne!(
+            page.next_page_token, request.page_token,
+            "the page token moves on"
+        );
         request.page_token = page.next_page_token;
     }
 }
@@ -430,6 +445,11 @@ pub fn assert_status(
     let status = result.expect_err("the call fails");
     assert_eq!(status.code(), code, "code of {status:?}");
     assert_eq!(reason(&status), reason_, "reason of {status:?}");
+    assert_eq!(
+        error_domain(&status),
+        "notesd.dev",
+        "ErrorInfo domain of {status:?}"
+    );
     status
 }
 
@@ -459,4 +479,51 @@ pub fn assert_fails(
     (code, reason_): (tonic::Code, &str),
 ) {
     assert_status(result, code, reason_);
+}
+
+/// A JSON object as a protobuf Struct.
+pub fn json_struct(value: serde_json::Value) -> prost_types::Struct {
+    fn convert(value: serde_json::Value) -> prost_types::Value {
+        use prost_types::value::Kind;
+        let kind = match value {
+            serde_json::Value::Null => Kind::NullValue(0),
+            serde_json::Value::Bool(b) => Kind::BoolValue(b),
+            serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap()),
+            serde_json::Value::String(s) => Kind::StringValue(s),
+            serde_json::Value::Array(items) => Kind::ListValue(prost_types::ListValue {
+                values: items.into_iter().map(convert).collect(),
+            }),
+            serde_json::Value::Object(_) => Kind::StructValue(json_struct(value)),
+        };
+        prost_types::Value { kind: Some(kind) }
+    }
+    let serde_json::Value::Object(fields) = value else {
+        panic!("a JSON object");
+    };
+    prost_types::Struct {
+        fields: fields.into_iter().map(|(k, v)| (k, convert(v))).collect(),
+    }
+}
+
+pub fn to_chrono(ts: &prost_types::Timestamp) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp(ts.seconds, ts.nanos as u32).expect("a valid timestamp")
+}
+
+/// Adds `count` notes, `concurrency` calls at a time; `make(i)` gives the
+/// i-th note. Returns them in no particular order.
+pub async fn add_many(
+    client: &Client,
+    count: usize,
+    concurrency: usize,
+    make: impl Fn(usize) -> pb::Note,
+) -> Vec<pb::Note> {
+    use futures::StreamExt as _;
+    futures::stream::iter((0..count).map(|i| {
+        let mut client = client.clone();
+        let note = make(i);
+        async move { add(&mut client, note).await }
+    }))
+    .buffer_unordered(concurrency)
+    .collect()
+    .await
 }

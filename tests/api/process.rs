@@ -1,0 +1,117 @@
+//! notesd as an operator runs it: a process started from the command line,
+//! stopped with SIGTERM.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use notesd::auth::{Authenticator, KeyKind};
+use notesd::domain::{MemberId, TenantId};
+use notesd::storage::ApiKeyStore;
+use tokio::io::AsyncReadExt as _;
+use tokio::process::Command;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::helpers::*;
+
+/// A port nobody listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_the_server_cleanly_and_logs_hold_no_keys_or_bodies() {
+    // The harness app only provides a fresh database; the process under
+    // test serves it on a port of its own.
+    let app = spawn_app().await;
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut server = Command::new(env!("CARGO_BIN_EXE_notesd"))
+        .args(["serve", "--grpc-addr", &addr, "--shutdown-grace-secs", "10"])
+        .env("DATABASE_URL", &app.database_url)
+        .env("RUST_LOG", "debug,h2=info,hyper=info,tower=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("notesd starts");
+
+    // Poll until the process serves (bounded: 30 s).
+    let channel = {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match tonic::transport::Channel::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect()
+                .await
+            {
+                Ok(channel) => break channel,
+                Err(_) if attempts < 300 => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(err) => panic!("notesd never listened on {addr}: {err}"),
+            }
+        }
+    };
+    let health = HealthClient::new(channel.clone())
+        .check(HealthCheckRequest {
+            service: "notes.v1.NotesService".to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(health.status(), ServingStatus::Serving);
+
+    let key = Authenticator::new(ApiKeyStore::new(app.pool.clone()))
+        .issue(
+            &TenantId::parse("t", "acme").unwrap(),
+            KeyKind::Member(MemberId::parse("m", "alice").unwrap()),
+            "",
+            None,
+        )
+        .await
+        .unwrap()
+        .key
+        .expose()
+        .to_owned();
+    let secret_body = "the-body-text-that-must-never-be-logged";
+    let mut client =
+        notesd::proto::notes::v1::notes_service_client::NotesServiceClient::with_interceptor(
+            channel,
+            Metadata(vec![("x-api-key", key.clone())]),
+        );
+    let note = add(&mut client, text_note("customer", "1", secret_body)).await;
+    assert_eq!(body_text(&note), secret_body);
+
+    let pid = server.id().expect("running").to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(30), server.wait())
+        .await
+        .expect("notesd exits within 30 s of SIGTERM")
+        .unwrap();
+    assert!(status.success(), "notesd exited with {status}");
+
+    let mut logs = String::new();
+    server
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .await
+        .unwrap();
+    assert!(logs.contains("serving gRPC"), "{logs}");
+    assert!(logs.contains("shutting down"), "{logs}");
+    assert!(logs.contains("stopped"), "{logs}");
+    assert!(!logs.contains(secret_body), "a note body was logged");
+    assert!(!logs.contains(&key), "an API key was logged");
+    let secret_part = key.rsplit('_').next().unwrap();
+    assert!(!logs.contains(secret_part), "a key secret was logged");
+}

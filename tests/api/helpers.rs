@@ -4,12 +4,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use notesd::auth::{Authenticator, KeyKind};
+use notesd::auth::{Authenticator, KeyKind, KeySpec};
 use notesd::domain::{MemberId, TenantId};
 use notesd::proto::notes::v1 as pb;
 use notesd::proto::notes::v1::notes_service_client::NotesServiceClient;
 use notesd::startup::{Application, Settings};
-use notesd::storage::{ApiKeyStore, DatabaseOptions};
+use notesd::storage::{APP_ROLE, ApiKeyStore, DatabaseOptions};
 use sqlx::PgPool;
 use tokio::sync::oneshot;
 use tonic::metadata::MetadataValue;
@@ -57,6 +57,9 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub database_name: String,
     pub database_url: String,
+    /// Connects as the database owner, which row-level security does not
+    /// restrict: for setting up keys and inspecting rows. The server itself
+    /// runs as `notesd_app`.
     pub pool: PgPool,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -74,12 +77,16 @@ pub async fn spawn_app() -> TestApp {
             max_connections: 8,
             create_if_missing: true,
             migrate: true,
+            role: Some(APP_ROLE.to_owned()),
         },
         shutdown_grace: Duration::from_secs(5),
+        trusted_proxies: Vec::new(),
     };
     let app = Application::build(settings).await.expect("notesd builds");
     let addr = app.grpc_addr();
-    let pool = app.database().pool().clone();
+    let pool = PgPool::connect(&database_url)
+        .await
+        .expect("connects to the test database");
     let (shutdown, stop) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async move {
         let _ = stop.await;
@@ -110,14 +117,31 @@ impl TestApp {
     }
 
     async fn issue(&self, tenant: &str, kind: KeyKind) -> String {
+        self.issue_key(
+            tenant,
+            KeySpec {
+                kind,
+                allowed_cidrs: Vec::new(),
+                label: "test".to_owned(),
+                expires_at: None,
+            },
+        )
+        .await
+        .1
+    }
+
+    /// A key of `tenant` as `spec` describes it: its id and the key.
+    pub async fn issue_key(&self, tenant: &str, spec: KeySpec) -> (Uuid, String) {
         let auth = Authenticator::new(ApiKeyStore::new(self.pool.clone()));
         let tenant = TenantId::parse("tenant", tenant).unwrap();
-        auth.issue(&tenant, kind, "test", None)
+        let issued = auth.issue(&tenant, spec).await.expect("key issued");
+        (issued.id, issued.key.expose().to_owned())
+    }
+
+    /// An admin key of `tenant`, recorded as `member`.
+    pub async fn admin_key(&self, tenant: &str, member: &str) -> String {
+        self.issue(tenant, KeyKind::Admin(MemberId::parse("member", member).unwrap()))
             .await
-            .expect("key issued")
-            .key
-            .expose()
-            .to_owned()
     }
 
     pub async fn channel(&self) -> Channel {
@@ -526,4 +550,165 @@ pub async fn add_many(
     .buffer_unordered(concurrency)
     .collect()
     .await
+}
+
+// ---------------------------------------------------------------------------
+// Identity and access: settings, source addresses, subjects, the CLI.
+// ---------------------------------------------------------------------------
+
+/// Like `spawn_app`, with `configure` changing the settings first (trusted
+/// proxies, say).
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let database_name = format!("notesd_test_{}", Uuid::now_v7().simple());
+    let database_url = database_url(&database_name);
+    let mut settings = Settings {
+        grpc_addr: "127.0.0.1:0".parse().unwrap(),
+        database: DatabaseOptions {
+            url: database_url.clone(),
+            max_connections: 8,
+            create_if_missing: true,
+            migrate: true,
+            role: Some(APP_ROLE.to_owned()),
+        },
+        shutdown_grace: Duration::from_secs(5),
+        trusted_proxies: Vec::new(),
+    };
+    configure(&mut settings);
+    let app = Application::build(settings).await.expect("notesd builds");
+    let addr = app.grpc_addr();
+    let pool = PgPool::connect(&database_url)
+        .await
+        .expect("connects to the test database");
+    let (shutdown, stop) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async move {
+        let _ = stop.await;
+    }));
+    TestApp {
+        addr,
+        database_name,
+        database_url,
+        pool,
+        shutdown: Some(shutdown),
+        server: Some(server),
+    }
+}
+
+pub type SubjectsClient = notesd::proto::notes::v1::subjects_service_client::SubjectsServiceClient<
+    InterceptedService<Channel, Metadata>,
+>;
+
+impl TestApp {
+    /// A client whose connection comes from `source` (a loopback address
+    /// such as 127.0.0.2), sending exactly this metadata.
+    pub async fn client_from(
+        &self,
+        source: &str,
+        metadata: Vec<(&'static str, String)>,
+    ) -> Client {
+        let channel = Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .local_address(Some(source.parse().expect("an IP address")))
+            .connect()
+            .await
+            .expect("connects to notesd");
+        NotesServiceClient::with_interceptor(channel, Metadata(metadata))
+    }
+
+    /// A SubjectsService client calling with `x-api-key: key`.
+    pub async fn subjects(&self, key: &str) -> SubjectsClient {
+        SubjectsClient::with_interceptor(
+            self.channel().await,
+            Metadata(vec![("x-api-key", key.to_owned())]),
+        )
+    }
+
+    /// Runs the built `notesd` with `args` against the test database and
+    /// returns its output, whether it succeeded or not.
+    pub async fn run_notesd(&self, args: &[&str]) -> std::process::Output {
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        let url = self.database_url.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_notesd"))
+                .args(&args)
+                .env("DATABASE_URL", url)
+                .env("RUST_LOG", "warn")
+                .output()
+                .expect("notesd runs")
+        })
+        .await
+        .expect("the blocking task")
+    }
+}
+
+/// A key spec of this kind, allowed from `cidrs` (none: anywhere).
+pub fn key_spec(kind: KeyKind, cidrs: &[&str]) -> KeySpec {
+    KeySpec {
+        kind,
+        allowed_cidrs: cidrs
+            .iter()
+            .map(|c| c.parse().expect("a CIDR"))
+            .collect(),
+        label: "test".to_owned(),
+        expires_at: None,
+    }
+}
+
+/// A member kind for `member`.
+pub fn member_kind(member: &str) -> KeyKind {
+    KeyKind::Member(MemberId::parse("member", member).unwrap())
+}
+
+/// An admin kind recorded as `member`.
+pub fn admin_kind(member: &str) -> KeyKind {
+    KeyKind::Admin(MemberId::parse("member", member).unwrap())
+}
+
+/// RegisterSubject, returning the stored registration or the status.
+pub async fn register_subject(
+    client: &mut SubjectsClient,
+    registration: pb::SubjectRegistration,
+) -> Result<pb::SubjectRegistration, tonic::Status> {
+    client
+        .register_subject(pb::RegisterSubjectRequest {
+            registration: Some(registration),
+        })
+        .await
+        .map(|r| {
+            r.into_inner()
+                .registration
+                .expect("RegisterSubject returns the registration")
+        })
+}
+
+/// GetSubject, returning the registration or the status.
+pub async fn get_subject(
+    client: &mut SubjectsClient,
+    kind: &str,
+    id: &str,
+) -> Result<pb::SubjectRegistration, tonic::Status> {
+    client
+        .get_subject(pb::GetSubjectRequest {
+            subject: subject(kind, id),
+        })
+        .await
+        .map(|r| {
+            r.into_inner()
+                .registration
+                .expect("GetSubject returns the registration")
+        })
+}
+
+/// A registration of `kind/id` for `owner` (empty: the caller).
+pub fn registration(
+    kind: &str,
+    id: &str,
+    owner: &str,
+    owner_only_notes: bool,
+) -> pb::SubjectRegistration {
+    pb::SubjectRegistration {
+        subject: subject(kind, id),
+        owner_id: owner.to_owned(),
+        owner_only_notes,
+        ..Default::default()
+    }
 }

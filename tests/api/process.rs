@@ -4,9 +4,6 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use notesd::auth::{Authenticator, KeyKind};
-use notesd::domain::{MemberId, TenantId};
-use notesd::storage::ApiKeyStore;
 use tokio::io::AsyncReadExt as _;
 use tokio::process::Command;
 use tonic_health::pb::HealthCheckRequest;
@@ -65,18 +62,7 @@ async fn sigterm_stops_the_server_cleanly_and_logs_hold_no_keys_or_bodies() {
         .into_inner();
     assert_eq!(health.status(), ServingStatus::Serving);
 
-    let key = Authenticator::new(ApiKeyStore::new(app.pool.clone()))
-        .issue(
-            &TenantId::parse("t", "acme").unwrap(),
-            KeyKind::Member(MemberId::parse("m", "alice").unwrap()),
-            "",
-            None,
-        )
-        .await
-        .unwrap()
-        .key
-        .expose()
-        .to_owned();
+    let key = app.member_key("acme", "alice").await;
     let secret_body = "the-body-text-that-must-never-be-logged";
     let mut client =
         notesd::proto::notes::v1::notes_service_client::NotesServiceClient::with_interceptor(

@@ -6,7 +6,10 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
@@ -128,15 +131,45 @@ pub struct Credentials {
     pub peer: Option<IpAddr>,
 }
 
+/// A key's last use is recorded at most this often.
+const TOUCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Issues keys and turns credentials into a principal.
 #[derive(Debug, Clone)]
 pub struct Authenticator {
     keys: ApiKeyStore,
+    /// When this process last recorded each key's use, so that a busy key
+    /// costs one write a minute, not one per call.
+    touched: Arc<Mutex<HashMap<Uuid, Instant>>>,
 }
 
 impl Authenticator {
     pub fn new(keys: ApiKeyStore) -> Self {
-        Self { keys }
+        Self {
+            keys,
+            touched: Arc::default(),
+        }
+    }
+
+    /// Records the key's use in the background, at most once a minute.
+    fn touch(&self, id: Uuid) {
+        let now = Instant::now();
+        {
+            let mut touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
+            if touched
+                .get(&id)
+                .is_some_and(|last| now.duration_since(*last) < TOUCH_INTERVAL)
+            {
+                return;
+            }
+            touched.insert(id, now);
+        }
+        let keys = self.keys.clone();
+        tokio::spawn(async move {
+            if let Err(err) = keys.touch(id).await {
+                tracing::warn!(key_id = %id, error = %err, "cannot record the key's last use");
+            }
+        });
     }
 
     pub async fn issue(&self, tenant: &TenantId, spec: KeySpec) -> Result<IssuedKey, DomainError> {
@@ -227,12 +260,7 @@ impl Authenticator {
             (KeyKind::Service, None) => return Err(DomainError::ActorMissing),
             (KeyKind::Service, Some(actor)) => MemberId::parse("x-actor-id", &actor)?,
         };
-        let keys = self.keys.clone();
-        tokio::spawn(async move {
-            if let Err(err) = keys.touch(id).await {
-                tracing::warn!(key_id = %id, error = %err, "cannot record the key's last use");
-            }
-        });
+        self.touch(id);
         Ok(Principal {
             tenant,
             member,

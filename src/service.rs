@@ -106,12 +106,18 @@ impl Notes {
         patch: NotePatch,
         etag: Option<&str>,
     ) -> Result<Note, DomainError> {
-        if let Some(subject) = &patch.subject {
-            self.ensure_may_add_notes_to(principal, subject).await?;
-        }
+        // Read before the note's transaction; checked after the note's
+        // own checks, so an invisible note is NOT_FOUND whatever the subject.
+        let target_registration = match &patch.subject {
+            Some(subject) => self.subjects.get(&principal.tenant, subject).await?,
+            None => None,
+        };
         self.store
             .modify(&principal.tenant, id, |mut note| {
                 check_writable(principal, &note, etag)?;
+                if patch.subject.as_ref().is_some_and(|s| *s != note.subject) {
+                    access::ensure_may_add_notes_to(principal, target_registration.as_ref())?;
+                }
                 if patch.changes_owner_fields(&note) {
                     access::ensure_is_owner(principal, &note)?;
                 }

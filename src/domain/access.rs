@@ -77,17 +77,15 @@ pub fn ensure_may_register(
     if principal.is_admin() {
         return Ok(());
     }
-    if let Some(existing) = existing
-        && existing.owner != principal.member
-    {
-        return Err(DomainError::NotOwner(
+    match existing {
+        Some(existing) if existing.owner != principal.member => Err(DomainError::NotOwner(
             "only the subject's owner may change its registration",
-        ));
-    }
-    if *new_owner != principal.member {
-        return Err(DomainError::NotOwner(
+        )),
+        // The owner may change it, including handing it to someone else.
+        Some(_) => Ok(()),
+        None if *new_owner != principal.member => Err(DomainError::NotOwner(
             "only an admin may register a subject for another owner",
-        ));
+        )),
+        None => Ok(()),
     }
-    Ok(())
 }

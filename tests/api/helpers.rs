@@ -68,37 +68,7 @@ pub struct TestApp {
 /// Starts notesd on a fresh database (created and migrated by the server
 /// itself, as in production) and waits until it accepts calls.
 pub async fn spawn_app() -> TestApp {
-    let database_name = format!("notesd_test_{}", Uuid::now_v7().simple());
-    let database_url = database_url(&database_name);
-    let settings = Settings {
-        grpc_addr: "127.0.0.1:0".parse().unwrap(),
-        database: DatabaseOptions {
-            url: database_url.clone(),
-            max_connections: 8,
-            create_if_missing: true,
-            migrate: true,
-            role: Some(APP_ROLE.to_owned()),
-        },
-        shutdown_grace: Duration::from_secs(5),
-        trusted_proxies: Vec::new(),
-    };
-    let app = Application::build(settings).await.expect("notesd builds");
-    let addr = app.grpc_addr();
-    let pool = PgPool::connect(&database_url)
-        .await
-        .expect("connects to the test database");
-    let (shutdown, stop) = oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until(async move {
-        let _ = stop.await;
-    }));
-    TestApp {
-        addr,
-        database_name,
-        database_url,
-        pool,
-        shutdown: Some(shutdown),
-        server: Some(server),
-    }
+    spawn_app_with(|_| {}).await
 }
 
 impl TestApp {
@@ -140,8 +110,11 @@ impl TestApp {
 
     /// An admin key of `tenant`, recorded as `member`.
     pub async fn admin_key(&self, tenant: &str, member: &str) -> String {
-        self.issue(tenant, KeyKind::Admin(MemberId::parse("member", member).unwrap()))
-            .await
+        self.issue(
+            tenant,
+            KeyKind::Admin(MemberId::parse("member", member).unwrap()),
+        )
+        .await
     }
 
     pub async fn channel(&self) -> Channel {
@@ -558,6 +531,7 @@ pub async fn add_many(
 
 /// Like `spawn_app`, with `configure` changing the settings first (trusted
 /// proxies, say).
+/// As `spawn_app`, with the settings adjusted by `configure` first.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let database_name = format!("notesd_test_{}", Uuid::now_v7().simple());
     let database_url = database_url(&database_name);
@@ -593,18 +567,14 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     }
 }
 
-pub type SubjectsClient = notesd::proto::notes::v1::subjects_service_client::SubjectsServiceClient<
-    InterceptedService<Channel, Metadata>,
->;
+use notesd::proto::notes::v1::subjects_service_client::SubjectsServiceClient;
+
+pub type SubjectsClient = SubjectsServiceClient<InterceptedService<Channel, Metadata>>;
 
 impl TestApp {
     /// A client whose connection comes from `source` (a loopback address
     /// such as 127.0.0.2), sending exactly this metadata.
-    pub async fn client_from(
-        &self,
-        source: &str,
-        metadata: Vec<(&'static str, String)>,
-    ) -> Client {
+    pub async fn client_from(&self, source: &str, metadata: Vec<(&'static str, String)>) -> Client {
         let channel = Channel::from_shared(format!("http://{}", self.addr))
             .unwrap()
             .local_address(Some(source.parse().expect("an IP address")))
@@ -616,7 +586,7 @@ impl TestApp {
 
     /// A SubjectsService client calling with `x-api-key: key`.
     pub async fn subjects(&self, key: &str) -> SubjectsClient {
-        SubjectsClient::with_interceptor(
+        SubjectsServiceClient::with_interceptor(
             self.channel().await,
             Metadata(vec![("x-api-key", key.to_owned())]),
         )
@@ -644,10 +614,7 @@ impl TestApp {
 pub fn key_spec(kind: KeyKind, cidrs: &[&str]) -> KeySpec {
     KeySpec {
         kind,
-        allowed_cidrs: cidrs
-            .iter()
-            .map(|c| c.parse().expect("a CIDR"))
-            .collect(),
+        allowed_cidrs: cidrs.iter().map(|c| c.parse().expect("a CIDR")).collect(),
         label: "test".to_owned(),
         expires_at: None,
     }

@@ -3,12 +3,19 @@
 mod helpers;
 
 mod access;
+mod admin;
 mod auth;
 mod bodies;
 mod cli;
 mod idempotency;
+mod isolation;
+mod keys;
 mod listing;
+mod network;
 mod notes;
 mod process;
+mod reasons;
 mod revisions;
+mod rls;
 mod server;
+mod subjects;

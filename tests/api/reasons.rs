@@ -1,0 +1,303 @@
+//! The error reasons of `docs/errors.md`, each produced by the real server
+//! with its documented code: the documentation and the server agree, both
+//! ways.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use notesd::proto::notes::v1 as pb;
+use tonic::Code;
+
+use crate::helpers::*;
+
+/// The `| `REASON` | CODE | meaning |` rows of docs/errors.md.
+fn documented_reasons() -> BTreeMap<String, String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/errors.md");
+    let doc = std::fs::read_to_string(path).expect("docs/errors.md is readable");
+    let mut reasons = BTreeMap::new();
+    for line in doc.lines().filter(|l| l.trim_start().starts_with("| `")) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let reason = cells[1].trim_matches('`').to_owned();
+        let code = cells[2].to_owned();
+        assert!(
+            reasons.insert(reason.clone(), code).is_none(),
+            "{reason} is documented twice"
+        );
+    }
+    assert!(reasons.len() >= 10, "the table was parsed: {reasons:?}");
+    reasons
+}
+
+/// The name the documentation gives a gRPC code.
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// The status of a call that must fail.
+#[track_caller]
+fn failure<T: std::fmt::Debug>(result: Result<T, tonic::Status>) -> tonic::Status {
+    result.expect_err("the call fails")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_documented_reason_is_produced() {
+    let documented = documented_reasons();
+    let app = spawn_app().await;
+    let alice_key = app.member_key("acme", "alice").await;
+    let mut alice = app.client(&alice_key).await;
+    let note = add(&mut alice, text_note("customer", "c-1", "a note")).await;
+
+    // Each reason, and a call that must produce it.
+    let mut produced: Vec<(&str, tonic::Status)> = Vec::new();
+
+    produced.push((
+        "MISSING_FIELDS",
+        failure(
+            try_add(
+                &mut alice,
+                pb::Note {
+                    subject: None,
+                    ..text_note("customer", "c-1", "x")
+                },
+            )
+            .await,
+        ),
+    ));
+    produced.push((
+        "INVALID_FIELD",
+        failure(get(&mut alice, "not-a-uuid").await),
+    ));
+    produced.push((
+        "FIELD_TOO_LARGE",
+        failure(
+            try_add(
+                &mut alice,
+                pb::Note {
+                    title: "t".repeat(1025),
+                    ..text_note("customer", "c-1", "x")
+                },
+            )
+            .await,
+        ),
+    ));
+    produced.push((
+        "INVALID_PAGE_TOKEN",
+        failure(
+            list(
+                &mut alice,
+                pb::ListNotesRequest {
+                    page_token: "garbage".to_owned(),
+                    ..Default::default()
+                },
+            )
+            .await,
+        ),
+    ));
+    produced.push((
+        "MISSING_API_KEY",
+        failure(get(&mut app.client_with(vec![]).await, &note.id).await),
+    ));
+    produced.push((
+        "INVALID_API_KEY",
+        failure(get(&mut app.client("nk_garbage").await, &note.id).await),
+    ));
+    produced.push((
+        "MISSING_ACTOR",
+        failure(
+            get(
+                &mut app.client(&app.service_key("acme").await).await,
+                &note.id,
+            )
+            .await,
+        ),
+    ));
+    produced.push((
+        "ACTOR_MISMATCH",
+        failure(
+            get(
+                &mut app
+                    .client_with(vec![
+                        ("x-api-key", alice_key.clone()),
+                        ("x-actor-id", "bob".to_owned()),
+                    ])
+                    .await,
+                &note.id,
+            )
+            .await,
+        ),
+    ));
+    let (_, far_away_key) = app
+        .issue_key("acme", key_spec(member_kind("alice"), &["203.0.113.0/24"]))
+        .await;
+    produced.push((
+        "IP_NOT_WHITELISTED",
+        failure(get(&mut app.client(&far_away_key).await, &note.id).await),
+    ));
+    produced.push((
+        "NOT_OWNER",
+        failure(
+            try_add(
+                &mut alice,
+                pb::Note {
+                    owner_id: "bob".to_owned(),
+                    ..text_note("customer", "c-1", "x")
+                },
+            )
+            .await,
+        ),
+    ));
+    produced.push((
+        "NOT_FOUND",
+        failure(get(&mut alice, &uuid::Uuid::now_v7().to_string()).await),
+    ));
+    produced.push((
+        "SUBJECT_NOT_FOUND",
+        failure(get_subject(&mut app.subjects(&alice_key).await, "contact", "nobody").await),
+    ));
+
+    let edited = update(
+        &mut alice,
+        pb::Note {
+            title: "edited".to_owned(),
+            ..patch(&note.id)
+        },
+        &["title"],
+    )
+    .await
+    .unwrap();
+    produced.push((
+        "ETAG_MISMATCH",
+        failure(
+            update(
+                &mut alice,
+                pb::Note {
+                    title: "stale".to_owned(),
+                    etag: note.etag.clone(),
+                    ..patch(&note.id)
+                },
+                &["title"],
+            )
+            .await,
+        ),
+    ));
+    produced.push((
+        "NOTE_NOT_DELETED",
+        failure(undelete(&mut alice, &note.id, &edited.etag).await),
+    ));
+    delete(&mut alice, &note.id, "").await.unwrap();
+    produced.push((
+        "NOTE_DELETED",
+        failure(delete(&mut alice, &note.id, "").await),
+    ));
+
+    let request_id = uuid::Uuid::now_v7().to_string();
+    add_with_request_id(
+        &mut alice,
+        &request_id,
+        text_note("customer", "c-1", "first"),
+    )
+    .await
+    .unwrap();
+    produced.push((
+        "REQUEST_ID_CONFLICT",
+        failure(
+            add_with_request_id(
+                &mut alice,
+                &request_id,
+                text_note("customer", "c-1", "second"),
+            )
+            .await,
+        ),
+    ));
+    let imported = || pb::Note {
+        source: Some(pb::Source {
+            system: "close".to_owned(),
+            id: "note_123".to_owned(),
+        }),
+        ..text_note("customer", "c-1", "imported")
+    };
+    add(&mut alice, imported()).await;
+    produced.push((
+        "SOURCE_ALREADY_EXISTS",
+        failure(try_add(&mut alice, imported()).await),
+    ));
+
+    // A row the server cannot read back: an owner id with a space.
+    let corrupt = add(&mut alice, text_note("customer", "c-1", "to corrupt")).await;
+    sqlx::query("update notes set owner_id = 'al ice' where id = $1::uuid")
+        .bind(&corrupt.id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let internal = failure(get(&mut alice, &corrupt.id).await);
+    assert_eq!(
+        internal.message(),
+        "internal error",
+        "no cause is leaked: {internal:?}"
+    );
+    produced.push(("INTERNAL", internal));
+
+    for (expected, status) in &produced {
+        assert_eq!(reason(status), *expected, "ErrorInfo reason of {status:?}");
+        assert_eq!(
+            error_domain(status),
+            "notesd.dev",
+            "ErrorInfo domain of {status:?}"
+        );
+        let documented_code = documented
+            .get(*expected)
+            .unwrap_or_else(|| panic!("{expected} is produced but not in docs/errors.md"));
+        assert_eq!(
+            code_name(status.code()),
+            documented_code,
+            "the code of {expected}: {status:?}"
+        );
+    }
+    let produced: BTreeSet<&str> = produced.iter().map(|(r, _)| *r).collect();
+    let documented: BTreeSet<&str> = documented.keys().map(String::as_str).collect();
+    assert_eq!(
+        produced, documented,
+        "every documented reason is produced here, and only those"
+    );
+    assert_eq!(
+        defined_reasons(),
+        documented,
+        "the reasons DomainError::reason defines are the documented ones"
+    );
+}
+
+/// The reasons `DomainError::reason` returns: its `=> "REASON"` arms, so a
+/// reason added to the server but neither documented nor produced here
+/// fails too.
+fn defined_reasons() -> BTreeSet<&'static str> {
+    let source = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/domain/error.rs"));
+    let body = source
+        .split("pub fn reason(&self)")
+        .nth(1)
+        .expect("DomainError::reason in src/domain/error.rs");
+    let body = &body[..body.find("\n    }\n").expect("the end of reason()")];
+    let reasons: BTreeSet<&str> = body
+        .split("=> \"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    assert!(reasons.len() >= 10, "reason() was parsed: {reasons:?}");
+    reasons
+}

@@ -22,9 +22,10 @@ pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/notes
 /// notesd: a gRPC notes service over PostgreSQL.
 ///
 /// Internal services add, update and read notes about their records over
-/// gRPC (package notes.v1, service NotesService; reflection and
-/// grpc.health.v1 are served too). Notes persist in PostgreSQL; the
-/// database is created if missing and migrated at start.
+/// gRPC (package notes.v1: NotesService and SubjectsService; reflection and
+/// grpc.health.v1 are served too). Calls carry an API key from `notesd keys
+/// create`. Notes persist in PostgreSQL; the database is created if missing
+/// and migrated at start.
 #[derive(Debug, Parser)]
 #[command(name = "notesd", version, propagate_version = true)]
 pub struct Cli {

@@ -74,6 +74,11 @@ struct ServeArgs {
     #[arg(long, env = "NOTESD_GRPC_ADDR", default_value = "127.0.0.1:50051")]
     grpc_addr: SocketAddr,
 
+    /// Address the HTTP server listens on: /metrics (Prometheus), /healthz,
+    /// /readyz.
+    #[arg(long, env = "NOTESD_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    http_addr: SocketAddr,
+
     /// Do not apply migrations at start (run `notesd migrate` separately).
     #[arg(long, env = "NOTESD_NO_MIGRATE")]
     no_migrate: bool,
@@ -174,6 +179,7 @@ impl Cli {
 async fn serve(common: &CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
     let settings = Settings {
         grpc_addr: args.grpc_addr,
+        http_addr: args.http_addr,
         database: DatabaseOptions {
             url: common.database_url.clone(),
             max_connections: args.db_max_connections,

@@ -1,12 +1,15 @@
 //! notesd: a gRPC notes microservice over PostgreSQL.
 //!
 //! Layers, inside out: `domain` (the model and its rules), `storage`
-//! (Postgres), `service` (use cases), and the edges: `grpc`, `auth`.
+//! (Postgres), `service` (use cases), and the edges: `grpc`, `http`,
+//! `auth`.
 
 pub mod auth;
 pub mod cli;
 pub mod domain;
 pub mod grpc;
+pub mod http;
+pub mod metrics;
 pub mod service;
 pub mod startup;
 pub mod storage;

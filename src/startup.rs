@@ -1,8 +1,10 @@
 //! Builds the application (database, services, listener) and runs it until
 //! a shutdown signal. Tests reuse it with port 0.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture as _};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -14,6 +16,8 @@ use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::auth::Authenticator;
 use crate::grpc::{Callers, NotesGrpc, SubjectsGrpc};
+use crate::http::OpsState;
+use crate::metrics::{GrpcMetricsLayer, Metrics};
 use crate::proto::notes::v1::notes_service_server::NotesServiceServer;
 use crate::proto::notes::v1::subjects_service_server::SubjectsServiceServer;
 use crate::service::{Notes, Subjects};
@@ -26,6 +30,9 @@ pub const MAX_MESSAGE_BYTES: usize = 32 * 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub grpc_addr: SocketAddr,
+    /// The HTTP port: metrics, health and readiness (and the vendor
+    /// facades).
+    pub http_addr: SocketAddr,
     pub database: DatabaseOptions,
     /// How long in-flight calls may run on after a shutdown signal.
     pub shutdown_grace: Duration,
@@ -36,6 +43,8 @@ pub struct Settings {
 pub struct Application {
     listener: TcpListener,
     addr: SocketAddr,
+    http_listener: TcpListener,
+    http_addr: SocketAddr,
     database: Database,
     shutdown_grace: Duration,
     trusted_proxies: Vec<IpNet>,
@@ -43,16 +52,22 @@ pub struct Application {
 
 impl Application {
     /// Connects to (and creates, and migrates, as configured) the database
-    /// and binds the gRPC port.
+    /// and binds the gRPC and HTTP ports.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let database = Database::connect(&settings.database).await?;
         let listener = TcpListener::bind(settings.grpc_addr)
             .await
             .with_context(|| format!("cannot listen on {}", settings.grpc_addr))?;
         let addr = listener.local_addr()?;
+        let http_listener = TcpListener::bind(settings.http_addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.http_addr))?;
+        let http_addr = http_listener.local_addr()?;
         Ok(Self {
             listener,
             addr,
+            http_listener,
+            http_addr,
             database,
             shutdown_grace: settings.shutdown_grace,
             trusted_proxies: settings.trusted_proxies,
@@ -63,13 +78,17 @@ impl Application {
         self.addr
     }
 
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
     pub fn database(&self) -> &Database {
         &self.database
     }
 
-    /// Serves until `shutdown` completes; then health turns NOT_SERVING,
-    /// new connections are refused, in-flight calls get the grace period
-    /// to finish, and it returns.
+    /// Serves until `shutdown` completes; then health turns NOT_SERVING
+    /// (and `/readyz` 503), new connections are refused, in-flight calls get
+    /// the grace period to finish, and it returns.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let pool = self.database.pool().clone();
         let callers = Callers::new(
@@ -83,16 +102,38 @@ impl Application {
             ),
             callers.clone(),
         );
-        let subjects = SubjectsGrpc::new(Subjects::new(SubjectStore::new(pool)), callers);
+        let subjects = SubjectsGrpc::new(Subjects::new(SubjectStore::new(pool.clone())), callers);
+        let metrics = Metrics::new(pool.clone());
+        let ready = Arc::new(AtomicBool::new(true));
+
+        let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+        let http_app = crate::http::router(OpsState {
+            metrics: metrics.clone(),
+            pool,
+            ready: ready.clone(),
+        });
+        let http_server = axum::serve(
+            self.http_listener,
+            http_app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async {
+            let _ = http_stopped.await;
+        });
+        let mut http_server = tokio::spawn(http_server.into_future());
+        tracing::info!(addr = %self.http_addr, "serving HTTP");
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<NotesServiceServer<NotesGrpc>>().await;
+        health
+            .set_serving::<SubjectsServiceServer<SubjectsGrpc>>()
+            .await;
         // v1 for current grpcurl and buf curl, v1alpha for older clients.
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
         let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
         let server = Server::builder()
+            .layer(GrpcMetricsLayer::new(metrics))
             .layer(
                 TraceLayer::new_for_grpc()
                     .make_span_with(crate::telemetry::grpc_span)
@@ -116,9 +157,17 @@ impl Application {
         tokio::pin!(server);
         tokio::select! {
             result = &mut server => return result.context("the gRPC server failed"),
+            result = &mut http_server => {
+                return match result {
+                    Ok(Ok(())) => Err(anyhow::anyhow!("the HTTP server stopped")),
+                    Ok(Err(err)) => Err(anyhow::Error::new(err).context("the HTTP server failed")),
+                    Err(err) => Err(anyhow::Error::new(err).context("the HTTP server panicked")),
+                };
+            }
             () = shutdown => {}
         }
         tracing::info!("shutting down: health is NOT_SERVING, finishing in-flight calls");
+        ready.store(false, Ordering::SeqCst);
         health
             .set_not_serving::<NotesServiceServer<NotesGrpc>>()
             .await;
@@ -129,8 +178,19 @@ impl Application {
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;
         let _ = stop_server.send(());
-        match tokio::time::timeout(self.shutdown_grace, server).await {
-            Ok(result) => result.context("the gRPC server failed")?,
+        let _ = stop_http.send(());
+        let drained = tokio::time::timeout(self.shutdown_grace, async {
+            let grpc = server.await;
+            let http = http_server.await;
+            (grpc, http)
+        })
+        .await;
+        match drained {
+            Ok((grpc, http)) => {
+                grpc.context("the gRPC server failed")?;
+                http.context("the HTTP server panicked")?
+                    .context("the HTTP server failed")?;
+            }
             Err(_) => tracing::warn!(
                 grace = ?self.shutdown_grace,
                 "in-flight calls did not finish within the grace period"

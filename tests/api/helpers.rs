@@ -55,6 +55,8 @@ impl Interceptor for Metadata {
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The HTTP port: /metrics, /healthz, /readyz.
+    pub http_addr: SocketAddr,
     pub database_name: String,
     pub database_url: String,
     /// Connects as the database owner, which row-level security does not
@@ -537,6 +539,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let database_url = database_url(&database_name);
     let mut settings = Settings {
         grpc_addr: "127.0.0.1:0".parse().unwrap(),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
         database: DatabaseOptions {
             url: database_url.clone(),
             max_connections: 8,
@@ -550,6 +553,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     configure(&mut settings);
     let app = Application::build(settings).await.expect("notesd builds");
     let addr = app.grpc_addr();
+    let http_addr = app.http_addr();
     let pool = PgPool::connect(&database_url)
         .await
         .expect("connects to the test database");
@@ -559,6 +563,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     }));
     TestApp {
         addr,
+        http_addr,
         database_name,
         database_url,
         pool,

@@ -13,6 +13,7 @@ mod keys;
 mod listing;
 mod network;
 mod notes;
+mod ops;
 mod process;
 mod reasons;
 mod revisions;

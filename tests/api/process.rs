@@ -27,8 +27,17 @@ async fn sigterm_stops_the_server_cleanly_and_logs_hold_no_keys_or_bodies() {
     // test serves it on a port of its own.
     let app = spawn_app().await;
     let addr = format!("127.0.0.1:{}", free_port());
+    let http_addr = format!("127.0.0.1:{}", free_port());
     let mut server = Command::new(env!("CARGO_BIN_EXE_notesd"))
-        .args(["serve", "--grpc-addr", &addr, "--shutdown-grace-secs", "10"])
+        .args([
+            "serve",
+            "--grpc-addr",
+            &addr,
+            "--http-addr",
+            &http_addr,
+            "--shutdown-grace-secs",
+            "10",
+        ])
         .env("DATABASE_URL", &app.database_url)
         .env("RUST_LOG", "debug,h2=info,hyper=info,tower=info")
         .stdout(Stdio::null())

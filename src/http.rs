@@ -1,5 +1,5 @@
-//! The HTTP side of notesd (axum): operational endpoints now; the vendor
-//! facades join this router.
+//! The HTTP side of notesd (axum): operational endpoints and the vendor
+//! facades (`compat`).
 //!
 //! - `GET /metrics`: Prometheus text format;
 //! - `GET /healthz`: 200 while the process runs (liveness);
@@ -17,6 +17,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use sqlx::PgPool;
 
+use crate::compat::CompatState;
 use crate::metrics::Metrics;
 
 #[derive(Debug, Clone)]
@@ -27,12 +28,14 @@ pub struct OpsState {
     pub ready: Arc<AtomicBool>,
 }
 
-pub fn router(state: OpsState) -> Router {
+/// The operational endpoints, and the vendor facades.
+pub fn router(state: OpsState, compat: CompatState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(state)
+        .merge(crate::compat::router(compat))
 }
 
 async fn metrics(State(state): State<OpsState>) -> impl IntoResponse {

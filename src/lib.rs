@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod compat;
 pub mod domain;
 pub mod grpc;
 pub mod http;

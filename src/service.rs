@@ -1,6 +1,8 @@
 //! The use cases of notesd, shared by every edge (gRPC and the vendor
 //! facades): access rules applied, then storage called. No wire types here.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, SubsecRound as _, Utc};
 use uuid::Uuid;
 
@@ -198,6 +200,42 @@ impl Notes {
             .await
     }
 
+    /// The numeric ids of notes the caller has read (for the facades whose
+    /// ids are integers), giving one to each note that has none yet.
+    pub async fn numbers(
+        &self,
+        principal: &Principal,
+        notes: &[Note],
+    ) -> Result<HashMap<NoteId, i64>, DomainError> {
+        let ids: Vec<NoteId> = notes.iter().map(|note| note.id).collect();
+        self.store.numbers(&principal.tenant, &ids).await
+    }
+
+    /// The note with this numeric id; NOT_FOUND when there is none.
+    pub async fn resolve_number(
+        &self,
+        principal: &Principal,
+        number: i64,
+    ) -> Result<NoteId, DomainError> {
+        self.store
+            .id_for_number(&principal.tenant, number)
+            .await?
+            .ok_or(DomainError::NoteNotFound)
+    }
+
+    /// The note imported from `system` with this id; NOT_FOUND when none.
+    pub async fn resolve_source(
+        &self,
+        principal: &Principal,
+        system: &str,
+        source_id: &str,
+    ) -> Result<NoteId, DomainError> {
+        self.store
+            .id_for_source(&principal.tenant, system, source_id)
+            .await?
+            .ok_or(DomainError::NoteNotFound)
+    }
+
     /// Revisions of a note the caller may read now, newest first.
     pub async fn list_revisions(
         &self,
@@ -260,6 +298,18 @@ impl Subjects {
                 now(),
                 |existing| access::ensure_may_register(principal, existing, &owner),
             )
+            .await
+    }
+
+    /// Whether another tenant has registered `subject`. Only the Zyntro
+    /// facade asks, for its WRONG_ORG answer.
+    pub async fn registered_elsewhere(
+        &self,
+        principal: &Principal,
+        subject: &Subject,
+    ) -> Result<bool, DomainError> {
+        self.store
+            .registered_elsewhere(&principal.tenant, subject)
             .await
     }
 

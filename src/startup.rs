@@ -15,7 +15,8 @@ use tonic::transport::Server;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::auth::Authenticator;
-use crate::grpc::{Callers, NotesGrpc, SubjectsGrpc};
+use crate::compat::CompatState;
+use crate::grpc::{Callers, NotesApi, NotesGrpc, SubjectsGrpc};
 use crate::http::OpsState;
 use crate::metrics::{GrpcMetricsLayer, Metrics};
 use crate::proto::notes::v1::notes_service_server::NotesServiceServer;
@@ -91,27 +92,33 @@ impl Application {
     /// the grace period to finish, and it returns.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let pool = self.database.pool().clone();
-        let callers = Callers::new(
-            Authenticator::new(ApiKeyStore::new(pool.clone())),
-            self.trusted_proxies,
-        );
-        let notes = NotesGrpc::new(
-            Notes::new(
-                NoteStore::new(pool.clone()),
-                SubjectStore::new(pool.clone()),
-            ),
-            callers.clone(),
-        );
-        let subjects = SubjectsGrpc::new(Subjects::new(SubjectStore::new(pool.clone())), callers);
+        let authenticator = Authenticator::new(ApiKeyStore::new(pool.clone()));
+        let callers = Callers::new(authenticator.clone(), self.trusted_proxies.clone());
+        let notes_api = NotesApi::new(Notes::new(
+            NoteStore::new(pool.clone()),
+            SubjectStore::new(pool.clone()),
+        ));
+        let notes = NotesGrpc::new(notes_api.clone(), callers.clone());
+        let subjects_service = Subjects::new(SubjectStore::new(pool.clone()));
+        let subjects = SubjectsGrpc::new(subjects_service.clone(), callers);
+        let compat = CompatState {
+            api: notes_api,
+            subjects: subjects_service,
+            auth: authenticator,
+            trusted_proxies: Arc::new(self.trusted_proxies),
+        };
         let metrics = Metrics::new(pool.clone());
         let ready = Arc::new(AtomicBool::new(true));
 
         let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-        let http_app = crate::http::router(OpsState {
-            metrics: metrics.clone(),
-            pool,
-            ready: ready.clone(),
-        });
+        let http_app = crate::http::router(
+            OpsState {
+                metrics: metrics.clone(),
+                pool,
+                ready: ready.clone(),
+            },
+            compat,
+        );
         let http_server = axum::serve(
             self.http_listener,
             http_app.into_make_service_with_connect_info::<SocketAddr>(),

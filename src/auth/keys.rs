@@ -134,6 +134,29 @@ pub struct Credentials {
 /// A key's last use is recorded at most this often.
 const TOUCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// The caller's address: the connection's peer, unless the peer is one of
+/// `trusted_proxies`; then the last `x-forwarded-for` hop (from
+/// `forwarded_for`, the header's values in order) that is not a trusted
+/// proxy itself. Entries further left are the client's to forge.
+pub fn client_address<'a>(
+    peer: IpAddr,
+    forwarded_for: impl Iterator<Item = &'a str>,
+    trusted_proxies: &[IpNet],
+) -> IpAddr {
+    let trusted = |ip: &IpAddr| trusted_proxies.iter().any(|net| net.contains(ip));
+    if !trusted(&peer) {
+        return peer;
+    }
+    let hops: Vec<IpAddr> = forwarded_for
+        .flat_map(|value| value.split(','))
+        .filter_map(|hop| hop.trim().parse().ok())
+        .collect();
+    hops.into_iter()
+        .rev()
+        .find(|hop| !trusted(hop))
+        .unwrap_or(peer)
+}
+
 /// Issues keys and turns credentials into a principal.
 #[derive(Debug, Clone)]
 pub struct Authenticator {
@@ -220,6 +243,23 @@ impl Authenticator {
         let issued = self.issue(&tenant, spec).await?;
         self.keys.expire(id, now + grace).await?;
         Ok(Some(issued))
+    }
+
+    /// Whether `key_id` (the `nk_<id>` part of a key, before the secret)
+    /// names a key that is neither revoked nor expired. For the Zyntro
+    /// facade, whose `api_key` and `developer_secret` fail separately.
+    pub async fn key_is_live(&self, key_id: &str) -> Result<bool, DomainError> {
+        let Some(id) = key_id
+            .strip_prefix(PREFIX)
+            .filter(|hex| hex.len() == ID_HEX_LEN)
+            .and_then(|hex| Uuid::try_parse(hex).ok())
+        else {
+            return Ok(false);
+        };
+        let now = Utc::now();
+        Ok(self.keys.find(id).await?.is_some_and(|record| {
+            record.revoked_at.is_none() && record.expires_at.is_none_or(|at| at > now)
+        }))
     }
 
     /// The principal of a call, or why it is refused.

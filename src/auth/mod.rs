@@ -2,4 +2,6 @@
 
 mod keys;
 
-pub use keys::{ApiKeySecret, Authenticator, Credentials, IssuedKey, KeyKind, KeySpec};
+pub use keys::{
+    ApiKeySecret, Authenticator, Credentials, IssuedKey, KeyKind, KeySpec, client_address,
+};

@@ -7,7 +7,7 @@ use ipnet::IpNet;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Status};
 
-use crate::auth::{ApiKeySecret, Authenticator, Credentials};
+use crate::auth::{ApiKeySecret, Authenticator, Credentials, client_address};
 use crate::domain::Principal;
 
 /// Metadata naming the acting member of a service key.
@@ -41,26 +41,12 @@ impl Callers {
         Ok(self.auth.authenticate(credentials).await?)
     }
 
-    /// The caller's address: the connection's peer, unless the peer is a
-    /// trusted proxy; then the last address in `x-forwarded-for` that is not
-    /// a trusted proxy itself (earlier entries are the client's to forge).
     fn client_address(&self, peer: IpAddr, metadata: &MetadataMap) -> IpAddr {
-        let trusted = |ip: &IpAddr| self.trusted_proxies.iter().any(|net| net.contains(ip));
-        if !trusted(&peer) {
-            return peer;
-        }
-        let forwarded: Vec<IpAddr> = metadata
+        let forwarded = metadata
             .get_all(FORWARDED_FOR_HEADER)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|hop| hop.trim().parse().ok())
-            .collect();
-        forwarded
-            .into_iter()
-            .rev()
-            .find(|hop| !trusted(hop))
-            .unwrap_or(peer)
+            .filter_map(|v| v.to_str().ok());
+        client_address(peer, forwarded, &self.trusted_proxies)
     }
 }
 

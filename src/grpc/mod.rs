@@ -13,24 +13,154 @@ pub use subjects::SubjectsGrpc;
 
 use tonic::{Request, Response, Status};
 
-use crate::domain::{Principal, list};
+use crate::domain::{DomainError, Principal, list};
 use crate::proto::notes::v1 as pb;
 use crate::proto::notes::v1::notes_service_server::NotesService;
 use crate::service::Notes;
 
+/// The notes.v1 requests, handled for a caller already authenticated: what
+/// NotesService does after authentication, and what the vendor facades call
+/// with the RPC request types they build.
+#[derive(Debug, Clone)]
+pub struct NotesApi {
+    notes: Notes,
+}
+
+impl NotesApi {
+    pub fn new(notes: Notes) -> Self {
+        Self { notes }
+    }
+
+    /// The use cases behind the API, for what the RPC types do not cover
+    /// (the facades' numeric ids, say).
+    pub fn notes(&self) -> &Notes {
+        &self.notes
+    }
+
+    pub async fn add_note(
+        &self,
+        principal: &Principal,
+        request: &pb::AddNoteRequest,
+    ) -> Result<pb::Note, DomainError> {
+        let (draft, request_key) = convert::parse_add_request(principal, request)?;
+        let note = self.notes.add_note(principal, draft, request_key).await?;
+        tracing::info!(note_id = %note.id, tenant = %principal.tenant, "note added");
+        Ok(convert::note_to_proto(&note))
+    }
+
+    pub async fn update_note(
+        &self,
+        principal: &Principal,
+        request: &pb::UpdateNoteRequest,
+    ) -> Result<pb::Note, DomainError> {
+        let (id, patch, etag) = convert::parse_update_request(request)?;
+        let note = self
+            .notes
+            .update_note(principal, id, patch, etag.as_deref())
+            .await?;
+        Ok(convert::note_to_proto(&note))
+    }
+
+    pub async fn get_note(
+        &self,
+        principal: &Principal,
+        request: &pb::GetNoteRequest,
+    ) -> Result<pb::Note, DomainError> {
+        let id = convert::parse_note_id("id", &request.id)?;
+        let note = self.notes.get_note(principal, id).await?;
+        Ok(convert::note_to_proto(&note))
+    }
+
+    pub async fn list_notes(
+        &self,
+        principal: &Principal,
+        request: &pb::ListNotesRequest,
+    ) -> Result<pb::ListNotesResponse, DomainError> {
+        let page_size = list::page_size("page_size", request.page_size)?;
+        let filter = convert::parse_list_filter(request)?;
+        let after = page_token::decode_notes(&filter, &request.page_token)?;
+        let page = self
+            .notes
+            .list_notes(principal, &filter, page_size, after)
+            .await?;
+        let mut notes: Vec<pb::Note> = page.items.iter().map(convert::note_to_proto).collect();
+        let fitting = count_within_budget(&notes);
+        let next = if fitting < notes.len() {
+            notes.truncate(fitting);
+            Some(page.items[fitting - 1].cursor())
+        } else {
+            page.next
+        };
+        Ok(pb::ListNotesResponse {
+            notes,
+            next_page_token: next
+                .map(|cursor| page_token::encode_notes(&filter, &cursor))
+                .unwrap_or_default(),
+        })
+    }
+
+    pub async fn delete_note(
+        &self,
+        principal: &Principal,
+        request: &pb::DeleteNoteRequest,
+    ) -> Result<pb::Note, DomainError> {
+        let id = convert::parse_note_id("id", &request.id)?;
+        let etag = (!request.etag.is_empty()).then_some(request.etag.as_str());
+        let note = self.notes.delete_note(principal, id, etag).await?;
+        Ok(convert::note_to_proto(&note))
+    }
+
+    pub async fn undelete_note(
+        &self,
+        principal: &Principal,
+        request: &pb::UndeleteNoteRequest,
+    ) -> Result<pb::Note, DomainError> {
+        let id = convert::parse_note_id("id", &request.id)?;
+        let etag = (!request.etag.is_empty()).then_some(request.etag.as_str());
+        let note = self.notes.undelete_note(principal, id, etag).await?;
+        Ok(convert::note_to_proto(&note))
+    }
+
+    pub async fn list_note_revisions(
+        &self,
+        principal: &Principal,
+        request: &pb::ListNoteRevisionsRequest,
+    ) -> Result<pb::ListNoteRevisionsResponse, DomainError> {
+        let id = convert::parse_note_id("note_id", &request.note_id)?;
+        let page_size = list::page_size("page_size", request.page_size)?;
+        let before = page_token::decode_revisions(id, &request.page_token)?;
+        let page = self
+            .notes
+            .list_revisions(principal, id, page_size, before)
+            .await?;
+        let mut revisions: Vec<pb::NoteRevision> =
+            page.items.iter().map(convert::revision_to_proto).collect();
+        let fitting = count_within_budget(&revisions);
+        let next = if fitting < revisions.len() {
+            revisions.truncate(fitting);
+            Some(page.items[fitting - 1].revision)
+        } else {
+            page.next
+        };
+        Ok(pb::ListNoteRevisionsResponse {
+            revisions,
+            next_page_token: next
+                .map(|revision| page_token::encode_revisions(id, revision))
+                .unwrap_or_default(),
+        })
+    }
+}
+
+/// NotesService: authenticates each call, then hands it to [`NotesApi`].
 #[derive(Debug, Clone)]
 pub struct NotesGrpc {
-    notes: Notes,
+    api: NotesApi,
     callers: Callers,
 }
 
 impl NotesGrpc {
-    pub fn new(notes: Notes, callers: Callers) -> Self {
-        Self { notes, callers }
-    }
-
-    async fn principal<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
-        self.callers.principal(request).await
+    pub fn new(api: NotesApi, callers: Callers) -> Self {
+        Self { api, callers }
     }
 }
 
@@ -59,126 +189,69 @@ impl NotesService for NotesGrpc {
         &self,
         request: Request<pb::AddNoteRequest>,
     ) -> Result<Response<pb::AddNoteResponse>, Status> {
-        let principal = self.principal(&request).await?;
-        let (draft, request_key) = convert::parse_add_request(&principal, request.get_ref())?;
-        let note = self.notes.add_note(&principal, draft, request_key).await?;
-        tracing::info!(note_id = %note.id, tenant = %principal.tenant, "note added");
-        Ok(Response::new(pb::AddNoteResponse {
-            note: Some(convert::note_to_proto(&note)),
-        }))
+        let principal = self.callers.principal(&request).await?;
+        let note = self.api.add_note(&principal, request.get_ref()).await?;
+        Ok(Response::new(pb::AddNoteResponse { note: Some(note) }))
     }
 
     async fn update_note(
         &self,
         request: Request<pb::UpdateNoteRequest>,
     ) -> Result<Response<pb::UpdateNoteResponse>, Status> {
-        let principal = self.principal(&request).await?;
-        let (id, patch, etag) = convert::parse_update_request(request.get_ref())?;
-        let note = self
-            .notes
-            .update_note(&principal, id, patch, etag.as_deref())
-            .await?;
-        Ok(Response::new(pb::UpdateNoteResponse {
-            note: Some(convert::note_to_proto(&note)),
-        }))
+        let principal = self.callers.principal(&request).await?;
+        let note = self.api.update_note(&principal, request.get_ref()).await?;
+        Ok(Response::new(pb::UpdateNoteResponse { note: Some(note) }))
     }
 
     async fn get_note(
         &self,
         request: Request<pb::GetNoteRequest>,
     ) -> Result<Response<pb::GetNoteResponse>, Status> {
-        let principal = self.principal(&request).await?;
-        let id = convert::parse_note_id("id", &request.get_ref().id)?;
-        let note = self.notes.get_note(&principal, id).await?;
-        Ok(Response::new(pb::GetNoteResponse {
-            note: Some(convert::note_to_proto(&note)),
-        }))
+        let principal = self.callers.principal(&request).await?;
+        let note = self.api.get_note(&principal, request.get_ref()).await?;
+        Ok(Response::new(pb::GetNoteResponse { note: Some(note) }))
     }
 
     async fn list_notes(
         &self,
         request: Request<pb::ListNotesRequest>,
     ) -> Result<Response<pb::ListNotesResponse>, Status> {
-        let principal = self.principal(&request).await?;
-        let request = request.get_ref();
-        let page_size = list::page_size("page_size", request.page_size)?;
-        let filter = convert::parse_list_filter(request)?;
-        let after = page_token::decode_notes(&filter, &request.page_token)?;
-        let page = self
-            .notes
-            .list_notes(&principal, &filter, page_size, after)
-            .await?;
-        let mut notes: Vec<pb::Note> = page.items.iter().map(convert::note_to_proto).collect();
-        let fitting = count_within_budget(&notes);
-        let next = if fitting < notes.len() {
-            notes.truncate(fitting);
-            Some(page.items[fitting - 1].cursor())
-        } else {
-            page.next
-        };
-        Ok(Response::new(pb::ListNotesResponse {
-            notes,
-            next_page_token: next
-                .map(|cursor| page_token::encode_notes(&filter, &cursor))
-                .unwrap_or_default(),
-        }))
+        let principal = self.callers.principal(&request).await?;
+        Ok(Response::new(
+            self.api.list_notes(&principal, request.get_ref()).await?,
+        ))
     }
 
     async fn delete_note(
         &self,
         request: Request<pb::DeleteNoteRequest>,
     ) -> Result<Response<pb::DeleteNoteResponse>, Status> {
-        let principal = self.principal(&request).await?;
-        let request = request.get_ref();
-        let id = convert::parse_note_id("id", &request.id)?;
-        let etag = (!request.etag.is_empty()).then_some(request.etag.as_str());
-        let note = self.notes.delete_note(&principal, id, etag).await?;
-        Ok(Response::new(pb::DeleteNoteResponse {
-            note: Some(convert::note_to_proto(&note)),
-        }))
+        let principal = self.callers.principal(&request).await?;
+        let note = self.api.delete_note(&principal, request.get_ref()).await?;
+        Ok(Response::new(pb::DeleteNoteResponse { note: Some(note) }))
     }
 
     async fn undelete_note(
         &self,
         request: Request<pb::UndeleteNoteRequest>,
     ) -> Result<Response<pb::UndeleteNoteResponse>, Status> {
-        let principal = self.principal(&request).await?;
-        let request = request.get_ref();
-        let id = convert::parse_note_id("id", &request.id)?;
-        let etag = (!request.etag.is_empty()).then_some(request.etag.as_str());
-        let note = self.notes.undelete_note(&principal, id, etag).await?;
-        Ok(Response::new(pb::UndeleteNoteResponse {
-            note: Some(convert::note_to_proto(&note)),
-        }))
+        let principal = self.callers.principal(&request).await?;
+        let note = self
+            .api
+            .undelete_note(&principal, request.get_ref())
+            .await?;
+        Ok(Response::new(pb::UndeleteNoteResponse { note: Some(note) }))
     }
 
     async fn list_note_revisions(
         &self,
         request: Request<pb::ListNoteRevisionsRequest>,
     ) -> Result<Response<pb::ListNoteRevisionsResponse>, Status> {
-        let principal = self.principal(&request).await?;
-        let request = request.get_ref();
-        let id = convert::parse_note_id("note_id", &request.note_id)?;
-        let page_size = list::page_size("page_size", request.page_size)?;
-        let before = page_token::decode_revisions(id, &request.page_token)?;
-        let page = self
-            .notes
-            .list_revisions(&principal, id, page_size, before)
-            .await?;
-        let mut revisions: Vec<pb::NoteRevision> =
-            page.items.iter().map(convert::revision_to_proto).collect();
-        let fitting = count_within_budget(&revisions);
-        let next = if fitting < revisions.len() {
-            revisions.truncate(fitting);
-            Some(page.items[fitting - 1].revision)
-        } else {
-            page.next
-        };
-        Ok(Response::new(pb::ListNoteRevisionsResponse {
-            revisions,
-            next_page_token: next
-                .map(|revision| page_token::encode_revisions(id, revision))
-                .unwrap_or_default(),
-        }))
+        let principal = self.callers.principal(&request).await?;
+        Ok(Response::new(
+            self.api
+                .list_note_revisions(&principal, request.get_ref())
+                .await?,
+        ))
     }
 }

@@ -2,6 +2,8 @@
 //! by the caller (`service`), except in `list`, which filters in SQL what
 //! the viewer may read so that pages stay full.
 
+use std::collections::HashMap;
+
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
@@ -129,6 +131,73 @@ impl NoteStore {
         save(&mut tx, &changed, kind).await?;
         tx.commit().await?;
         Ok(changed)
+    }
+
+    /// The numbers of these notes (see the `note_numbers` migration),
+    /// giving one to each note that has none yet.
+    pub async fn numbers(
+        &self,
+        tenant: &TenantId,
+        ids: &[NoteId],
+    ) -> Result<HashMap<NoteId, i64>, DomainError> {
+        let ids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
+        let mut tx = begin_for(&self.pool, tenant).await?;
+        sqlx::query(
+            "insert into note_numbers (tenant_id, note_id, number)
+             select $1, id, nextval('note_number_seq') from unnest($2::uuid[]) as t(id)
+             on conflict (tenant_id, note_id) do nothing",
+        )
+        .bind(tenant.as_str())
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?;
+        let rows: Vec<(Uuid, i64)> = sqlx::query_as(
+            "select note_id, number from note_numbers where tenant_id = $1 and note_id = any($2)",
+        )
+        .bind(tenant.as_str())
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(rows.into_iter().map(|(id, n)| (NoteId(id), n)).collect())
+    }
+
+    /// The note that has this number, if any.
+    pub async fn id_for_number(
+        &self,
+        tenant: &TenantId,
+        number: i64,
+    ) -> Result<Option<NoteId>, DomainError> {
+        let mut tx = begin_for(&self.pool, tenant).await?;
+        let id: Option<Uuid> = sqlx::query_scalar(
+            "select note_id from note_numbers where tenant_id = $1 and number = $2",
+        )
+        .bind(tenant.as_str())
+        .bind(number)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(id.map(NoteId))
+    }
+
+    /// The note imported from (or written through) `system` with this id.
+    pub async fn id_for_source(
+        &self,
+        tenant: &TenantId,
+        system: &str,
+        source_id: &str,
+    ) -> Result<Option<NoteId>, DomainError> {
+        let mut tx = begin_for(&self.pool, tenant).await?;
+        let id: Option<Uuid> = sqlx::query_scalar(
+            "select id from notes where tenant_id = $1 and source_system = $2 and source_id = $3",
+        )
+        .bind(tenant.as_str())
+        .bind(system)
+        .bind(source_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(id.map(NoteId))
     }
 
     /// A page of the notes that match `filter`, newest `occurred_at` first:

@@ -62,6 +62,25 @@ impl SubjectStore {
         Ok(row.map(SubjectRegistration::try_from).transpose()?)
     }
 
+    /// Whether another tenant has registered `subject` (yes or no only;
+    /// see the `notesd_subject_registered_elsewhere` migration).
+    pub async fn registered_elsewhere(
+        &self,
+        tenant: &TenantId,
+        subject: &Subject,
+    ) -> Result<bool, DomainError> {
+        let mut tx = begin_for(&self.pool, tenant).await?;
+        let elsewhere: bool =
+            sqlx::query_scalar("select notesd_subject_registered_elsewhere($1, $2, $3)")
+                .bind(tenant.as_str())
+                .bind(&subject.kind)
+                .bind(&subject.id)
+                .fetch_one(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok(elsewhere)
+    }
+
     /// Creates or replaces a registration, in one transaction with the
     /// current one locked; `decide` sees the current registration (if any)
     /// and may refuse the change.

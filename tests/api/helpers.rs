@@ -74,6 +74,11 @@ pub async fn spawn_app() -> TestApp {
 }
 
 impl TestApp {
+    /// The URL of `path` on the HTTP port (metrics and the vendor facades).
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http_addr)
+    }
+
     /// A member key of `tenant` acting as `member`.
     pub async fn member_key(&self, tenant: &str, member: &str) -> String {
         self.issue(

@@ -1,0 +1,83 @@
+//! Vendor compatibility: the note APIs of Capillary, Fernand, Close and
+//! Zyntro, served over HTTP at the vendors' own paths and in their own
+//! shapes, so a client built against a vendor moves to notesd by changing
+//! its base URL.
+//!
+//! Each vendor module holds serde types shaped exactly like the vendor's
+//! JSON, one function from the vendor's request to the notes.v1 request
+//! type(s), one from a `pb::Note` to the vendor's response, and the axum
+//! handlers. Handlers authenticate the vendor's way, then call
+//! [`NotesApi`]: the same parsing, rules and storage as gRPC.
+//! `docs/compat.md` maps every field.
+
+pub mod capillary;
+pub mod close;
+pub mod fernand;
+pub mod zyntro;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::HeaderMap;
+use ipnet::IpNet;
+
+use crate::auth::{ApiKeySecret, Authenticator, Credentials, client_address};
+use crate::domain::{DomainError, Principal};
+use crate::grpc::NotesApi;
+use crate::service::Subjects;
+
+/// What every facade handler works with.
+#[derive(Debug, Clone)]
+pub struct CompatState {
+    pub api: NotesApi,
+    pub subjects: Subjects,
+    pub auth: Authenticator,
+    pub trusted_proxies: Arc<Vec<IpNet>>,
+}
+
+impl CompatState {
+    /// The caller's address: the TCP peer, or behind a trusted proxy the
+    /// last untrusted `x-forwarded-for` hop (as for gRPC).
+    pub fn client_ip(&self, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+        let forwarded = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        client_address(peer.ip(), forwarded, &self.trusted_proxies)
+    }
+
+    /// Authenticates a notesd key presented the vendor's way. `actor` is
+    /// the acting member for a service key (each vendor says where it
+    /// comes from).
+    pub async fn authenticate(
+        &self,
+        key: Option<&str>,
+        actor: Option<&str>,
+        peer: IpAddr,
+    ) -> Result<Principal, DomainError> {
+        self.auth
+            .authenticate(Credentials {
+                key: key
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+                    .map(ApiKeySecret::new),
+                actor: actor
+                    .map(str::trim)
+                    .filter(|a| !a.is_empty())
+                    .map(str::to_owned),
+                peer: Some(peer),
+            })
+            .await
+    }
+}
+
+/// Every facade, at its vendor's paths.
+pub fn router(state: CompatState) -> Router {
+    Router::new()
+        .merge(capillary::routes())
+        .merge(fernand::routes())
+        .merge(close::routes())
+        .merge(zyntro::routes())
+        .with_state(state)
+}

@@ -1,0 +1,1 @@
+//! The capillary facade over real HTTP: see docs/compat/capillary.md.

@@ -1,0 +1,1 @@
+//! The close facade over real HTTP: see docs/compat/close.md.

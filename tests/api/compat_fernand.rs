@@ -1,0 +1,1 @@
+//! The fernand facade over real HTTP: see docs/compat/fernand.md.

@@ -1,0 +1,1 @@
+//! The zyntro facade over real HTTP: see docs/compat/zyntro.md.

@@ -74,8 +74,8 @@ struct ServeArgs {
     #[arg(long, env = "NOTESD_GRPC_ADDR", default_value = "127.0.0.1:50051")]
     grpc_addr: SocketAddr,
 
-    /// Address the HTTP server listens on: /metrics (Prometheus), /healthz,
-    /// /readyz.
+    /// Address the HTTP server listens on: the vendor facades (Capillary,
+    /// Fernand, Close, Zyntro), /metrics (Prometheus), /healthz, /readyz.
     #[arg(long, env = "NOTESD_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     http_addr: SocketAddr,
 

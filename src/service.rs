@@ -205,10 +205,9 @@ impl Notes {
     pub async fn numbers(
         &self,
         principal: &Principal,
-        notes: &[Note],
+        ids: &[NoteId],
     ) -> Result<HashMap<NoteId, i64>, DomainError> {
-        let ids: Vec<NoteId> = notes.iter().map(|note| note.id).collect();
-        self.store.numbers(&principal.tenant, &ids).await
+        self.store.numbers(&principal.tenant, ids).await
     }
 
     /// The note with this numeric id; NOT_FOUND when there is none.

@@ -498,12 +498,14 @@ async fn number_of(
     id: &str,
 ) -> Result<i64, DomainError> {
     let id = NoteId::parse("id", id)?;
-    let note = state.api.notes().get_note(principal, id).await?;
-    numbers_of(state, principal, std::slice::from_ref(&note))
+    state
+        .api
+        .notes()
+        .numbers(principal, &[id])
         .await?
-        .first()
+        .get(&id)
         .copied()
-        .ok_or(DomainError::NoteNotFound)
+        .ok_or_else(|| DomainError::Internal(anyhow::anyhow!("note {id} got no number")))
 }
 
 /// The numbers of `notes`, in their order.
@@ -512,7 +514,8 @@ async fn numbers_of(
     principal: &Principal,
     notes: &[Note],
 ) -> Result<Vec<i64>, DomainError> {
-    let numbers = state.api.notes().numbers(principal, notes).await?;
+    let ids: Vec<NoteId> = notes.iter().map(|note| note.id).collect();
+    let numbers = state.api.notes().numbers(principal, &ids).await?;
     notes
         .iter()
         .map(|note| {

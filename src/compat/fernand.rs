@@ -589,9 +589,7 @@ async fn number_of(
     note: &pb::Note,
 ) -> Result<i64, FernandError> {
     let id = NoteId::parse("id", &note.id)?;
-    let notes = state.api.notes();
-    let stored = notes.get_note(principal, id).await?;
-    let numbers = notes.numbers(principal, &[stored]).await?;
+    let numbers = state.api.notes().numbers(principal, &[id]).await?;
     numbers.get(&id).copied().ok_or_else(|| {
         DomainError::Internal(anyhow::anyhow!("no number given to note {id}")).into()
     })

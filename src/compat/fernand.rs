@@ -19,13 +19,14 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{patch, post};
 use chrono::{DateTime, SecondsFormat, Utc};
-use prost_types::{ListValue, Struct, Timestamp, Value as PbValue, value::Kind};
+use prost_types::Timestamp;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Number, Value as Json};
+use serde_json::{Map, Value as Json};
 
 use super::CompatState;
 use crate::domain::{DomainError, NoteId, Principal};
+use crate::grpc::{json_to_struct, struct_to_json_object};
 use crate::proto::notes::v1 as pb;
 
 /// The subject type of a Fernand conversation.
@@ -447,7 +448,7 @@ pub fn note_response(
         actions: note
             .actions
             .iter()
-            .map(|a| Json::Object(struct_to_json(a)))
+            .map(|a| Json::Object(struct_to_json_object(a)))
             .collect(),
         edited_at: note.edit_time.as_ref().map(format_time),
         generated_id: generated_id
@@ -479,56 +480,6 @@ fn format_time(t: &Timestamp) -> String {
     DateTime::<Utc>::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or_default())
         .map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
         .unwrap_or_default()
-}
-
-fn json_to_struct(map: &Map<String, Json>) -> Struct {
-    Struct {
-        fields: map
-            .iter()
-            .map(|(k, v)| (k.clone(), json_to_value(v)))
-            .collect(),
-    }
-}
-
-fn json_to_value(value: &Json) -> PbValue {
-    let kind = match value {
-        Json::Null => Kind::NullValue(0),
-        Json::Bool(b) => Kind::BoolValue(*b),
-        Json::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
-        Json::String(s) => Kind::StringValue(s.clone()),
-        Json::Array(items) => Kind::ListValue(ListValue {
-            values: items.iter().map(json_to_value).collect(),
-        }),
-        Json::Object(map) => Kind::StructValue(json_to_struct(map)),
-    };
-    PbValue { kind: Some(kind) }
-}
-
-/// Integers JavaScript holds exactly.
-const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
-
-fn struct_to_json(value: &Struct) -> Map<String, Json> {
-    value
-        .fields
-        .iter()
-        .map(|(k, v)| (k.clone(), value_to_json(v)))
-        .collect()
-}
-
-/// protobuf numbers are doubles: a whole number comes back as a JSON
-/// integer (`42`, not `42.0`), as the client most likely sent it.
-fn value_to_json(value: &PbValue) -> Json {
-    match &value.kind {
-        None | Some(Kind::NullValue(_)) => Json::Null,
-        Some(Kind::BoolValue(b)) => Json::Bool(*b),
-        Some(Kind::NumberValue(n)) if n.fract() == 0.0 && n.abs() <= MAX_SAFE_INTEGER => {
-            Json::Number(Number::from(*n as i64))
-        }
-        Some(Kind::NumberValue(n)) => Number::from_f64(*n).map_or(Json::Null, Json::Number),
-        Some(Kind::StringValue(s)) => Json::String(s.clone()),
-        Some(Kind::ListValue(list)) => Json::Array(list.values.iter().map(value_to_json).collect()),
-        Some(Kind::StructValue(s)) => Json::Object(struct_to_json(s)),
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -686,7 +637,7 @@ mod tests {
     fn whole_numbers_in_actions_come_back_as_integers() {
         let action: Map<String, Json> =
             serde_json::from_str(r#"{"n": 42, "f": 1.5, "l": [1, "x", null]}"#).unwrap();
-        assert_eq!(struct_to_json(&json_to_struct(&action)), action);
+        assert_eq!(struct_to_json_object(&json_to_struct(&action)), action);
     }
 
     #[test]

@@ -404,8 +404,21 @@ pub fn revision_to_proto(revision: &Revision) -> pb::NoteRevision {
     }
 }
 
-/// google.protobuf.Struct -> JSON object. Numbers that JSON cannot hold
-/// (NaN, infinities) are refused.
+/// Integers JavaScript holds exactly.
+const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
+
+/// A protobuf number (always a double) as JSON: a whole number becomes a
+/// JSON integer (`42`, not `42.0`), as the client most likely sent it;
+/// NaN and the infinities have no JSON form.
+fn number_to_json(n: f64) -> Option<Json> {
+    if n.fract() == 0.0 && n.abs() <= MAX_SAFE_INTEGER {
+        return Some(Json::Number(Number::from(n as i64)));
+    }
+    Number::from_f64(n).map(Json::Number)
+}
+
+/// google.protobuf.Struct -> JSON object, for input: numbers JSON cannot
+/// hold (NaN, infinities) and NUL characters are refused, naming `field`.
 fn struct_to_json(field: &str, value: &Struct) -> Result<Map<String, Json>, DomainError> {
     value
         .fields
@@ -418,12 +431,12 @@ fn value_to_json(field: &str, value: &Value) -> Result<Json, DomainError> {
     Ok(match &value.kind {
         None | Some(Kind::NullValue(_)) => Json::Null,
         Some(Kind::BoolValue(b)) => Json::Bool(*b),
-        Some(Kind::NumberValue(n)) => Json::Number(Number::from_f64(*n).ok_or_else(|| {
+        Some(Kind::NumberValue(n)) => number_to_json(*n).ok_or_else(|| {
             DomainError::invalid(
                 field,
                 format!("{field} holds a number JSON cannot represent"),
             )
-        })?),
+        })?,
         Some(Kind::StringValue(s)) => Json::String(parse_text(field, s, usize::MAX)?),
         Some(Kind::ListValue(list)) => Json::Array(
             list.values
@@ -435,7 +448,31 @@ fn value_to_json(field: &str, value: &Value) -> Result<Json, DomainError> {
     })
 }
 
-fn json_to_struct(map: &Map<String, Json>) -> Struct {
+/// google.protobuf.Struct -> JSON object, for output of what the server
+/// stored (already valid); a number without a JSON form becomes null.
+pub fn struct_to_json_object(value: &Struct) -> Map<String, Json> {
+    value
+        .fields
+        .iter()
+        .map(|(k, v)| (k.clone(), output_value_to_json(v)))
+        .collect()
+}
+
+fn output_value_to_json(value: &Value) -> Json {
+    match &value.kind {
+        None | Some(Kind::NullValue(_)) => Json::Null,
+        Some(Kind::BoolValue(b)) => Json::Bool(*b),
+        Some(Kind::NumberValue(n)) => number_to_json(*n).unwrap_or(Json::Null),
+        Some(Kind::StringValue(s)) => Json::String(s.clone()),
+        Some(Kind::ListValue(list)) => {
+            Json::Array(list.values.iter().map(output_value_to_json).collect())
+        }
+        Some(Kind::StructValue(s)) => Json::Object(struct_to_json_object(s)),
+    }
+}
+
+/// JSON object -> google.protobuf.Struct.
+pub fn json_to_struct(map: &Map<String, Json>) -> Struct {
     Struct {
         fields: map
             .iter()

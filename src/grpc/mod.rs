@@ -8,6 +8,7 @@ mod status;
 mod subjects;
 
 pub use callers::{ACTOR_HEADER, API_KEY_HEADER, Callers};
+pub use convert::{json_to_struct, struct_to_json_object};
 pub use status::ERROR_DOMAIN;
 pub use subjects::SubjectsGrpc;
 

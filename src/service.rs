@@ -30,17 +30,6 @@ impl Notes {
         Self { store, subjects }
     }
 
-    /// A subject registered with owner-only notes takes notes from its
-    /// owner only.
-    async fn ensure_may_add_notes_to(
-        &self,
-        principal: &Principal,
-        subject: &Subject,
-    ) -> Result<(), DomainError> {
-        let registration = self.subjects.get(&principal.tenant, subject).await?;
-        access::ensure_may_add_notes_to(principal, registration.as_ref())
-    }
-
     /// Creates a note owned by the caller. With a request key, a retry of
     /// the same request returns the first note.
     pub async fn add_note(
@@ -51,8 +40,6 @@ impl Notes {
     ) -> Result<Note, DomainError> {
         let owner = draft.owner.unwrap_or_else(|| principal.member.clone());
         access::ensure_may_create_for(principal, &owner)?;
-        self.ensure_may_add_notes_to(principal, &draft.subject)
-            .await?;
         let now = now();
         let note = Note {
             tenant: principal.tenant.clone(),
@@ -81,7 +68,10 @@ impl Notes {
             client_reference: draft.client_reference,
             revision: 1,
         };
-        match self.store.insert(note, request.as_ref()).await? {
+        let may_add = |registration: Option<&SubjectRegistration>| {
+            access::ensure_may_add_notes_to(principal, registration)
+        };
+        match self.store.insert(note, request.as_ref(), may_add).await? {
             InsertOutcome::Created(note) => Ok(note),
             // The first call's note, as it is now: if it has since been
             // handed to someone else and hidden, the retry cannot see it.

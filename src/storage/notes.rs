@@ -10,8 +10,11 @@ use uuid::Uuid;
 
 use super::begin_for;
 use super::rows::{self, NoteRow};
+use super::subjects::fetch_registration;
 use crate::domain::list::{NoteCursor, NoteFilter, Page};
-use crate::domain::{ChangeKind, DomainError, MemberId, Note, NoteId, RequestKey, TenantId};
+use crate::domain::{
+    ChangeKind, DomainError, MemberId, Note, NoteId, RequestKey, SubjectRegistration, TenantId,
+};
 
 const SAVE_NOTE: &str = include_str!("sql/save_note.sql");
 
@@ -55,12 +58,18 @@ impl NoteStore {
     }
 
     /// Inserts a new note with its first revision and event, and records
-    /// its request id, all in one transaction.
-    pub async fn insert(
+    /// its request id, all in one transaction. `may_add` sees the note's
+    /// subject registration, read in that transaction, and may refuse a new
+    /// note (a retry of an earlier request is answered without it).
+    pub async fn insert<F>(
         &self,
         note: Note,
         request: Option<&RequestKey>,
-    ) -> Result<InsertOutcome, DomainError> {
+        may_add: F,
+    ) -> Result<InsertOutcome, DomainError>
+    where
+        F: FnOnce(Option<&SubjectRegistration>) -> Result<(), DomainError>,
+    {
         let mut tx = begin_for(&self.pool, &note.tenant).await?;
         if let Some(request) = request {
             let recorded = sqlx::query(
@@ -96,6 +105,8 @@ impl NoteStore {
                 return Ok(InsertOutcome::Replayed(first));
             }
         }
+        let registration = fetch_registration(&mut tx, &note.tenant, &note.subject).await?;
+        may_add(registration.as_ref())?;
         save(&mut tx, &note, ChangeKind::Created).await?;
         tx.commit().await?;
         Ok(InsertOutcome::Created(note))

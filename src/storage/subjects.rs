@@ -1,7 +1,7 @@
 //! The subject registry.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 use super::begin_for;
 use crate::domain::{DomainError, MemberId, Subject, SubjectRegistration, TenantId};
@@ -34,6 +34,23 @@ impl TryFrom<SubjectRow> for SubjectRegistration {
     }
 }
 
+/// A subject's registration, read in the caller's transaction.
+pub(crate) async fn fetch_registration(
+    conn: &mut PgConnection,
+    tenant: &TenantId,
+    subject: &Subject,
+) -> Result<Option<SubjectRegistration>, DomainError> {
+    let row: Option<SubjectRow> = sqlx::query_as(
+        "select * from subjects where tenant_id = $1 and subject_type = $2 and subject_id = $3",
+    )
+    .bind(tenant.as_str())
+    .bind(&subject.kind)
+    .bind(&subject.id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(SubjectRegistration::try_from).transpose()?)
+}
+
 #[derive(Debug, Clone)]
 pub struct SubjectStore {
     pool: PgPool,
@@ -50,16 +67,9 @@ impl SubjectStore {
         subject: &Subject,
     ) -> Result<Option<SubjectRegistration>, DomainError> {
         let mut tx = begin_for(&self.pool, tenant).await?;
-        let row: Option<SubjectRow> = sqlx::query_as(
-            "select * from subjects where tenant_id = $1 and subject_type = $2 and subject_id = $3",
-        )
-        .bind(tenant.as_str())
-        .bind(&subject.kind)
-        .bind(&subject.id)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let registration = fetch_registration(&mut tx, tenant, subject).await?;
         tx.commit().await?;
-        Ok(row.map(SubjectRegistration::try_from).transpose()?)
+        Ok(registration)
     }
 
     /// Whether another tenant has registered `subject` (yes or no only;

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::auth::{Authenticator, KeyKind, KeySpec};
 use crate::domain::{MemberId, TenantId};
 use crate::startup::{Application, Settings, shutdown_signal};
-use crate::storage::{APP_ROLE, ApiKeyStore, Database, DatabaseOptions};
+use crate::storage::{APP_ROLE, ApiKeyStore, BatchSettings, Database, DatabaseOptions};
 use crate::telemetry::{self, LogFormat};
 
 /// The local Postgres, database `notesd`.
@@ -96,6 +96,22 @@ struct ServeArgs {
     /// connection's peer.
     #[arg(long, env = "NOTESD_TRUSTED_PROXIES", value_delimiter = ',')]
     trusted_proxies: Vec<IpNet>,
+
+    /// Group commit: the most AddNote calls written in one batch (one
+    /// transaction and one multi-row insert per tenant).
+    #[arg(long, env = "NOTESD_BATCH_MAX_ROWS", default_value_t = BatchSettings::default().max_rows,
+          value_parser = clap::value_parser!(usize))]
+    batch_max_rows: usize,
+
+    /// Group commit: microseconds a batch waits for more calls after its
+    /// first. 0 (the default) takes what is queued and goes, so a lone call
+    /// is never delayed; batches still form while writers are busy.
+    #[arg(long, env = "NOTESD_BATCH_LINGER_US", default_value_t = 0)]
+    batch_linger_us: u64,
+
+    /// Group commit: how many batches may be written at once.
+    #[arg(long, env = "NOTESD_BATCH_WRITERS", default_value_t = BatchSettings::default().writers)]
+    batch_writers: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -189,6 +205,11 @@ async fn serve(common: &CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
         },
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
         trusted_proxies: args.trusted_proxies,
+        batching: BatchSettings {
+            max_rows: args.batch_max_rows,
+            linger: Duration::from_micros(args.batch_linger_us),
+            writers: args.batch_writers,
+        },
     };
     Application::build(settings)
         .await?

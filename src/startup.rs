@@ -22,7 +22,9 @@ use crate::metrics::{GrpcMetricsLayer, Metrics};
 use crate::proto::notes::v1::notes_service_server::NotesServiceServer;
 use crate::proto::notes::v1::subjects_service_server::SubjectsServiceServer;
 use crate::service::{Notes, Subjects};
-use crate::storage::{ApiKeyStore, Database, DatabaseOptions, NoteStore, SubjectStore};
+use crate::storage::{
+    ApiKeyStore, BatchSettings, Database, DatabaseOptions, NoteStore, SubjectStore,
+};
 
 /// The largest gRPC message accepted or sent. A note body is at most
 /// 10 MiB of HTML plus its derived text, with room for the rest.
@@ -39,6 +41,8 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// Proxies whose `x-forwarded-for` is believed for the caller's address.
     pub trusted_proxies: Vec<IpNet>,
+    /// How concurrent adds are grouped into batches (group commit).
+    pub batching: BatchSettings,
 }
 
 pub struct Application {
@@ -49,6 +53,7 @@ pub struct Application {
     database: Database,
     shutdown_grace: Duration,
     trusted_proxies: Vec<IpNet>,
+    batching: BatchSettings,
 }
 
 impl Application {
@@ -72,6 +77,7 @@ impl Application {
             database,
             shutdown_grace: settings.shutdown_grace,
             trusted_proxies: settings.trusted_proxies,
+            batching: settings.batching,
         })
     }
 
@@ -95,7 +101,7 @@ impl Application {
         let authenticator = Authenticator::new(ApiKeyStore::new(pool.clone()));
         let callers = Callers::new(authenticator.clone(), self.trusted_proxies.clone());
         let notes_api = NotesApi::new(Notes::new(
-            NoteStore::new(pool.clone()),
+            NoteStore::new(pool.clone(), self.batching),
             SubjectStore::new(pool.clone()),
         ));
         let notes = NotesGrpc::new(notes_api.clone(), callers.clone());

@@ -1,12 +1,14 @@
 //! PostgreSQL: the pool, migrations, and the queries. Knows the domain, not
 //! the wire.
 
+mod batch;
 mod database;
 mod keys;
 mod notes;
 mod rows;
 mod subjects;
 
+pub use batch::{AdmissionCheck, BatchSettings};
 pub use database::{APP_ROLE, Database, DatabaseOptions};
 pub use keys::{ApiKeyRecord, ApiKeyStore, NewApiKey};
 pub use notes::{InsertOutcome, NoteStore, Revision};
@@ -18,16 +20,25 @@ use crate::domain::{DomainError, TenantId};
 
 /// Begins a transaction that row-level security scopes to `tenant`: every
 /// tenant table shows and accepts only that tenant's rows until it ends.
+///
+/// `BEGIN` and the setting go in one round trip, as one simple query; the
+/// tenant id travels hex-encoded, so no character of it is ever SQL.
 pub(crate) async fn begin_for(
     pool: &PgPool,
     tenant: &TenantId,
 ) -> Result<Transaction<'static, Postgres>, DomainError> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("select set_config('notesd.tenant_id', $1, true)")
-        .bind(tenant.as_str())
-        .execute(&mut *tx)
-        .await?;
-    Ok(tx)
+    Ok(pool.begin_with(begin_statement(tenant)).await?)
+}
+
+fn begin_statement(tenant: &TenantId) -> String {
+    use std::fmt::Write as _;
+    let mut sql =
+        String::from("begin; select set_config('notesd.tenant_id', convert_from(decode('");
+    for byte in tenant.as_str().bytes() {
+        let _ = write!(sql, "{byte:02x}");
+    }
+    sql.push_str("', 'hex'), 'UTF8'), true)");
+    sql
 }
 
 /// Every database failure is an internal error to the caller; the cause is
@@ -35,5 +46,18 @@ pub(crate) async fn begin_for(
 impl From<sqlx::Error> for DomainError {
     fn from(err: sqlx::Error) -> Self {
         DomainError::Internal(anyhow::Error::new(err).context("database error"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tenant_reaches_sql_only_as_hex() {
+        let tenant = TenantId::parse("tenant_id", "o'brien;drop").unwrap();
+        let sql = begin_statement(&tenant);
+        assert!(sql.contains("decode('6f27627269656e3b64726f70', 'hex')"));
+        assert!(!sql.contains("brien"));
     }
 }

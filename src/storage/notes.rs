@@ -8,13 +8,11 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
+use super::batch::{AddBatcher, AdmissionCheck, BatchSettings};
 use super::begin_for;
 use super::rows::{self, NoteRow};
-use super::subjects::fetch_registration;
 use crate::domain::list::{NoteCursor, NoteFilter, Page};
-use crate::domain::{
-    ChangeKind, DomainError, MemberId, Note, NoteId, RequestKey, SubjectRegistration, TenantId,
-};
+use crate::domain::{ChangeKind, DomainError, MemberId, Note, NoteId, RequestKey, TenantId};
 
 const SAVE_NOTE: &str = include_str!("sql/save_note.sql");
 
@@ -50,66 +48,30 @@ pub struct Revision {
 #[derive(Debug, Clone)]
 pub struct NoteStore {
     pool: PgPool,
+    batcher: AddBatcher,
 }
 
 impl NoteStore {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    /// Also starts the write batcher for adds, on the current runtime.
+    pub fn new(pool: PgPool, batching: BatchSettings) -> Self {
+        Self {
+            batcher: AddBatcher::start(pool.clone(), batching),
+            pool,
+        }
     }
 
     /// Inserts a new note with its first revision and event, and records
-    /// its request id, all in one transaction. `may_add` sees the note's
-    /// subject registration, read in that transaction, and may refuse a new
-    /// note (a retry of an earlier request is answered without it).
-    pub async fn insert<F>(
+    /// its request id, all in one transaction, in the next batch of adds
+    /// (see `batch`). `admit` sees the note's subject registration, read in
+    /// that transaction, and may refuse a new note (a retry of an earlier
+    /// request is answered without it).
+    pub async fn insert(
         &self,
         note: Note,
-        request: Option<&RequestKey>,
-        may_add: F,
-    ) -> Result<InsertOutcome, DomainError>
-    where
-        F: FnOnce(Option<&SubjectRegistration>) -> Result<(), DomainError>,
-    {
-        let mut tx = begin_for(&self.pool, &note.tenant).await?;
-        if let Some(request) = request {
-            let recorded = sqlx::query(
-                "insert into note_requests (tenant_id, request_id, fingerprint, note_id, created_at)
-                 values ($1, $2, $3, $4, $5)
-                 on conflict (tenant_id, request_id) do nothing",
-            )
-            .bind(note.tenant.as_str())
-            .bind(request.id)
-            .bind(&request.fingerprint[..])
-            .bind(note.id.0)
-            .bind(note.created_at)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if recorded == 0 {
-                // A request with this id committed first (the insert waited
-                // for it if it was in flight).
-                let (fingerprint, note_id): (Vec<u8>, Uuid) = sqlx::query_as(
-                    "select fingerprint, note_id from note_requests
-                     where tenant_id = $1 and request_id = $2",
-                )
-                .bind(note.tenant.as_str())
-                .bind(request.id)
-                .fetch_one(&mut *tx)
-                .await?;
-                if fingerprint != request.fingerprint {
-                    return Ok(InsertOutcome::RequestConflict);
-                }
-                let first = fetch(&mut tx, &note.tenant, NoteId(note_id), false)
-                    .await?
-                    .ok_or_else(|| anyhow::anyhow!("request id names a missing note"))?;
-                return Ok(InsertOutcome::Replayed(first));
-            }
-        }
-        let registration = fetch_registration(&mut tx, &note.tenant, &note.subject).await?;
-        may_add(registration.as_ref())?;
-        save(&mut tx, &note, ChangeKind::Created).await?;
-        tx.commit().await?;
-        Ok(InsertOutcome::Created(note))
+        request: Option<RequestKey>,
+        admit: AdmissionCheck,
+    ) -> Result<InsertOutcome, DomainError> {
+        self.batcher.insert(note, request, admit).await
     }
 
     pub async fn get(&self, tenant: &TenantId, id: NoteId) -> Result<Option<Note>, DomainError> {
@@ -335,6 +297,26 @@ impl NoteStore {
             next,
         })
     }
+}
+
+/// These notes, by id (those that exist).
+pub(crate) async fn fetch_many(
+    conn: &mut PgConnection,
+    tenant: &TenantId,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, Note>, DomainError> {
+    let rows: Vec<NoteRow> =
+        sqlx::query_as("select * from notes where tenant_id = $1 and id = any($2)")
+            .bind(tenant.as_str())
+            .bind(ids)
+            .fetch_all(conn)
+            .await?;
+    rows.into_iter()
+        .map(|row| {
+            let note = Note::try_from(row)?;
+            Ok((note.id.0, note))
+        })
+        .collect()
 }
 
 async fn fetch(

@@ -9,7 +9,7 @@ use notesd::domain::{MemberId, TenantId};
 use notesd::proto::notes::v1 as pb;
 use notesd::proto::notes::v1::notes_service_client::NotesServiceClient;
 use notesd::startup::{Application, Settings};
-use notesd::storage::{APP_ROLE, ApiKeyStore, DatabaseOptions};
+use notesd::storage::{APP_ROLE, ApiKeyStore, BatchSettings, DatabaseOptions};
 use sqlx::PgPool;
 use tokio::sync::oneshot;
 use tonic::metadata::MetadataValue;
@@ -554,6 +554,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         },
         shutdown_grace: Duration::from_secs(5),
         trusted_proxies: Vec::new(),
+        batching: BatchSettings::default(),
     };
     configure(&mut settings);
     let app = Application::build(settings).await.expect("notesd builds");

@@ -221,7 +221,7 @@ async fn write_group(pool: &PgPool, tenant: &TenantId, adds: Vec<PendingAdd>) {
 /// What a batch did with one add (the add's own note is not copied).
 enum Written {
     Created,
-    Replayed(Note),
+    Replayed(Box<Note>),
     RequestConflict,
 }
 
@@ -231,7 +231,7 @@ impl PendingAdd {
     fn answer(self, outcome: AddOutcome) {
         let outcome = outcome.map(|written| match written {
             Written::Created => InsertOutcome::Created(self.note),
-            Written::Replayed(note) => InsertOutcome::Replayed(note),
+            Written::Replayed(note) => InsertOutcome::Replayed(*note),
             Written::RequestConflict => InsertOutcome::RequestConflict,
         });
         // The caller may have gone (a cancelled call); the add stands.
@@ -270,7 +270,7 @@ async fn try_write(
     };
     for (index, note_id) in replays {
         outcomes[index] = Some(match replay_notes.remove(&note_id) {
-            Some(note) => Ok(Written::Replayed(note)),
+            Some(note) => Ok(Written::Replayed(Box::new(note))),
             None => Err(anyhow::anyhow!("request id names a missing note").into()),
         });
     }

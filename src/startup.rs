@@ -99,6 +99,7 @@ impl Application {
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let pool = self.database.pool().clone();
         let authenticator = Authenticator::new(ApiKeyStore::new(pool.clone()));
+        let key_watch = authenticator.watch_key_changes(pool.clone());
         let callers = Callers::new(authenticator.clone(), self.trusted_proxies.clone());
         let notes_api = NotesApi::new(Notes::new(
             NoteStore::new(pool.clone(), self.batching),
@@ -209,6 +210,7 @@ impl Application {
                 "in-flight calls did not finish within the grace period"
             ),
         }
+        key_watch.abort();
         self.database.pool().close().await;
         tracing::info!("stopped");
         Ok(())

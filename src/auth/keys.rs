@@ -17,6 +17,9 @@ use rand::RngCore as _;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use sqlx::PgPool;
+
+use super::cache::KeyCache;
 use crate::domain::{DomainError, MemberId, Principal, Role, TenantId};
 use crate::storage::{ApiKeyRecord, ApiKeyStore, NewApiKey};
 
@@ -164,6 +167,8 @@ pub struct Authenticator {
     /// When this process last recorded each key's use, so that a busy key
     /// costs one write a minute, not one per call.
     touched: Arc<Mutex<HashMap<Uuid, Instant>>>,
+    /// Keys in use; empty and unused until `watch_key_changes` runs.
+    cache: Arc<KeyCache>,
 }
 
 impl Authenticator {
@@ -171,7 +176,29 @@ impl Authenticator {
         Self {
             keys,
             touched: Arc::default(),
+            cache: Arc::default(),
         }
+    }
+
+    /// Caches keys for as long as the returned task listens for key
+    /// changes on `pool`'s database (abort it to stop). Without it every
+    /// call reads its key.
+    pub fn watch_key_changes(&self, pool: PgPool) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.cache.clone().watch(pool))
+    }
+
+    /// The key with this id, from the cache when it may be trusted.
+    async fn find(&self, id: Uuid) -> Result<Option<Arc<ApiKeyRecord>>, DomainError> {
+        if let Some(record) = self.cache.get(id) {
+            return Ok(Some(record));
+        }
+        let generation = self.cache.generation();
+        let Some(record) = self.keys.find(id).await? else {
+            return Ok(None);
+        };
+        let record = Arc::new(record);
+        self.cache.put(record.clone(), generation);
+        Ok(Some(record))
     }
 
     /// Records the key's use in the background, at most once a minute.
@@ -257,7 +284,7 @@ impl Authenticator {
             return Ok(false);
         };
         let now = Utc::now();
-        Ok(self.keys.find(id).await?.is_some_and(|record| {
+        Ok(self.find(id).await?.is_some_and(|record| {
             record.revoked_at.is_none() && record.expires_at.is_none_or(|at| at > now)
         }))
     }
@@ -266,11 +293,7 @@ impl Authenticator {
     pub async fn authenticate(&self, credentials: Credentials) -> Result<Principal, DomainError> {
         let key = credentials.key.ok_or(DomainError::ApiKeyMissing)?;
         let (id, hash) = key.parse().ok_or(DomainError::ApiKeyInvalid)?;
-        let record = self
-            .keys
-            .find(id)
-            .await?
-            .ok_or(DomainError::ApiKeyInvalid)?;
+        let record = self.find(id).await?.ok_or(DomainError::ApiKeyInvalid)?;
         if !is_usable(&record, &hash, Utc::now()) {
             return Err(DomainError::ApiKeyInvalid);
         }

@@ -1,5 +1,6 @@
 //! API keys and the principal they stand for.
 
+mod cache;
 mod keys;
 
 pub use keys::{

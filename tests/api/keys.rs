@@ -101,7 +101,8 @@ async fn revoked_key_is_refused_at_once() {
         .issue_key("acme", key_spec(member_kind("alice"), &[]))
         .await;
     // One connection throughout: revocation is not a matter of new
-    // connections, nor of any cache.
+    // connections. The server caches the key after its first use; the
+    // revocation must reach that cache.
     let mut alice = app.client(&key).await;
     list(&mut alice, Default::default())
         .await
@@ -540,4 +541,76 @@ async fn keys_create_admin_makes_a_key_that_sees_every_note() {
     );
     let mut admin = app.client(&key).await;
     assert_eq!(get(&mut admin, &private.id).await.unwrap(), private);
+}
+
+/// Calls with `key` until `refused` says the answer is a refusal, for up to
+/// five seconds: a change made straight in the database reaches the
+/// server's key cache by NOTIFY, a moment after it commits. Without that
+/// announcement a cached key would keep working for a minute.
+async fn refused_soon(
+    app: &TestApp,
+    key: &str,
+    refused: impl Fn(&Result<pb::ListNotesResponse, tonic::Status>) -> bool,
+) -> Result<pb::ListNotesResponse, tonic::Status> {
+    let mut client = app.client(key).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let result = list(&mut client, Default::default()).await;
+        if refused(&result) || std::time::Instant::now() > deadline {
+            return result;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+fn is_code(code: Code) -> impl Fn(&Result<pb::ListNotesResponse, tonic::Status>) -> bool {
+    move |result| matches!(result, Err(status) if status.code() == code)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_used_key_revoked_by_hand_in_the_database_is_refused() {
+    let app = spawn_app().await;
+    let (id, key) = app
+        .issue_key("acme", key_spec(member_kind("alice"), &[]))
+        .await;
+    assert_key_works(call(&app, &key).await, "the key before revocation");
+    assert_key_works(call(&app, &key).await, "the key, cached");
+
+    sqlx::query("update api_keys set revoked_at = now() where id = $1")
+        .bind(id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_key_refused(refused_soon(&app, &key, is_code(Code::Unauthenticated)).await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_used_key_deleted_or_narrowed_in_the_database_is_refused() {
+    let app = spawn_app().await;
+    let (narrowed_id, narrowed) = app
+        .issue_key("acme", key_spec(member_kind("alice"), &[]))
+        .await;
+    let (deleted_id, deleted) = app
+        .issue_key("acme", key_spec(member_kind("bob"), &[]))
+        .await;
+    assert_key_works(call(&app, &narrowed).await, "alice's key");
+    assert_key_works(call(&app, &deleted).await, "bob's key");
+
+    sqlx::query("update api_keys set allowed_cidrs = '{10.0.0.0/8}' where id = $1")
+        .bind(narrowed_id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    sqlx::query("delete from api_keys where id = $1")
+        .bind(deleted_id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+
+    assert_status(
+        refused_soon(&app, &narrowed, is_code(Code::PermissionDenied)).await,
+        Code::PermissionDenied,
+        "IP_NOT_WHITELISTED",
+    );
+    assert_key_refused(refused_soon(&app, &deleted, is_code(Code::Unauthenticated)).await);
 }

@@ -18,6 +18,8 @@ const PROTO_FILES: &[&str] = &[
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={PROTO_ROOT}");
+    // sqlx::migrate! embeds migrations/; a new file there must rebuild.
+    println!("cargo:rerun-if-changed=migrations");
 
     let descriptors = protox::compile(PROTO_FILES, [PROTO_ROOT])?;
 

@@ -3,7 +3,11 @@
 //! - `notesd_grpc_requests_total{method, code}`: finished gRPC calls;
 //! - `notesd_grpc_request_duration_seconds{method}`: time to the response
 //!   headers, which for a unary call is the whole handling time;
-//! - `notesd_db_pool_connections{state}`: open and idle pool connections.
+//! - `notesd_db_pool_connections{state}`: open and idle pool connections;
+//! - `notesd_add_batch_rows`: adds per group-commit transaction (its
+//!   `_count` is the number of those transactions);
+//! - `notesd_add_batch_splits_total`: batches that failed as a whole and
+//!   were written again one add at a time.
 //!
 //! Labels hold no tenant, member or key: a bounded set of method names and
 //! status codes only.
@@ -21,6 +25,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use sqlx::PgPool;
+
+use crate::storage::BatchObserver;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
@@ -49,6 +55,8 @@ pub struct Metrics {
     calls: Family<CallLabels, Counter>,
     latency: Family<MethodLabels, Histogram, fn() -> Histogram>,
     pool_connections: Family<PoolLabels, Gauge>,
+    batch_rows: Histogram,
+    batch_splits: Counter,
     pool: PgPool,
 }
 
@@ -97,11 +105,26 @@ impl Metrics {
             "Database pool connections, open and idle",
             pool_connections.clone(),
         );
+        // 1 to 1024 adds.
+        let batch_rows = Histogram::new(exponential_buckets(1.0, 2.0, 11));
+        registry.register(
+            "add_batch_rows",
+            "Adds written per group-commit transaction",
+            batch_rows.clone(),
+        );
+        let batch_splits = Counter::default();
+        registry.register(
+            "add_batch_splits",
+            "Batches of adds that failed as a whole and were written one add at a time",
+            batch_splits.clone(),
+        );
         Arc::new(Self {
             registry,
             calls,
             latency,
             pool_connections,
+            batch_rows,
+            batch_splits,
             pool,
         })
     }
@@ -201,6 +224,16 @@ where
             metrics.observe_call(&path, code, started);
             response
         })
+    }
+}
+
+impl BatchObserver for Metrics {
+    fn batch_written(&self, rows: usize) {
+        self.batch_rows.observe(rows as f64);
+    }
+
+    fn batch_split(&self, _rows: usize) {
+        self.batch_splits.inc();
     }
 }
 

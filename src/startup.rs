@@ -101,8 +101,9 @@ impl Application {
         let authenticator = Authenticator::new(ApiKeyStore::new(pool.clone()));
         let key_watch = authenticator.watch_key_changes(pool.clone());
         let callers = Callers::new(authenticator.clone(), self.trusted_proxies.clone());
+        let metrics = Metrics::new(pool.clone());
         let notes_api = NotesApi::new(Notes::new(
-            NoteStore::new(pool.clone(), self.batching),
+            NoteStore::new(pool.clone(), self.batching, metrics.clone()),
             SubjectStore::new(pool.clone()),
         ));
         let notes = NotesGrpc::new(notes_api.clone(), callers.clone());
@@ -114,7 +115,6 @@ impl Application {
             auth: authenticator,
             trusted_proxies: Arc::new(self.trusted_proxies),
         };
-        let metrics = Metrics::new(pool.clone());
         let ready = Arc::new(AtomicBool::new(true));
 
         let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();

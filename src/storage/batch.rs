@@ -57,6 +57,15 @@ impl Default for BatchSettings {
     }
 }
 
+/// Told of every batch transaction, for metrics.
+pub trait BatchObserver: Send + Sync + 'static {
+    /// A batch of `rows` adds was written (each add with its own outcome).
+    fn batch_written(&self, rows: usize);
+    /// A batch of `rows` adds failed as a whole; its adds are written one
+    /// at a time.
+    fn batch_split(&self, rows: usize);
+}
+
 /// Decides, from its subject's registration, whether an add may go ahead.
 /// It may run more than once for one add (when a batch is retried).
 pub type AdmissionCheck =
@@ -82,9 +91,10 @@ const QUEUE_CAPACITY: usize = 8192;
 
 impl AddBatcher {
     /// Starts the batching task on the current Tokio runtime.
-    pub fn start(pool: PgPool, settings: BatchSettings) -> Self {
+    pub fn start(pool: PgPool, settings: BatchSettings, observer: Arc<dyn BatchObserver>) -> Self {
         let (queue, adds) = mpsc::channel(QUEUE_CAPACITY);
-        tokio::spawn(collect(pool, settings, adds));
+        let writer = Writer { pool, observer };
+        tokio::spawn(collect(writer, settings, adds));
         Self { queue }
     }
 
@@ -122,11 +132,11 @@ impl std::fmt::Debug for PendingAdd {
 
 /// The batching loop: waits for an add and a free writer, takes what is
 /// queued (up to `max_rows`), and hands it to a writer task.
-async fn collect(pool: PgPool, settings: BatchSettings, mut adds: mpsc::Receiver<PendingAdd>) {
+async fn collect(writer: Writer, settings: BatchSettings, mut adds: mpsc::Receiver<PendingAdd>) {
     let writers = Arc::new(Semaphore::new(settings.writers.max(1)));
     let max_rows = settings.max_rows.max(1);
     while let Some(first) = adds.recv().await {
-        let Ok(writer) = writers.clone().acquire_owned().await else {
+        let Ok(permit) = writers.clone().acquire_owned().await else {
             return;
         };
         let mut batch = vec![first];
@@ -145,72 +155,87 @@ async fn collect(pool: PgPool, settings: BatchSettings, mut adds: mpsc::Receiver
                 Err(_) => break,
             }
         }
-        let pool = pool.clone();
+        let writer = writer.clone();
         tokio::spawn(async move {
-            write_batch(&pool, batch).await;
-            drop(writer);
+            writer.write_batch(batch).await;
+            drop(permit);
         });
     }
 }
 
-/// Writes a batch: each tenant's adds in their own transaction (row-level
-/// security scopes a transaction to one tenant), the tenants concurrently.
-async fn write_batch(pool: &PgPool, batch: Vec<PendingAdd>) {
-    let mut by_tenant: HashMap<TenantId, Vec<PendingAdd>> = HashMap::new();
-    for add in batch {
-        by_tenant
-            .entry(add.note.tenant.clone())
-            .or_default()
-            .push(add);
-    }
-    if by_tenant.len() == 1 {
-        let (tenant, adds) = by_tenant.into_iter().next().expect("one tenant");
-        return write_tenant(pool, tenant, adds).await;
-    }
-    let mut groups = tokio::task::JoinSet::new();
-    for (tenant, adds) in by_tenant {
-        let pool = pool.clone();
-        groups.spawn(async move { write_tenant(&pool, tenant, adds).await });
-    }
-    while groups.join_next().await.is_some() {}
+/// Writes batches.
+#[derive(Clone)]
+struct Writer {
+    pool: PgPool,
+    observer: Arc<dyn BatchObserver>,
 }
 
-/// Writes one tenant's adds and answers each. Adds that repeat a request id
-/// already in the group wait for the group before them, so that one
-/// transaction never holds two claims of one request id.
-async fn write_tenant(pool: &PgPool, tenant: TenantId, mut adds: Vec<PendingAdd>) {
-    while !adds.is_empty() {
-        let mut seen = HashSet::new();
-        let (group, later): (Vec<_>, Vec<_>) = adds
-            .into_iter()
-            .partition(|add| add.request.as_ref().is_none_or(|r| seen.insert(r.id)));
-        adds = later;
-        write_group(pool, &tenant, group).await;
+impl Writer {
+    /// Writes a batch: each tenant's adds in their own transaction (row-level
+    /// security scopes a transaction to one tenant), the tenants concurrently.
+    async fn write_batch(&self, batch: Vec<PendingAdd>) {
+        let mut by_tenant: HashMap<TenantId, Vec<PendingAdd>> = HashMap::new();
+        for add in batch {
+            by_tenant
+                .entry(add.note.tenant.clone())
+                .or_default()
+                .push(add);
+        }
+        if by_tenant.len() == 1 {
+            let (tenant, adds) = by_tenant.into_iter().next().expect("one tenant");
+            return self.write_tenant(tenant, adds).await;
+        }
+        let mut groups = tokio::task::JoinSet::new();
+        for (tenant, adds) in by_tenant {
+            let writer = self.clone();
+            groups.spawn(async move { writer.write_tenant(tenant, adds).await });
+        }
+        while groups.join_next().await.is_some() {}
     }
-}
 
-async fn write_group(pool: &PgPool, tenant: &TenantId, adds: Vec<PendingAdd>) {
-    match try_write(pool, tenant, &adds).await {
-        Ok(outcomes) => {
-            for (add, outcome) in adds.into_iter().zip(outcomes) {
-                add.answer(outcome);
+    /// Writes one tenant's adds and answers each. Adds that repeat a request id
+    /// already in the group wait for the group before them, so that one
+    /// transaction never holds two claims of one request id.
+    async fn write_tenant(&self, tenant: TenantId, mut adds: Vec<PendingAdd>) {
+        while !adds.is_empty() {
+            let mut seen = HashSet::new();
+            let (group, later): (Vec<_>, Vec<_>) = adds
+                .into_iter()
+                .partition(|add| add.request.as_ref().is_none_or(|r| seen.insert(r.id)));
+            adds = later;
+            self.write_group(&tenant, group).await;
+        }
+    }
+
+    async fn write_group(&self, tenant: &TenantId, adds: Vec<PendingAdd>) {
+        let pool = &self.pool;
+        match try_write(pool, tenant, &adds).await {
+            Ok(outcomes) => {
+                self.observer.batch_written(adds.len());
+                for (add, outcome) in adds.into_iter().zip(outcomes) {
+                    add.answer(outcome);
+                }
             }
-        }
-        Err(err) if adds.len() == 1 => {
-            let add = adds.into_iter().next().expect("one add");
-            let _ = add.reply.send(Err(err));
-        }
-        Err(err) => {
-            tracing::warn!(
-                adds = adds.len(),
-                error = %err,
-                "a batch of adds failed; writing them one at a time"
-            );
-            for add in adds {
-                match try_write(pool, tenant, std::slice::from_ref(&add)).await {
-                    Ok(mut outcomes) => add.answer(outcomes.pop().expect("one outcome per add")),
-                    Err(err) => {
-                        let _ = add.reply.send(Err(err));
+            Err(err) if adds.len() == 1 => {
+                let add = adds.into_iter().next().expect("one add");
+                let _ = add.reply.send(Err(err));
+            }
+            Err(err) => {
+                tracing::warn!(
+                    adds = adds.len(),
+                    error = %err,
+                    "a batch of adds failed; writing them one at a time"
+                );
+                self.observer.batch_split(adds.len());
+                for add in adds {
+                    match try_write(pool, tenant, std::slice::from_ref(&add)).await {
+                        Ok(mut outcomes) => {
+                            self.observer.batch_written(1);
+                            add.answer(outcomes.pop().expect("one outcome per add"));
+                        }
+                        Err(err) => {
+                            let _ = add.reply.send(Err(err));
+                        }
                     }
                 }
             }

@@ -8,7 +8,7 @@ mod notes;
 mod rows;
 mod subjects;
 
-pub use batch::{AdmissionCheck, BatchSettings};
+pub use batch::{AdmissionCheck, BatchObserver, BatchSettings};
 pub use database::{APP_ROLE, Database, DatabaseOptions};
 pub use keys::{ApiKeyRecord, ApiKeyStore, NewApiKey};
 pub use notes::{InsertOutcome, NoteStore, Revision};

@@ -3,12 +3,13 @@
 //! the viewer may read so that pages stay full.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
-use super::batch::{AddBatcher, AdmissionCheck, BatchSettings};
+use super::batch::{AddBatcher, AdmissionCheck, BatchObserver, BatchSettings};
 use super::begin_for;
 use super::rows::{self, NoteRow};
 use crate::domain::list::{NoteCursor, NoteFilter, Page};
@@ -53,9 +54,9 @@ pub struct NoteStore {
 
 impl NoteStore {
     /// Also starts the write batcher for adds, on the current runtime.
-    pub fn new(pool: PgPool, batching: BatchSettings) -> Self {
+    pub fn new(pool: PgPool, batching: BatchSettings, observer: Arc<dyn BatchObserver>) -> Self {
         Self {
-            batcher: AddBatcher::start(pool.clone(), batching),
+            batcher: AddBatcher::start(pool.clone(), batching, observer),
             pool,
         }
     }

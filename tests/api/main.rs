@@ -5,6 +5,7 @@ mod helpers;
 mod access;
 mod admin;
 mod auth;
+mod batching;
 mod bodies;
 mod cli;
 mod compat_capillary;

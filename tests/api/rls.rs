@@ -271,13 +271,18 @@ async fn app_role_cannot_manage_keys_nor_delete_rows() {
         .rows_affected();
     assert_eq!(touched, 1);
 
-    // Notes are soft-deleted: the role deletes no rows of any table.
+    // Notes are soft-deleted: the role deletes no rows of any table but
+    // note_requests, where group commit gives back the request ids of
+    // refused adds.
     let mut tx = conn.begin().await.unwrap();
     sqlx::query("select set_config('notesd.tenant_id', 'acme', true)")
         .execute(&mut *tx)
         .await
         .unwrap();
-    for table in TENANT_TABLES {
+    for table in TENANT_TABLES
+        .into_iter()
+        .filter(|table| *table != "note_requests")
+    {
         sqlx::query("savepoint s").execute(&mut *tx).await.unwrap();
         let (code, message) = sql_error(
             sqlx::query(&format!("delete from {table}"))
@@ -291,6 +296,33 @@ async fn app_role_cannot_manage_keys_nor_delete_rows() {
             .unwrap();
     }
     tx.rollback().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn app_role_deletes_request_ids_of_its_tenant_only() {
+    let app = spawn_app().await;
+    two_tenants(&app).await;
+    let mut conn = app_role(&app).await;
+
+    let mut tx = conn.begin().await.unwrap();
+    sqlx::query("select set_config('notesd.tenant_id', 'acme', true)")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let deleted = sqlx::query("delete from note_requests")
+        .execute(&mut *tx)
+        .await
+        .expect("the app role gives back request ids")
+        .rows_affected();
+    tx.commit().await.unwrap();
+
+    assert_eq!(deleted, 2, "acme's two request ids only");
+    let left: Vec<String> =
+        sqlx::query_scalar("select tenant_id from note_requests order by tenant_id")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(left, ["globex", "globex"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -75,11 +75,15 @@ impl NoteStore {
         self.batcher.insert(note, request, admit).await
     }
 
+    /// One round trip: `notesd_get_note` sets the tenant for row-level
+    /// security and reads, in one statement (see its migration).
     pub async fn get(&self, tenant: &TenantId, id: NoteId) -> Result<Option<Note>, DomainError> {
-        let mut tx = begin_for(&self.pool, tenant).await?;
-        let note = fetch(&mut tx, tenant, id, false).await?;
-        tx.commit().await?;
-        Ok(note)
+        let row: Option<NoteRow> = sqlx::query_as("select * from notesd_get_note($1, $2)")
+            .bind(tenant.as_str())
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(Note::try_from).transpose()?)
     }
 
     /// Reads and locks a note, lets `change` decide its new state, and

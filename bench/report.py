@@ -174,11 +174,11 @@ def ratio(a, b):
     return round(a / b, 3) if a is not None and b else None
 
 
-def fmt(value, unit=""):
+def fmt(value, unit="", digits=2):
     if value is None:
         return "n/a"
     if isinstance(value, float):
-        text = f"{value:,.1f}" if abs(value) >= 100 else f"{value:.2f}"
+        text = f"{value:,.1f}" if abs(value) >= 100 else f"{value:.{digits}f}"
     else:
         text = f"{value:,}"
     return f"{text}{unit}"
@@ -276,13 +276,19 @@ def summary(args):
         ("list", "5 ListNotes (both pages)", lst.get("client", {})),
     ):
         cpu = phases[name]["cpu"]
+        other = None
+        if cpu and client.get("client_cpu_cores") is not None:
+            busy = cpu["machine_busy_pct"] / 100 * (os.cpu_count() or 1)
+            other = round(busy - cpu["postgres_cores"] - cpu["notesd_cores"] - client["client_cpu_cores"], 2)
+            cpu["other_cores"] = other
         cpu_rows.append(
             (
                 label,
-                fmt(cpu.get("machine_busy_pct"), " %"),
+                fmt(cpu.get("machine_busy_pct"), " %", digits=1),
                 fmt(cpu.get("postgres_cores")),
                 fmt(cpu.get("notesd_cores")) if name in ("add", "get", "list") else "idle",
                 fmt(client.get("client_cpu_cores")),
+                fmt(other),
             )
         )
 
@@ -324,10 +330,12 @@ def summary(args):
         "",
         table(("figure", "value", "target", "met?"), rows),
         "",
-        "CPU during each measured phase (cores; the machine has "
-        f"{os.cpu_count()}). A client near its thread count means the load generator limited the phase.",
+        "CPU used during each measured phase, in cores (the machine has "
+        f"{os.cpu_count()}): postgres counts every postgres process, whatever its database; "
+        "other is the rest of the machine. A client near its thread count limited the phase; "
+        "a busy machine with idle server processes points at something else running.",
         "",
-        table(("phase", "machine busy", "postgres", "notesd", "client (pgbench / loadgen)"), cpu_rows),
+        table(("phase", "machine busy", "postgres", "notesd", "client (pgbench / loadgen)", "other"), cpu_rows),
     ]
     if failures:
         md += ["", "**Failed steps:**", ""] + [f"- {f}" for f in failures]
@@ -363,7 +371,7 @@ def summary(args):
     print()
     print(aligned(("figure", "value", "target", "met?"), rows))
     print()
-    print(aligned(("phase", "machine busy", "postgres", "notesd", "client"), cpu_rows))
+    print(aligned(("phase", "machine busy", "postgres", "notesd", "client", "other"), cpu_rows))
     print()
     print(f"written: {args.md}, {args.json}")
 

@@ -17,6 +17,7 @@ import os
 import re
 import socket
 import sys
+import time
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -60,12 +61,20 @@ def proc_ticks(pid, children=False):
 
 
 def cpu_snap(pid):
+    """CPU counters, in clock ticks, of every process of the machine.
+
+    Each process counts with the CPU of the children it has reaped (cutime),
+    so processes that come and go between two snapshots are counted (the
+    backends of pgbench's connections, a compiler run by a build).
+    Per-process times are precise where /proc/stat's counters are sampled
+    at each timer tick, which misses tasks that wake and sleep between two
+    ticks: this workload has many.
+    """
     with open("/proc/stat") as f:
         cpu = [int(x) for x in f.readline().split()[1:]]
     idle = cpu[3] + cpu[4]  # idle + iowait
     total = sum(cpu[:8])  # guest time is already in user
-    # Every postgres process, with the CPU of the backends the postmaster has
-    # reaped (cutime), so backends that come and go are counted.
+    everything = 0
     postgres = 0
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -75,11 +84,15 @@ def cpu_snap(pid):
                 comm = f.read().strip()
         except OSError:
             continue
+        ticks = proc_ticks(entry, children=True)
+        everything += ticks
         if comm == "postgres":
-            postgres += proc_ticks(entry, children=True)
+            postgres += ticks
     return {
-        "machine_busy_ticks": total - idle,
-        "machine_total_ticks": total,
+        "time": time.time(),
+        "all_processes_ticks": everything,
+        "proc_stat_busy_ticks": total - idle,
+        "proc_stat_total_ticks": total,
         "notesd_ticks": proc_ticks(pid),
         "postgres_ticks": postgres,
         "ticks_per_sec": TICKS,
@@ -153,18 +166,25 @@ def load(path, default=None):
 
 
 def cpu_use(work, phase):
-    """Cores used during a phase: machine, notesd, postgres."""
+    """Cores used during a phase: every process, notesd, postgres."""
     a = load(os.path.join(work, f"{phase}.cpu0.json"))
     b = load(os.path.join(work, f"{phase}.cpu1.json"))
     if not a or not b:
         return {}
-    total = b["machine_total_ticks"] - a["machine_total_ticks"]
-    if total <= 0:
+    wall = (b["time"] - a["time"]) * b["ticks_per_sec"]  # ticks of wall time
+    if wall <= 0:
         return {}
     cpus = b["cpus"] or 1
-    wall = total / cpus  # ticks of wall time
+    stat_total = b["proc_stat_total_ticks"] - a["proc_stat_total_ticks"]
+    busy = (b["all_processes_ticks"] - a["all_processes_ticks"]) / wall
     return {
-        "machine_busy_pct": round(100 * (b["machine_busy_ticks"] - a["machine_busy_ticks"]) / total, 1),
+        "machine_busy_pct": round(100 * busy / cpus, 1),
+        "machine_busy_pct_proc_stat": round(
+            100 * (b["proc_stat_busy_ticks"] - a["proc_stat_busy_ticks"]) / stat_total, 1
+        )
+        if stat_total > 0
+        else None,
+        "all_cores": round(busy, 2),
         "notesd_cores": round((b["notesd_ticks"] - a["notesd_ticks"]) / wall, 2),
         "postgres_cores": round((b["postgres_ticks"] - a["postgres_ticks"]) / wall, 2),
     }
@@ -202,6 +222,7 @@ def summary(args):
             "BENCH_LIST_CONCURRENCY",
             "BENCH_LIST_PAGE_SIZE",
             "BENCH_NOTESD_ARGS",
+            "BENCH_NOTESD",
         )
     }
     phases = {}
@@ -278,8 +299,9 @@ def summary(args):
         cpu = phases[name]["cpu"]
         other = None
         if cpu and client.get("client_cpu_cores") is not None:
-            busy = cpu["machine_busy_pct"] / 100 * (os.cpu_count() or 1)
-            other = round(busy - cpu["postgres_cores"] - cpu["notesd_cores"] - client["client_cpu_cores"], 2)
+            other = round(
+                max(0.0, cpu["all_cores"] - cpu["postgres_cores"] - cpu["notesd_cores"] - client["client_cpu_cores"]), 2
+            )
             cpu["other_cores"] = other
         cpu_rows.append(
             (

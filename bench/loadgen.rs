@@ -1,0 +1,639 @@
+//! The benchmark's load generator: drives notesd over gRPC (tonic) with a
+//! fixed number of calls in flight and prints one JSON object of figures on
+//! standard output. `bench/run` builds and runs it; see `bench/README.md`.
+//!
+//! - `add`: AddNote in a closed loop, then checks in the database that every
+//!   note it was told was created is there.
+//! - `get`: GetNote of random ids from the deterministic set that
+//!   `bench/run` seeds (tenant `bench-get`).
+//! - `list`: ListNotes, page 1 and page 1000 of a large tenant.
+//!
+//! Exit status: 0 when every call was OK (and, for `add`, every created note
+//! was found in the database); 1 otherwise, after printing the figures.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use notesd::proto::notes::v1 as pb;
+use notesd::proto::notes::v1::notes_service_client::NotesServiceClient;
+use rand::rngs::SmallRng;
+use rand::{Rng as _, SeedableRng as _};
+use serde_json::{Value, json};
+use tonic::metadata::{AsciiMetadataValue, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use uuid::Uuid;
+
+type Client = NotesServiceClient<InterceptedService<Channel, ApiKey>>;
+
+/// A call that takes longer than this counts as an error (`Timeout`), so a
+/// stuck server cannot hang the benchmark.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "loadgen",
+    about = "notesd load generator (see bench/README.md)"
+)]
+struct Cli {
+    /// Worker threads of the load generator's tokio runtime.
+    #[arg(long, default_value_t = 2, global = true)]
+    threads: usize,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// AddNote in a closed loop, then verify the created notes in the database.
+    Add(AddArgs),
+    /// GetNote of random notes of the seeded `bench-get` tenant.
+    Get(GetArgs),
+    /// ListNotes page 1 and page 1000.
+    List(ListArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+struct Target {
+    /// notesd's gRPC address.
+    #[arg(long, default_value = "http://127.0.0.1:50151")]
+    addr: String,
+    /// The API key sent as `x-api-key`.
+    #[arg(long)]
+    key: String,
+}
+
+#[derive(Debug, Clone, Args)]
+struct Load {
+    /// Calls in flight (one task each).
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// HTTP/2 connections the tasks are spread over.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Seconds measured, after the warmup.
+    #[arg(long, default_value_t = 20.0)]
+    duration_secs: f64,
+    /// Seconds of load before measuring starts.
+    #[arg(long, default_value_t = 3.0)]
+    warmup_secs: f64,
+}
+
+#[derive(Debug, Args)]
+struct AddArgs {
+    #[command(flatten)]
+    target: Target,
+    #[command(flatten)]
+    load: Load,
+    /// Write the id of every note created (warmup included), one a line.
+    #[arg(long)]
+    ids_out: Option<std::path::PathBuf>,
+    /// The database notesd writes to, to verify the created notes (connect
+    /// as a role that row-level security does not restrict).
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: String,
+    /// The tenant of the key.
+    #[arg(long, default_value = "bench-add")]
+    tenant: String,
+}
+
+#[derive(Debug, Args)]
+struct GetArgs {
+    #[command(flatten)]
+    target: Target,
+    #[command(flatten)]
+    load: Load,
+    /// The seeded notes are k = 1..=N, with id `00000000-0000-7000-8000-<k as 12 hex digits>`.
+    #[arg(long, default_value_t = 100_000)]
+    keys: u64,
+}
+
+#[derive(Debug, Args)]
+struct ListArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Notes per page.
+    #[arg(long, default_value_t = 100)]
+    page_size: i32,
+    /// The far page measured (page 1 is the near one).
+    #[arg(long, default_value_t = 1000)]
+    far_page: u32,
+    /// Calls in flight while measuring a page.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// HTTP/2 connections the tasks are spread over.
+    #[arg(long, default_value_t = 2)]
+    connections: usize,
+    /// Seconds measured, for each page.
+    #[arg(long, default_value_t = 20.0)]
+    duration_secs: f64,
+    /// Seconds of load before measuring each page.
+    #[arg(long, default_value_t = 1.0)]
+    warmup_secs: f64,
+}
+
+/// Sends the API key on every call.
+#[derive(Clone)]
+struct ApiKey(AsciiMetadataValue);
+
+impl Interceptor for ApiKey {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request.metadata_mut().insert("x-api-key", self.0.clone());
+        Ok(request)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cli.threads.max(1))
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Add(args) => add(args).await,
+            Command::Get(args) => get(args).await,
+            Command::List(args) => list(args).await,
+        }
+    });
+    match result {
+        Ok((report, ok)) => {
+            println!("{report}");
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(err) => {
+            eprintln!("loadgen: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `connections` clients, each on its own HTTP/2 connection.
+async fn clients(target: &Target, connections: usize) -> anyhow::Result<Vec<Client>> {
+    let key: AsciiMetadataValue = MetadataValue::try_from(target.key.as_str())?;
+    let mut clients = Vec::new();
+    for _ in 0..connections.max(1) {
+        let channel = Endpoint::from_shared(target.addr.clone())?
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await?;
+        clients.push(
+            NotesServiceClient::with_interceptor(channel, ApiKey(key.clone()))
+                .max_decoding_message_size(64 * 1024 * 1024),
+        );
+    }
+    Ok(clients)
+}
+
+/// What one task saw.
+#[derive(Default)]
+struct TaskResult {
+    /// Latencies in microseconds of the calls that finished in the measured
+    /// window, OK or not.
+    latencies_us: Vec<u32>,
+    ok: u64,
+    errors: BTreeMap<String, u64>,
+    /// Calls that finished during the warmup.
+    warmup_ok: u64,
+    warmup_errors: u64,
+    /// Created note ids (add only), warmup included.
+    created: Vec<Uuid>,
+    /// When the task's last measured call finished.
+    last_finish: Option<Instant>,
+}
+
+/// When the warmup ends and when the last call may start.
+#[derive(Clone, Copy)]
+struct Window {
+    measure_from: Instant,
+    stop_at: Instant,
+}
+
+impl Window {
+    fn new(warmup_secs: f64, duration_secs: f64) -> Self {
+        let now = Instant::now();
+        let measure_from = now + Duration::from_secs_f64(warmup_secs.max(0.0));
+        Window {
+            measure_from,
+            stop_at: measure_from + Duration::from_secs_f64(duration_secs.max(0.0)),
+        }
+    }
+}
+
+impl TaskResult {
+    /// Records one call that started at `start`; `Ok(Some(id))` for a note
+    /// the server created.
+    fn record(&mut self, window: Window, start: Instant, outcome: Result<Option<Uuid>, String>) {
+        let end = Instant::now();
+        if let Ok(Some(id)) = outcome {
+            self.created.push(id);
+        }
+        if end < window.measure_from {
+            match outcome {
+                Ok(_) => self.warmup_ok += 1,
+                Err(_) => self.warmup_errors += 1,
+            }
+            return;
+        }
+        let micros = end.duration_since(start).as_micros();
+        self.latencies_us
+            .push(u32::try_from(micros).unwrap_or(u32::MAX));
+        self.last_finish = Some(end);
+        match outcome {
+            Ok(_) => self.ok += 1,
+            Err(code) => *self.errors.entry(code).or_default() += 1,
+        }
+    }
+}
+
+/// Awaits one call with the timeout; an error becomes its gRPC code's name.
+async fn timed<T>(
+    fut: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(CALL_TIMEOUT, fut).await {
+        Ok(Ok(response)) => Ok(response.into_inner()),
+        Ok(Err(status)) => Err(format!("{:?}", status.code())),
+        Err(_) => Err("Timeout".to_owned()),
+    }
+}
+
+/// The merged results of all tasks, as JSON figures.
+struct Summary {
+    figures: serde_json::Map<String, Value>,
+    errors: u64,
+    created: Vec<Uuid>,
+}
+
+fn summarize(
+    results: Vec<TaskResult>,
+    window: Window,
+    cpu_start: Option<(f64, Instant)>,
+) -> Summary {
+    let mut latencies = Vec::new();
+    let mut ok = 0;
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let mut warmup_ok = 0;
+    let mut warmup_errors = 0;
+    let mut created = Vec::new();
+    let mut last_finish = window.measure_from;
+    for result in results {
+        latencies.extend_from_slice(&result.latencies_us);
+        ok += result.ok;
+        for (code, n) in result.errors {
+            *errors.entry(code).or_default() += n;
+        }
+        warmup_ok += result.warmup_ok;
+        warmup_errors += result.warmup_errors;
+        created.extend(result.created);
+        if let Some(t) = result.last_finish {
+            last_finish = last_finish.max(t);
+        }
+    }
+    let elapsed = last_finish
+        .duration_since(window.measure_from)
+        .as_secs_f64();
+    let error_count: u64 = errors.values().sum();
+    let calls = latencies.len() as u64;
+    let mut figures = serde_json::Map::new();
+    figures.insert("calls".into(), json!(calls));
+    figures.insert("ok".into(), json!(ok));
+    figures.insert("errors".into(), json!(error_count));
+    figures.insert("errors_by_code".into(), json!(errors));
+    figures.insert("warmup_ok".into(), json!(warmup_ok));
+    figures.insert("warmup_errors".into(), json!(warmup_errors));
+    figures.insert("measured_secs".into(), json!(round3(elapsed)));
+    figures.insert(
+        "rps".into(),
+        json!(if elapsed > 0.0 {
+            round1(calls as f64 / elapsed)
+        } else {
+            0.0
+        }),
+    );
+    for (name, value) in latency_figures(&mut latencies) {
+        figures.insert(name.into(), json!(value));
+    }
+    if let (Some((cpu, since)), Some(now)) = (cpu_start, own_cpu_secs()) {
+        // CPU the load generator itself used over warmup and measurement,
+        // in cores: near --threads means the generator was the bottleneck.
+        let wall = since.elapsed().as_secs_f64();
+        figures.insert("loadgen_cpu_secs".into(), json!(round3(now - cpu)));
+        figures.insert(
+            "loadgen_cpu_cores".into(),
+            json!(if wall > 0.0 {
+                round3((now - cpu) / wall)
+            } else {
+                0.0
+            }),
+        );
+    }
+    Summary {
+        figures,
+        errors: error_count + warmup_errors,
+        created,
+    }
+}
+
+/// p50, p90, p99, max and mean in milliseconds (nearest-rank percentiles).
+fn latency_figures(latencies_us: &mut [u32]) -> Vec<(&'static str, f64)> {
+    latencies_us.sort_unstable();
+    let n = latencies_us.len();
+    let ms = |us: u32| round3(f64::from(us) / 1000.0);
+    let pct = |p: f64| {
+        if n == 0 {
+            return 0.0;
+        }
+        let rank = ((p / 100.0) * n as f64).ceil() as usize;
+        ms(latencies_us[rank.clamp(1, n) - 1])
+    };
+    let mean = if n == 0 {
+        0.0
+    } else {
+        let sum: u64 = latencies_us.iter().map(|&us| u64::from(us)).sum();
+        round3(sum as f64 / n as f64 / 1000.0)
+    };
+    vec![
+        ("p50_ms", pct(50.0)),
+        ("p90_ms", pct(90.0)),
+        ("p99_ms", pct(99.0)),
+        ("max_ms", latencies_us.last().map_or(0.0, |&us| ms(us))),
+        ("mean_ms", mean),
+    ]
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// This process's user + system CPU seconds, from /proc/self/stat (Linux).
+fn own_cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which is in parentheses).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // Clock ticks per second: 100 on every Linux this runs on.
+    Some((utime + stime) / 100.0)
+}
+
+/// The note every AddNote task sends, but for its request id and subject id.
+fn template_note() -> pb::Note {
+    pb::Note {
+        subject: Some(pb::Subject {
+            r#type: "contact".to_owned(),
+            id: "c-0".to_owned(),
+        }),
+        visibility: pb::Visibility::Team as i32,
+        body: Some(pb::NoteBody {
+            // 110 bytes of plain text.
+            text: "Called back about the renewal: wants the annual plan, \
+                   asks for an invoice in EUR and a call next Tuesday at 9."
+                .to_owned(),
+            html: String::new(),
+        }),
+        ..Default::default()
+    }
+}
+
+async fn add(args: AddArgs) -> anyhow::Result<(Value, bool)> {
+    let clients = clients(&args.target, args.load.connections).await?;
+    let note = template_note();
+    let cpu_start = own_cpu_secs().map(|cpu| (cpu, Instant::now()));
+    let window = Window::new(args.load.warmup_secs, args.load.duration_secs);
+    let mut tasks = Vec::new();
+    for i in 0..args.load.concurrency {
+        let mut client = clients[i % clients.len()].clone();
+        let note = note.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut rng = SmallRng::seed_from_u64(i as u64);
+            let mut result = TaskResult::default();
+            while Instant::now() < window.stop_at {
+                let mut note = note.clone();
+                if let Some(subject) = note.subject.as_mut() {
+                    subject.id = format!("c-{}", rng.random_range(0..1000u32));
+                }
+                let request = pb::AddNoteRequest {
+                    request_id: Uuid::now_v7().to_string(),
+                    note: Some(note),
+                };
+                let start = Instant::now();
+                let outcome = timed(client.add_note(request)).await.and_then(|response| {
+                    response
+                        .note
+                        .and_then(|note| Uuid::parse_str(&note.id).ok())
+                        .map(Some)
+                        .ok_or_else(|| "BadResponse".to_owned())
+                });
+                result.record(window, start, outcome);
+            }
+            result
+        }));
+    }
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await?);
+    }
+    let mut summary = summarize(results, window, cpu_start);
+
+    // Every note the server said it created must be in the database.
+    let mut created = std::mem::take(&mut summary.created);
+    let reported = created.len();
+    created.sort_unstable();
+    created.dedup();
+    let duplicates = reported - created.len();
+    if let Some(path) = &args.ids_out {
+        let text: String = created.iter().map(|id| format!("{id}\n")).collect();
+        std::fs::write(path, text)?;
+    }
+    let verify_start = Instant::now();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&args.database_url)
+        .await?;
+    let mut found: i64 = 0;
+    for chunk in created.chunks(10_000) {
+        let (n,): (i64,) =
+            sqlx::query_as("select count(*) from notes where tenant_id = $1 and id = any($2)")
+                .bind(&args.tenant)
+                .bind(chunk)
+                .fetch_one(&pool)
+                .await?;
+        found += n;
+    }
+    pool.close().await;
+    let missing = created.len() as i64 - found;
+    let figures = &mut summary.figures;
+    figures.insert("created_ok_total".into(), json!(reported));
+    figures.insert("duplicate_ids".into(), json!(duplicates));
+    figures.insert("verified_in_db".into(), json!(found));
+    figures.insert("missing_in_db".into(), json!(missing));
+    figures.insert(
+        "verify_secs".into(),
+        json!(round3(verify_start.elapsed().as_secs_f64())),
+    );
+    if missing > 0 {
+        eprintln!("loadgen add: {missing} notes answered OK are missing from the database");
+    }
+    if duplicates > 0 {
+        eprintln!("loadgen add: the server returned {duplicates} note ids twice");
+    }
+    let ok = missing == 0 && duplicates == 0 && summary.errors == 0;
+    Ok((Value::Object(summary.figures), ok))
+}
+
+/// The id of seeded note `k` of tenant `bench-get`, as bench/run makes it:
+/// `00000000-0000-7000-8000-` followed by k in 12 hex digits.
+fn seeded_id(k: u64) -> Uuid {
+    Uuid::from_u128(0x0000_0000_0000_7000_8000_0000_0000_0000 | u128::from(k))
+}
+
+async fn get(args: GetArgs) -> anyhow::Result<(Value, bool)> {
+    anyhow::ensure!(args.keys >= 1, "--keys must be at least 1");
+    let clients = clients(&args.target, args.load.connections).await?;
+    let ids: Arc<Vec<String>> =
+        Arc::new((1..=args.keys).map(|k| seeded_id(k).to_string()).collect());
+    let cpu_start = own_cpu_secs().map(|cpu| (cpu, Instant::now()));
+    let window = Window::new(args.load.warmup_secs, args.load.duration_secs);
+    let mut tasks = Vec::new();
+    for i in 0..args.load.concurrency {
+        let mut client = clients[i % clients.len()].clone();
+        let ids = Arc::clone(&ids);
+        tasks.push(tokio::spawn(async move {
+            let mut rng = SmallRng::seed_from_u64(1_000 + i as u64);
+            let mut result = TaskResult::default();
+            while Instant::now() < window.stop_at {
+                let id = &ids[rng.random_range(0..ids.len())];
+                let request = pb::GetNoteRequest { id: id.clone() };
+                let start = Instant::now();
+                let outcome = timed(client.get_note(request)).await.and_then(|response| {
+                    match response.note {
+                        Some(note) if &note.id == id => Ok(None),
+                        _ => Err("WrongNote".to_owned()),
+                    }
+                });
+                result.record(window, start, outcome);
+            }
+            result
+        }));
+    }
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await?);
+    }
+    let summary = summarize(results, window, cpu_start);
+    let ok = summary.errors == 0;
+    Ok((Value::Object(summary.figures), ok))
+}
+
+async fn list(args: ListArgs) -> anyhow::Result<(Value, bool)> {
+    anyhow::ensure!(args.far_page >= 2, "--far-page must be at least 2");
+    let clients = clients(&args.target, args.connections).await?;
+    let request = |page_token: String| pb::ListNotesRequest {
+        page_size: args.page_size,
+        page_token,
+        ..Default::default()
+    };
+
+    // Walk to the far page: its token is the one page far_page - 1 returns.
+    let walk_start = Instant::now();
+    let mut client = clients[0].clone();
+    let mut token = String::new();
+    for page in 1..args.far_page {
+        let response = client.list_notes(request(token)).await?.into_inner();
+        anyhow::ensure!(
+            !response.next_page_token.is_empty(),
+            "ListNotes ended at page {page}: the tenant has too few notes for page {}",
+            args.far_page
+        );
+        token = response.next_page_token;
+    }
+    let walk_secs = walk_start.elapsed().as_secs_f64();
+    let far_len = client
+        .list_notes(request(token.clone()))
+        .await?
+        .into_inner()
+        .notes
+        .len();
+    let expected = usize::try_from(args.page_size).unwrap_or(0);
+    let far_full = far_len == expected;
+    if !far_full {
+        eprintln!(
+            "loadgen list: page {} holds {far_len} notes, not {expected}",
+            args.far_page
+        );
+    }
+
+    let mut report = serde_json::Map::new();
+    report.insert("page_size".into(), json!(args.page_size));
+    report.insert("far_page".into(), json!(args.far_page));
+    report.insert("walk_secs".into(), json!(round3(walk_secs)));
+    report.insert("far_page_len".into(), json!(far_len));
+    report.insert("far_page_full".into(), json!(far_full));
+    let mut errors = 0;
+    for (name, token) in [
+        ("page1".to_owned(), String::new()),
+        (format!("page{}", args.far_page), token),
+    ] {
+        let cpu_start = own_cpu_secs().map(|cpu| (cpu, Instant::now()));
+        let window = Window::new(args.warmup_secs, args.duration_secs);
+        let mut tasks = Vec::new();
+        for i in 0..args.concurrency {
+            let mut client = clients[i % clients.len()].clone();
+            let request = request(token.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut result = TaskResult::default();
+                while Instant::now() < window.stop_at {
+                    let start = Instant::now();
+                    let outcome =
+                        timed(client.list_notes(request.clone()))
+                            .await
+                            .and_then(|response| {
+                                if response.notes.len() == expected {
+                                    Ok(None)
+                                } else {
+                                    Err("ShortPage".to_owned())
+                                }
+                            });
+                    result.record(window, start, outcome);
+                }
+                result
+            }));
+        }
+        let mut results = Vec::new();
+        for task in tasks {
+            results.push(task.await?);
+        }
+        let summary = summarize(results, window, cpu_start);
+        errors += summary.errors;
+        report.insert(name, Value::Object(summary.figures));
+    }
+    let p99 = |name: &str| report[name]["p99_ms"].as_f64().unwrap_or(0.0);
+    let far_name = format!("page{}", args.far_page);
+    let ratio = if p99("page1") > 0.0 {
+        p99(&far_name) / p99("page1")
+    } else {
+        0.0
+    };
+    report.insert("p99_ratio_far_to_page1".into(), json!(round3(ratio)));
+    Ok((Value::Object(report), errors == 0 && far_full))
+}

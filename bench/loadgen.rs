@@ -100,6 +100,10 @@ struct AddArgs {
     /// The tenant of the key.
     #[arg(long, default_value = "bench-add")]
     tenant: String,
+    /// Send no request id (by default each call has a fresh one, as a
+    /// client that retries safely does).
+    #[arg(long)]
+    no_request_id: bool,
 }
 
 #[derive(Debug, Args)]
@@ -421,6 +425,7 @@ async fn add(args: AddArgs) -> anyhow::Result<(Value, bool)> {
     let cpu_start = own_cpu_secs().map(|cpu| (cpu, Instant::now()));
     let window = Window::new(args.load.warmup_secs, args.load.duration_secs);
     let mut tasks = Vec::new();
+    let with_request_id = !args.no_request_id;
     for i in 0..args.load.concurrency {
         let mut client = clients[i % clients.len()].clone();
         let note = note.clone();
@@ -433,7 +438,11 @@ async fn add(args: AddArgs) -> anyhow::Result<(Value, bool)> {
                     subject.id = format!("c-{}", rng.random_range(0..1000u32));
                 }
                 let request = pb::AddNoteRequest {
-                    request_id: Uuid::now_v7().to_string(),
+                    request_id: if with_request_id {
+                        Uuid::now_v7().to_string()
+                    } else {
+                        String::new()
+                    },
                     note: Some(note),
                 };
                 let start = Instant::now();

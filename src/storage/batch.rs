@@ -18,7 +18,7 @@
 //! add that causes the error gets it.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use sqlx::types::Json;
@@ -33,6 +33,13 @@ use super::subjects::fetch_registrations;
 use crate::domain::{DomainError, Note, RequestKey, Subject, SubjectRegistration, TenantId};
 
 const INSERT_NOTES: &str = include_str!("sql/insert_notes.sql");
+/// The statement for a batch in which no note has a source id: nothing can
+/// conflict, and a plain insert skips the speculative-insertion work.
+static INSERT_NOTES_WITHOUT_SOURCES: LazyLock<String> = LazyLock::new(|| {
+    const ON_CONFLICT: &str = "    on conflict do nothing\n";
+    assert!(INSERT_NOTES.contains(ON_CONFLICT));
+    INSERT_NOTES.replace(ON_CONFLICT, "")
+});
 
 /// How adds are grouped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +59,7 @@ impl Default for BatchSettings {
         Self {
             max_rows: 256,
             linger: Duration::ZERO,
-            writers: 4,
+            writers: 2,
         }
     }
 }
@@ -468,7 +475,12 @@ async fn insert_notes(
     fn column<'a, T>(notes: &[&'a Note], f: impl Fn(&'a Note) -> T) -> Vec<T> {
         notes.iter().map(|note| f(note)).collect()
     }
-    let inserted: Vec<Uuid> = sqlx::query_scalar(INSERT_NOTES)
+    let sql = if notes.iter().any(|note| note.source.is_some()) {
+        INSERT_NOTES
+    } else {
+        INSERT_NOTES_WITHOUT_SOURCES.as_str()
+    };
+    let inserted: Vec<Uuid> = sqlx::query_scalar(sql)
         .bind(tenant.as_str())
         .bind(column(notes, |n| n.id.0))
         .bind(column(notes, |n| n.subject.kind.as_str()))

@@ -63,6 +63,10 @@ impl Database {
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(Duration::from_secs(10))
+            // No ping before each use: it is a round trip on every call. A
+            // connection that died (a database restart) fails the one call
+            // that meets it, and the pool replaces it.
+            .test_before_acquire(false)
             .after_connect(move |conn, _meta| {
                 let set_role = set_role.clone();
                 Box::pin(async move {

@@ -2,7 +2,9 @@
 -- revision (the note as stored, as jsonb) and its outbox event, in one
 -- statement. A note whose source id is already taken is skipped, not
 -- failed: its id is missing from what the statement returns, and its
--- neighbours are written.
+-- neighbours are written. (A batch in which no note has a source id runs
+-- this statement without its `on conflict do nothing`: nothing can
+-- conflict, since ids are new UUIDv7s, and a plain insert costs less.)
 --
 -- One array per column, all of the same length; mentions come as one jsonb
 -- array per note because Postgres has no arrays of arrays of different
@@ -32,7 +34,12 @@ saved as (
     select
         $1, id, subject_type, subject_id, related_subjects, owner_id,
         created_by, created_by, visibility, edit_policy, body_text, body_html,
-        title, array(select jsonb_array_elements_text(mentions)), actions,
+        title,
+        case
+            when mentions = '[]'::jsonb then '{}'::text[]
+            else array(select jsonb_array_elements_text(mentions))
+        end,
+        actions,
         attachments, pinned, pinned_at, occurred_at,
         created_at, created_at, draft, source_system, source_id,
         client_reference, 1

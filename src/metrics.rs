@@ -232,7 +232,7 @@ impl BatchObserver for Metrics {
         self.batch_rows.observe(rows as f64);
     }
 
-    fn batch_split(&self, _rows: usize) {
+    fn batch_split(&self) {
         self.batch_splits.inc();
     }
 }

@@ -68,9 +68,8 @@ impl Default for BatchSettings {
 pub trait BatchObserver: Send + Sync + 'static {
     /// A batch of `rows` adds was written (each add with its own outcome).
     fn batch_written(&self, rows: usize);
-    /// A batch of `rows` adds failed as a whole; its adds are written one
-    /// at a time.
-    fn batch_split(&self, rows: usize);
+    /// A batch failed as a whole; its adds are written one at a time.
+    fn batch_split(&self);
 }
 
 /// Decides, from its subject's registration, whether an add may go ahead.
@@ -215,8 +214,7 @@ impl Writer {
     }
 
     async fn write_group(&self, tenant: &TenantId, adds: Vec<PendingAdd>) {
-        let pool = &self.pool;
-        match try_write(pool, tenant, &adds).await {
+        match try_write(&self.pool, tenant, &adds).await {
             Ok(outcomes) => {
                 self.observer.batch_written(adds.len());
                 for (add, outcome) in adds.into_iter().zip(outcomes) {
@@ -225,7 +223,7 @@ impl Writer {
             }
             Err(err) if adds.len() == 1 => {
                 let add = adds.into_iter().next().expect("one add");
-                let _ = add.reply.send(Err(err));
+                add.answer(Err(err));
             }
             Err(err) => {
                 tracing::warn!(
@@ -233,17 +231,9 @@ impl Writer {
                     error = %err,
                     "a batch of adds failed; writing them one at a time"
                 );
-                self.observer.batch_split(adds.len());
+                self.observer.batch_split();
                 for add in adds {
-                    match try_write(pool, tenant, std::slice::from_ref(&add)).await {
-                        Ok(mut outcomes) => {
-                            self.observer.batch_written(1);
-                            add.answer(outcomes.pop().expect("one outcome per add"));
-                        }
-                        Err(err) => {
-                            let _ = add.reply.send(Err(err));
-                        }
-                    }
+                    Box::pin(self.write_group(tenant, vec![add])).await;
                 }
             }
         }

@@ -99,7 +99,7 @@ impl NoteStore {
         F: FnOnce(Note) -> Result<Option<(Note, ChangeKind)>, DomainError>,
     {
         let mut tx = begin_for(&self.pool, tenant).await?;
-        let current = fetch(&mut tx, tenant, id, true)
+        let current = fetch_for_update(&mut tx, tenant, id)
             .await?
             .ok_or(DomainError::NoteNotFound)?;
         let unchanged = current.clone();
@@ -324,22 +324,18 @@ pub(crate) async fn fetch_many(
         .collect()
 }
 
-async fn fetch(
+/// The note, locked until the transaction ends.
+async fn fetch_for_update(
     conn: &mut PgConnection,
     tenant: &TenantId,
     id: NoteId,
-    for_update: bool,
 ) -> Result<Option<Note>, DomainError> {
-    let sql = if for_update {
-        "select * from notes where tenant_id = $1 and id = $2 for update"
-    } else {
-        "select * from notes where tenant_id = $1 and id = $2"
-    };
-    let row: Option<NoteRow> = sqlx::query_as(sql)
-        .bind(tenant.as_str())
-        .bind(id.0)
-        .fetch_optional(conn)
-        .await?;
+    let row: Option<NoteRow> =
+        sqlx::query_as("select * from notes where tenant_id = $1 and id = $2 for update")
+            .bind(tenant.as_str())
+            .bind(id.0)
+            .fetch_optional(conn)
+            .await?;
     Ok(row.map(Note::try_from).transpose()?)
 }
 

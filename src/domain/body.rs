@@ -64,6 +64,11 @@ impl Body {
     pub fn html(&self) -> Option<&str> {
         self.html.as_deref()
     }
+
+    /// The text and the HTML, moved out.
+    pub fn into_parts(self) -> (String, Option<String>) {
+        (self.text, self.html)
+    }
 }
 
 fn check_size(field: &str, value: &str) -> Result<(), DomainError> {

@@ -37,6 +37,12 @@ impl TenantId {
         parse_id(field, value).map(Self)
     }
 
+    /// A tenant id read back from the database, which only ever holds ids
+    /// that passed [`TenantId::parse`] on their way in.
+    pub fn from_stored(value: String) -> Self {
+        Self(value)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -47,8 +53,18 @@ impl MemberId {
         parse_id(field, value).map(Self)
     }
 
+    /// A member id read back from the database, which only ever holds ids
+    /// that passed [`MemberId::parse`] on their way in.
+    pub fn from_stored(value: String) -> Self {
+        Self(value)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
     }
 }
 

@@ -330,14 +330,22 @@ pub fn parse_list_filter(request: &pb::ListNotesRequest) -> Result<NoteFilter, D
     })
 }
 
-pub fn note_to_proto(note: &Note) -> pb::Note {
+/// Moves the note into its message: a body can be megabytes, and a page
+/// is hundreds of strings, none of which need copying.
+pub fn note_to_proto(note: Note) -> pb::Note {
+    let etag = note.etag();
+    let (text, html) = note.body.into_parts();
     pb::Note {
         id: note.id.to_string(),
-        subject: Some(subject_to_proto(&note.subject)),
-        related_subjects: note.related_subjects.iter().map(subject_to_proto).collect(),
-        owner_id: note.owner.to_string(),
-        creator_id: note.created_by.to_string(),
-        updater_id: note.updated_by.to_string(),
+        subject: Some(subject_to_proto(note.subject)),
+        related_subjects: note
+            .related_subjects
+            .into_iter()
+            .map(subject_to_proto)
+            .collect(),
+        owner_id: note.owner.into_string(),
+        creator_id: note.created_by.into_string(),
+        updater_id: note.updated_by.into_string(),
         visibility: match note.visibility {
             Visibility::Private => pb::Visibility::Private,
             Visibility::Team => pb::Visibility::Team,
@@ -347,21 +355,21 @@ pub fn note_to_proto(note: &Note) -> pb::Note {
             EditPolicy::Team => pb::EditPolicy::Team,
         } as i32,
         body: Some(pb::NoteBody {
-            text: note.body.text().to_owned(),
-            html: note.body.html().unwrap_or_default().to_owned(),
+            text,
+            html: html.unwrap_or_default(),
         }),
-        title: note.title.clone(),
-        mentions: note.mentions.clone(),
+        title: note.title,
+        mentions: note.mentions,
         actions: note.actions.iter().map(json_to_struct).collect(),
         attachments: note
             .attachments
-            .iter()
+            .into_iter()
             .map(|a| pb::Attachment {
-                url: a.url.clone(),
-                filename: a.filename.clone(),
-                content_type: a.content_type.clone(),
+                url: a.url,
+                filename: a.filename,
+                content_type: a.content_type,
                 size_bytes: a.size_bytes,
-                thumbnail_url: a.thumbnail_url.clone(),
+                thumbnail_url: a.thumbnail_url,
             })
             .collect(),
         pinned: note.pinned,
@@ -372,24 +380,24 @@ pub fn note_to_proto(note: &Note) -> pb::Note {
         edit_time: note.edited_at.map(timestamp),
         delete_time: note.deleted_at.map(timestamp),
         draft: note.draft,
-        source: note.source.as_ref().map(|s| pb::Source {
-            system: s.system.clone(),
-            id: s.id.clone(),
+        source: note.source.map(|s| pb::Source {
+            system: s.system,
+            id: s.id,
         }),
-        client_reference: note.client_reference.clone(),
-        etag: note.etag(),
+        client_reference: note.client_reference,
+        etag,
         revision: note.revision,
     }
 }
 
-fn subject_to_proto(subject: &Subject) -> pb::Subject {
+fn subject_to_proto(subject: Subject) -> pb::Subject {
     pb::Subject {
-        r#type: subject.kind.clone(),
-        id: subject.id.clone(),
+        r#type: subject.kind,
+        id: subject.id,
     }
 }
 
-pub fn revision_to_proto(revision: &Revision) -> pb::NoteRevision {
+pub fn revision_to_proto(revision: Revision) -> pb::NoteRevision {
     pb::NoteRevision {
         revision: revision.revision,
         change_kind: match revision.change_kind {
@@ -398,9 +406,9 @@ pub fn revision_to_proto(revision: &Revision) -> pb::NoteRevision {
             ChangeKind::Deleted => pb::ChangeKind::Deleted,
             ChangeKind::Undeleted => pb::ChangeKind::Undeleted,
         } as i32,
-        actor_id: revision.actor.to_string(),
+        actor_id: revision.actor.into_string(),
         change_time: Some(timestamp(revision.changed_at)),
-        note: Some(note_to_proto(&revision.note)),
+        note: Some(note_to_proto(revision.note)),
     }
 }
 

@@ -14,7 +14,8 @@ pub use subjects::SubjectsGrpc;
 
 use tonic::{Request, Response, Status};
 
-use crate::domain::{DomainError, Principal, list};
+use crate::domain::list::{self, NoteCursor};
+use crate::domain::{DomainError, Note, Principal};
 use crate::proto::notes::v1 as pb;
 use crate::proto::notes::v1::notes_service_server::NotesService;
 use crate::service::Notes;
@@ -46,7 +47,7 @@ impl NotesApi {
         let (draft, request_key) = convert::parse_add_request(principal, request)?;
         let note = self.notes.add_note(principal, draft, request_key).await?;
         tracing::info!(note_id = %note.id, tenant = %principal.tenant, "note added");
-        Ok(convert::note_to_proto(&note))
+        Ok(convert::note_to_proto(note))
     }
 
     pub async fn update_note(
@@ -59,7 +60,7 @@ impl NotesApi {
             .notes
             .update_note(principal, id, patch, etag.as_deref())
             .await?;
-        Ok(convert::note_to_proto(&note))
+        Ok(convert::note_to_proto(note))
     }
 
     pub async fn get_note(
@@ -69,7 +70,7 @@ impl NotesApi {
     ) -> Result<pb::Note, DomainError> {
         let id = convert::parse_note_id("id", &request.id)?;
         let note = self.notes.get_note(principal, id).await?;
-        Ok(convert::note_to_proto(&note))
+        Ok(convert::note_to_proto(note))
     }
 
     pub async fn list_notes(
@@ -84,11 +85,12 @@ impl NotesApi {
             .notes
             .list_notes(principal, &filter, page_size, after)
             .await?;
-        let mut notes: Vec<pb::Note> = page.items.iter().map(convert::note_to_proto).collect();
+        let cursors: Vec<NoteCursor> = page.items.iter().map(Note::cursor).collect();
+        let mut notes: Vec<pb::Note> = page.items.into_iter().map(convert::note_to_proto).collect();
         let fitting = count_within_budget(&notes);
         let next = if fitting < notes.len() {
             notes.truncate(fitting);
-            Some(page.items[fitting - 1].cursor())
+            Some(cursors[fitting - 1])
         } else {
             page.next
         };
@@ -108,7 +110,7 @@ impl NotesApi {
         let id = convert::parse_note_id("id", &request.id)?;
         let etag = (!request.etag.is_empty()).then_some(request.etag.as_str());
         let note = self.notes.delete_note(principal, id, etag).await?;
-        Ok(convert::note_to_proto(&note))
+        Ok(convert::note_to_proto(note))
     }
 
     pub async fn undelete_note(
@@ -119,7 +121,7 @@ impl NotesApi {
         let id = convert::parse_note_id("id", &request.id)?;
         let etag = (!request.etag.is_empty()).then_some(request.etag.as_str());
         let note = self.notes.undelete_note(principal, id, etag).await?;
-        Ok(convert::note_to_proto(&note))
+        Ok(convert::note_to_proto(note))
     }
 
     pub async fn list_note_revisions(
@@ -134,12 +136,15 @@ impl NotesApi {
             .notes
             .list_revisions(principal, id, page_size, before)
             .await?;
-        let mut revisions: Vec<pb::NoteRevision> =
-            page.items.iter().map(convert::revision_to_proto).collect();
+        let mut revisions: Vec<pb::NoteRevision> = page
+            .items
+            .into_iter()
+            .map(convert::revision_to_proto)
+            .collect();
         let fitting = count_within_budget(&revisions);
         let next = if fitting < revisions.len() {
             revisions.truncate(fitting);
-            Some(page.items[fitting - 1].revision)
+            Some(revisions[fitting - 1].revision)
         } else {
             page.next
         };

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::batch::{AddBatcher, AdmissionCheck, BatchObserver, BatchSettings};
 use super::begin_for;
-use super::rows::{self, NoteRow};
+use super::rows::{self, NoteRow, note_columns};
 use crate::domain::list::{NoteCursor, NoteFilter, Page};
 use crate::domain::{ChangeKind, DomainError, MemberId, Note, NoteId, RequestKey, TenantId};
 
@@ -78,11 +78,15 @@ impl NoteStore {
     /// One round trip: `notesd_get_note` sets the tenant for row-level
     /// security and reads, in one statement (see its migration).
     pub async fn get(&self, tenant: &TenantId, id: NoteId) -> Result<Option<Note>, DomainError> {
-        let row: Option<NoteRow> = sqlx::query_as("select * from notesd_get_note($1, $2)")
-            .bind(tenant.as_str())
-            .bind(id.0)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row: Option<NoteRow> = sqlx::query_as(concat!(
+            "select ",
+            note_columns!(),
+            " from notesd_get_note($1, $2)"
+        ))
+        .bind(tenant.as_str())
+        .bind(id.0)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(row.map(Note::try_from).transpose()?)
     }
 
@@ -189,7 +193,11 @@ impl NoteStore {
         page_size: usize,
         after: Option<NoteCursor>,
     ) -> Result<Page<Note, NoteCursor>, DomainError> {
-        let mut query = QueryBuilder::<Postgres>::new("select * from notes where tenant_id = ");
+        let mut query = QueryBuilder::<Postgres>::new(concat!(
+            "select ",
+            note_columns!(),
+            " from notes where tenant_id = "
+        ));
         query.push_bind(tenant.as_str());
         if let Some(subject) = &filter.subject {
             query.push(" and subject_type = ").push_bind(&subject.kind);
@@ -284,8 +292,7 @@ impl NoteStore {
                 Ok(Revision {
                     revision,
                     change_kind: rows::change_kind_from_code(kind)?,
-                    actor: MemberId::parse("actor_id", &actor)
-                        .map_err(|e| anyhow::anyhow!("stored actor_id: {e}"))?,
+                    actor: MemberId::from_stored(actor),
                     changed_at,
                     note: Note::try_from(snapshot)?,
                 })
@@ -310,12 +317,15 @@ pub(crate) async fn fetch_many(
     tenant: &TenantId,
     ids: &[Uuid],
 ) -> Result<HashMap<Uuid, Note>, DomainError> {
-    let rows: Vec<NoteRow> =
-        sqlx::query_as("select * from notes where tenant_id = $1 and id = any($2)")
-            .bind(tenant.as_str())
-            .bind(ids)
-            .fetch_all(conn)
-            .await?;
+    let rows: Vec<NoteRow> = sqlx::query_as(concat!(
+        "select ",
+        note_columns!(),
+        " from notes where tenant_id = $1 and id = any($2)"
+    ))
+    .bind(tenant.as_str())
+    .bind(ids)
+    .fetch_all(conn)
+    .await?;
     rows.into_iter()
         .map(|row| {
             let note = Note::try_from(row)?;
@@ -330,12 +340,15 @@ async fn fetch_for_update(
     tenant: &TenantId,
     id: NoteId,
 ) -> Result<Option<Note>, DomainError> {
-    let row: Option<NoteRow> =
-        sqlx::query_as("select * from notes where tenant_id = $1 and id = $2 for update")
-            .bind(tenant.as_str())
-            .bind(id.0)
-            .fetch_optional(conn)
-            .await?;
+    let row: Option<NoteRow> = sqlx::query_as(concat!(
+        "select ",
+        note_columns!(),
+        " from notes where tenant_id = $1 and id = $2 for update"
+    ))
+    .bind(tenant.as_str())
+    .bind(id.0)
+    .fetch_optional(conn)
+    .await?;
     Ok(row.map(Note::try_from).transpose()?)
 }
 

@@ -18,21 +18,18 @@ struct SubjectRow {
     updated_at: DateTime<Utc>,
 }
 
-impl TryFrom<SubjectRow> for SubjectRegistration {
-    type Error = anyhow::Error;
-
-    fn try_from(row: SubjectRow) -> anyhow::Result<Self> {
-        Ok(Self {
+impl From<SubjectRow> for SubjectRegistration {
+    fn from(row: SubjectRow) -> Self {
+        Self {
             subject: Subject {
                 kind: row.subject_type,
                 id: row.subject_id,
             },
-            owner: MemberId::parse("owner_id", &row.owner_id)
-                .map_err(|e| anyhow::anyhow!("stored owner_id: {e}"))?,
+            owner: MemberId::from_stored(row.owner_id),
             owner_only_notes: row.owner_only_notes,
             created_at: row.created_at,
             updated_at: row.updated_at,
-        })
+        }
     }
 }
 
@@ -50,7 +47,7 @@ pub(crate) async fn fetch_registration(
     .bind(&subject.id)
     .fetch_optional(conn)
     .await?;
-    Ok(row.map(SubjectRegistration::try_from).transpose()?)
+    Ok(row.map(SubjectRegistration::from))
 }
 
 /// The registrations of these subjects (each asked once), read in the
@@ -79,12 +76,13 @@ pub(crate) async fn fetch_registrations(
     .bind(&ids)
     .fetch_all(conn)
     .await?;
-    rows.into_iter()
+    Ok(rows
+        .into_iter()
         .map(|row| {
-            let registration = SubjectRegistration::try_from(row)?;
-            Ok((registration.subject.clone(), registration))
+            let registration = SubjectRegistration::from(row);
+            (registration.subject.clone(), registration)
         })
-        .collect()
+        .collect())
 }
 
 #[derive(Debug, Clone)]
@@ -153,7 +151,7 @@ impl SubjectStore {
         .bind(&subject.id)
         .fetch_optional(&mut *tx)
         .await?;
-        let current = current.map(SubjectRegistration::try_from).transpose()?;
+        let current = current.map(SubjectRegistration::from);
         decide(current.as_ref())?;
         let row: SubjectRow = sqlx::query_as(
             "insert into subjects
@@ -174,6 +172,6 @@ impl SubjectStore {
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(SubjectRegistration::try_from(row)?)
+        Ok(SubjectRegistration::from(row))
     }
 }

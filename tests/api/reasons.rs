@@ -239,9 +239,10 @@ async fn every_documented_reason_is_produced() {
         failure(try_add(&mut alice, imported()).await),
     ));
 
-    // A row the server cannot read back: an owner id with a space.
+    // A row the server cannot read back: related subjects that are not a
+    // list.
     let corrupt = add(&mut alice, text_note("customer", "c-1", "to corrupt")).await;
-    sqlx::query("update notes set owner_id = 'al ice' where id = $1::uuid")
+    sqlx::query("update notes set related_subjects = '{\"not\": \"a list\"}' where id = $1::uuid")
         .bind(&corrupt.id)
         .execute(&app.pool)
         .await

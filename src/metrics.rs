@@ -7,7 +7,9 @@
 //! - `notesd_add_batch_rows`: adds per group-commit transaction (its
 //!   `_count` is the number of those transactions);
 //! - `notesd_add_batch_splits_total`: batches that failed as a whole and
-//!   were written again one add at a time.
+//!   were written again one add at a time;
+//! - `notesd_get_batch_notes`: reads by id (GetNote) per shared query (its
+//!   `_count` is the number of those queries).
 //!
 //! Labels hold no tenant, member or key: a bounded set of method names and
 //! status codes only.
@@ -57,6 +59,7 @@ pub struct Metrics {
     pool_connections: Family<PoolLabels, Gauge>,
     batch_rows: Histogram,
     batch_splits: Counter,
+    get_batch_notes: Histogram,
     pool: PgPool,
 }
 
@@ -118,6 +121,13 @@ impl Metrics {
             "Batches of adds that failed as a whole and were written one add at a time",
             batch_splits.clone(),
         );
+        // 1 to 1024 reads.
+        let get_batch_notes = Histogram::new(exponential_buckets(1.0, 2.0, 11));
+        registry.register(
+            "get_batch_notes",
+            "Reads of a note by id (GetNote) served per shared query",
+            get_batch_notes.clone(),
+        );
         Arc::new(Self {
             registry,
             calls,
@@ -125,6 +135,7 @@ impl Metrics {
             pool_connections,
             batch_rows,
             batch_splits,
+            get_batch_notes,
             pool,
         })
     }
@@ -234,6 +245,10 @@ impl BatchObserver for Metrics {
 
     fn batch_split(&self) {
         self.batch_splits.inc();
+    }
+
+    fn reads_batched(&self, notes: usize) {
+        self.get_batch_notes.observe(notes as f64);
     }
 }
 

@@ -23,10 +23,11 @@ use std::time::Duration;
 
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::begin_for;
+use super::gather::{Gatherer, per_tenant};
 use super::notes::{InsertOutcome, fetch_many};
 use super::rows;
 use super::subjects::fetch_registrations;
@@ -64,12 +65,14 @@ impl Default for BatchSettings {
     }
 }
 
-/// Told of every batch transaction, for metrics.
+/// Told of every batch, written or read, for metrics.
 pub trait BatchObserver: Send + Sync + 'static {
     /// A batch of `rows` adds was written (each add with its own outcome).
     fn batch_written(&self, rows: usize);
     /// A batch failed as a whole; its adds are written one at a time.
     fn batch_split(&self);
+    /// `notes` reads of notes by id (GetNote) shared one query.
+    fn reads_batched(&self, notes: usize);
 }
 
 /// Decides, from its subject's registration, whether an add may go ahead.
@@ -136,31 +139,10 @@ impl std::fmt::Debug for PendingAdd {
     }
 }
 
-/// The batching loop: waits for an add and a free writer, takes what is
-/// queued (up to `max_rows`), and hands it to a writer task.
-async fn collect(writer: Writer, settings: BatchSettings, mut adds: mpsc::Receiver<PendingAdd>) {
-    let writers = Arc::new(Semaphore::new(settings.writers.max(1)));
-    let max_rows = settings.max_rows.max(1);
-    while let Some(first) = adds.recv().await {
-        let Ok(permit) = writers.clone().acquire_owned().await else {
-            return;
-        };
-        let mut batch = vec![first];
-        if !settings.linger.is_zero() {
-            let deadline = tokio::time::Instant::now() + settings.linger;
-            while batch.len() < max_rows {
-                match tokio::time::timeout_at(deadline, adds.recv()).await {
-                    Ok(Some(add)) => batch.push(add),
-                    Ok(None) | Err(_) => break,
-                }
-            }
-        }
-        while batch.len() < max_rows {
-            match adds.try_recv() {
-                Ok(add) => batch.push(add),
-                Err(_) => break,
-            }
-        }
+/// The batching loop: hands each batch of adds to a writer task.
+async fn collect(writer: Writer, settings: BatchSettings, adds: mpsc::Receiver<PendingAdd>) {
+    let mut gatherer = Gatherer::new(adds, settings.writers, settings.max_rows, settings.linger);
+    while let Some((batch, permit)) = gatherer.next().await {
         let writer = writer.clone();
         tokio::spawn(async move {
             writer.write_batch(batch).await;
@@ -180,23 +162,15 @@ impl Writer {
     /// Writes a batch: each tenant's adds in their own transaction (row-level
     /// security scopes a transaction to one tenant), the tenants concurrently.
     async fn write_batch(&self, batch: Vec<PendingAdd>) {
-        let mut by_tenant: HashMap<TenantId, Vec<PendingAdd>> = HashMap::new();
-        for add in batch {
-            by_tenant
-                .entry(add.note.tenant.clone())
-                .or_default()
-                .push(add);
-        }
-        if by_tenant.len() == 1 {
-            let (tenant, adds) = by_tenant.into_iter().next().expect("one tenant");
-            return self.write_tenant(tenant, adds).await;
-        }
-        let mut groups = tokio::task::JoinSet::new();
-        for (tenant, adds) in by_tenant {
-            let writer = self.clone();
-            groups.spawn(async move { writer.write_tenant(tenant, adds).await });
-        }
-        while groups.join_next().await.is_some() {}
+        per_tenant(
+            batch,
+            |add| &add.note.tenant,
+            |tenant, adds| {
+                let writer = self.clone();
+                async move { writer.write_tenant(tenant, adds).await }
+            },
+        )
+        .await;
     }
 
     /// Writes one tenant's adds and answers each. Adds that repeat a request id

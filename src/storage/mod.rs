@@ -3,8 +3,10 @@
 
 mod batch;
 mod database;
+mod gather;
 mod keys;
 mod notes;
+mod reads;
 mod rows;
 mod subjects;
 

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::batch::{AddBatcher, AdmissionCheck, BatchObserver, BatchSettings};
 use super::begin_for;
+use super::reads::GetBatcher;
 use super::rows::{self, NoteRow, note_columns};
 use crate::domain::list::{NoteCursor, NoteFilter, Page};
 use crate::domain::{ChangeKind, DomainError, MemberId, Note, NoteId, RequestKey, TenantId};
@@ -50,13 +51,16 @@ pub struct Revision {
 pub struct NoteStore {
     pool: PgPool,
     batcher: AddBatcher,
+    reader: GetBatcher,
 }
 
 impl NoteStore {
-    /// Also starts the write batcher for adds, on the current runtime.
+    /// Also starts the write batcher for adds and the read batcher for
+    /// reads by id, on the current runtime.
     pub fn new(pool: PgPool, batching: BatchSettings, observer: Arc<dyn BatchObserver>) -> Self {
         Self {
-            batcher: AddBatcher::start(pool.clone(), batching, observer),
+            batcher: AddBatcher::start(pool.clone(), batching, Arc::clone(&observer)),
+            reader: GetBatcher::start(pool.clone(), observer),
             pool,
         }
     }
@@ -75,19 +79,10 @@ impl NoteStore {
         self.batcher.insert(note, request, admit).await
     }
 
-    /// One round trip: `notesd_get_note` sets the tenant for row-level
-    /// security and reads, in one statement (see its migration).
+    /// The note, read in the next batch of reads by id (see `reads`): one
+    /// round trip, shared with the reads queued beside it.
     pub async fn get(&self, tenant: &TenantId, id: NoteId) -> Result<Option<Note>, DomainError> {
-        let row: Option<NoteRow> = sqlx::query_as(concat!(
-            "select ",
-            note_columns!(),
-            " from notesd_get_note($1, $2)"
-        ))
-        .bind(tenant.as_str())
-        .bind(id.0)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(Note::try_from).transpose()?)
+        self.reader.get(tenant, id).await
     }
 
     /// Reads and locks a note, lets `change` decide its new state, and

@@ -376,3 +376,59 @@ async fn a_batch_that_fails_as_a_whole_is_written_one_add_at_a_time() {
     assert_eq!(stored_count(&app, "acme").await, 3);
     assert_eq!(metric(&app, "notesd_add_batch_splits_total").await, 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_reads_share_queries_and_each_gets_its_own_answer() {
+    let app = spawn_app().await;
+    let acme = app.member("acme", "alice").await;
+    let globex = app.member("globex", "gina").await;
+    let acme_notes = add_many(&acme, 30, 10, |i| {
+        text_note("customer", "c-1", &format!("acme {i}"))
+    })
+    .await;
+    let globex_notes = add_many(&globex, 30, 10, |i| {
+        text_note("customer", "c-1", &format!("globex {i}"))
+    })
+    .await;
+    let reads_before = metric(&app, "notesd_get_batch_notes_sum").await;
+
+    // 400 reads at once, over both tenants: each reads one of its tenant's
+    // notes (every note several times), one of the other tenant's, or one
+    // that does not exist.
+    let calls: Vec<_> = (0..400usize)
+        .map(|i| {
+            let (mut client, own, other) = if i % 2 == 0 {
+                (acme.clone(), &acme_notes, &globex_notes)
+            } else {
+                (globex.clone(), &globex_notes, &acme_notes)
+            };
+            let (id, expected) = match i % 5 {
+                3 => (other[i % 30].id.clone(), None),
+                4 => (format!("01a1fd5f-5345-749c-adb9-{i:012}"), None),
+                _ => {
+                    let note = &own[i % 30];
+                    (note.id.clone(), Some(note.body.clone()))
+                }
+            };
+            async move { (id.clone(), expected, get(&mut client, &id).await) }
+        })
+        .collect();
+    for (id, expected, got) in all(calls).await {
+        match (expected, got) {
+            (Some(body), Ok(note)) => {
+                assert_eq!(note.id, id);
+                assert_eq!(note.body, body, "note {id} read with its own body");
+            }
+            (None, Err(status)) => assert_eq!(status.code(), Code::NotFound, "{id}: {status:?}"),
+            (expected, got) => panic!("{id}: expected {expected:?}, got {got:?}"),
+        }
+    }
+
+    let reads = metric(&app, "notesd_get_batch_notes_sum").await - reads_before;
+    assert_eq!(reads, 400.0, "every GetNote went through the read batcher");
+    let queries = metric(&app, "notesd_get_batch_notes_count").await;
+    assert!(
+        queries < 400.0,
+        "400 reads at once share queries; got {queries} queries"
+    );
+}

@@ -53,18 +53,37 @@ pub fn ensure_may_create_for(principal: &Principal, owner: &MemberId) -> Result<
 
 /// A subject registered with owner-only notes takes notes from its owner
 /// (and the tenant's admins) only.
+///
+/// New notes are checked by the write batcher, in SQL, in the statement
+/// that writes them (the `add_notes` migration): a note is refused when its
+/// subject is owner-only, its creator is not the subject's owner, and
+/// `may_add_notes_to_any_subject` is false for its creator; the refusal is
+/// `subject_takes_owner_notes_only`.
 pub fn ensure_may_add_notes_to(
     principal: &Principal,
     registration: Option<&SubjectRegistration>,
 ) -> Result<(), DomainError> {
     match registration {
-        Some(r) if r.owner_only_notes && r.owner != principal.member && !principal.is_admin() => {
-            Err(DomainError::NotOwner(
-                "only the subject's owner may add notes to it",
-            ))
+        Some(r)
+            if r.owner_only_notes
+                && r.owner != principal.member
+                && !may_add_notes_to_any_subject(principal) =>
+        {
+            Err(subject_takes_owner_notes_only())
         }
         _ => Ok(()),
     }
+}
+
+/// Whether the owner-only rule of `ensure_may_add_notes_to` spares
+/// `principal`: admins add notes to any subject.
+pub fn may_add_notes_to_any_subject(principal: &Principal) -> bool {
+    principal.is_admin()
+}
+
+/// The refusal of `ensure_may_add_notes_to`.
+pub fn subject_takes_owner_notes_only() -> DomainError {
+    DomainError::NotOwner("only the subject's owner may add notes to it")
 }
 
 /// A subject is registered by its owner, or by an admin for anyone; once

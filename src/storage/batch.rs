@@ -1,10 +1,11 @@
 //! The write batcher: application group commit for new notes.
 //!
-//! Concurrent adds are gathered and written together: one transaction per
-//! tenant per batch, one multi-row `INSERT … SELECT FROM unnest(…)` for the
-//! notes with their revisions and outbox events, so that many calls share
-//! one commit (and one WAL flush). A call is answered only after its batch
-//! commits.
+//! Concurrent adds are gathered and written together: one statement per
+//! tenant per batch, `notesd_add_notes` (see its migration), which claims
+//! the request ids, applies the subjects' rule and inserts the notes with
+//! their revisions and outbox events, so that many calls share one commit
+//! (and one WAL flush) and one round trip. A call is answered only after its
+//! batch commits.
 //!
 //! Batching is natural: a batch takes what is queued when a writer is free,
 //! so under light load a lone call is written at once, and under heavy load
@@ -18,29 +19,19 @@
 //! add that causes the error gets it.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Duration;
 
+use sqlx::PgPool;
 use sqlx::types::Json;
-use sqlx::{PgConnection, PgPool};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::begin_for;
 use super::gather::{Gatherer, per_tenant};
-use super::notes::{InsertOutcome, fetch_many};
+use super::notes::InsertOutcome;
+use super::reads::select_notes;
 use super::rows;
-use super::subjects::fetch_registrations;
-use crate::domain::{DomainError, Note, RequestKey, Subject, SubjectRegistration, TenantId};
-
-const INSERT_NOTES: &str = include_str!("sql/insert_notes.sql");
-/// The statement for a batch in which no note has a source id: nothing can
-/// conflict, and a plain insert skips the speculative-insertion work.
-static INSERT_NOTES_WITHOUT_SOURCES: LazyLock<String> = LazyLock::new(|| {
-    const ON_CONFLICT: &str = "    on conflict do nothing\n";
-    assert!(INSERT_NOTES.contains(ON_CONFLICT));
-    INSERT_NOTES.replace(ON_CONFLICT, "")
-});
+use crate::domain::{DomainError, Note, RequestKey, TenantId, access};
 
 /// How adds are grouped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,16 +66,13 @@ pub trait BatchObserver: Send + Sync + 'static {
     fn reads_batched(&self, notes: usize);
 }
 
-/// Decides, from its subject's registration, whether an add may go ahead.
-/// It may run more than once for one add (when a batch is retried).
-pub type AdmissionCheck =
-    Box<dyn Fn(Option<&SubjectRegistration>) -> Result<(), DomainError> + Send + Sync>;
-
 /// One add waiting for its batch.
 struct PendingAdd {
     note: Note,
     request: Option<RequestKey>,
-    admit: AdmissionCheck,
+    /// Whether the note's creator may add notes to any subject (see
+    /// `access::may_add_notes_to_any_subject`).
+    any_subject: bool,
     reply: oneshot::Sender<Result<InsertOutcome, DomainError>>,
 }
 
@@ -112,13 +100,13 @@ impl AddBatcher {
         &self,
         note: Note,
         request: Option<RequestKey>,
-        admit: AdmissionCheck,
+        any_subject: bool,
     ) -> Result<InsertOutcome, DomainError> {
         let (reply, outcome) = oneshot::channel();
         let add = PendingAdd {
             note,
             request,
-            admit,
+            any_subject,
             reply,
         };
         self.queue
@@ -235,6 +223,24 @@ impl PendingAdd {
     }
 }
 
+/// One batch in one round trip: `notesd_add_notes` (see its migration)
+/// claims the request ids, applies the subjects' rule, inserts the notes
+/// with their revisions and events, and gives back the claims of refused
+/// adds, as one statement whose implicit transaction commits before it
+/// answers.
+const ADD_NOTES: &str = "select add_index, outcome, replayed_note from notesd_add_notes(
+    $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
+    $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)";
+
+/// `notesd_add_notes`'s outcome codes.
+mod code {
+    pub const CREATED: i16 = 1;
+    pub const REPLAYED: i16 = 2;
+    pub const REQUEST_CONFLICT: i16 = 3;
+    pub const SUBJECT_OWNER_ONLY: i16 = 4;
+    pub const SOURCE_EXISTS: i16 = 5;
+}
+
 /// Writes `adds` (one tenant, distinct request ids) in one transaction and
 /// returns each add's outcome, in order. An `Err` means nothing was written.
 async fn try_write(
@@ -242,236 +248,99 @@ async fn try_write(
     tenant: &TenantId,
     adds: &[PendingAdd],
 ) -> Result<Vec<AddOutcome>, DomainError> {
-    let mut outcomes: Vec<Option<AddOutcome>> = adds.iter().map(|_| None).collect();
-    let mut tx = begin_for(pool, tenant).await?;
-
-    // Request ids first: a retry of an earlier request is answered with its
-    // note, whatever the subject's rules say now.
-    let claims = claim_requests(&mut tx, tenant, adds).await?;
-    let mut replays: Vec<(usize, Uuid)> = Vec::new();
-    for (index, claim) in claims.iter().enumerate() {
-        match claim {
-            Claim::None | Claim::Claimed => {}
-            Claim::TakenBySameRequest(note_id) => replays.push((index, *note_id)),
-            Claim::TakenByOtherRequest => {
-                outcomes[index] = Some(Ok(Written::RequestConflict));
-            }
-        }
+    fn column<'a, T>(adds: &'a [PendingAdd], f: impl Fn(&'a PendingAdd) -> T) -> Vec<T> {
+        adds.iter().map(f).collect()
     }
-    let mut replay_notes = if replays.is_empty() {
-        HashMap::new()
-    } else {
-        let ids: Vec<Uuid> = replays.iter().map(|(_, id)| *id).collect();
-        fetch_many(&mut tx, tenant, &ids).await?
-    };
-    for (index, note_id) in replays {
-        outcomes[index] = Some(match replay_notes.remove(&note_id) {
-            Some(note) => Ok(Written::Replayed(Box::new(note))),
-            None => Err(anyhow::anyhow!("request id names a missing note").into()),
-        });
-    }
-
-    // The subjects' rules.
-    let subjects: Vec<&Subject> = pending(adds, &outcomes)
-        .map(|(_, add)| &add.note.subject)
-        .collect();
-    let registrations = fetch_registrations(&mut tx, tenant, &subjects).await?;
-    for (index, add) in adds.iter().enumerate() {
-        if outcomes[index].is_none() {
-            let registration = registrations.get(&add.note.subject);
-            if let Err(refused) = (add.admit)(registration) {
-                outcomes[index] = Some(Err(refused));
-            }
-        }
-    }
-
-    // The notes, with their revisions and events.
-    let to_insert: Vec<&Note> = pending(adds, &outcomes).map(|(_, add)| &add.note).collect();
-    let inserted = insert_notes(&mut tx, tenant, &to_insert).await?;
-    for (index, add) in adds.iter().enumerate() {
-        if outcomes[index].is_none() {
-            outcomes[index] = Some(if inserted.contains(&add.note.id.0) {
-                Ok(Written::Created)
-            } else {
-                Err(DomainError::SourceExists)
-            });
-        }
-    }
-
-    // Claims of adds that were refused are given back, so that the request
-    // can be made again.
-    let released: Vec<Uuid> = adds
-        .iter()
-        .zip(&claims)
-        .zip(&outcomes)
-        .filter(|((_, claim), outcome)| {
-            matches!(claim, Claim::Claimed) && matches!(outcome, Some(Err(_)))
-        })
-        .filter_map(|((add, _), _)| add.request.as_ref().map(|r| r.id))
-        .collect();
-    if !released.is_empty() {
-        sqlx::query("delete from note_requests where tenant_id = $1 and request_id = any($2)")
-            .bind(tenant.as_str())
-            .bind(&released)
-            .execute(&mut *tx)
-            .await?;
-    }
-
-    tx.commit().await?;
-    Ok(outcomes
-        .into_iter()
-        .map(|outcome| outcome.expect("every add has an outcome"))
-        .collect())
-}
-
-/// The adds that have no outcome yet, with their index.
-fn pending<'a>(
-    adds: &'a [PendingAdd],
-    outcomes: &'a [Option<AddOutcome>],
-) -> impl Iterator<Item = (usize, &'a PendingAdd)> {
-    adds.iter()
-        .enumerate()
-        .filter(|(index, _)| outcomes[*index].is_none())
-}
-
-/// What became of an add's request id.
-enum Claim {
-    /// The add has no request id.
-    None,
-    /// This add is the first with its request id.
-    Claimed,
-    /// The same request came before and created this note.
-    TakenBySameRequest(Uuid),
-    /// A different request came before with this request id.
-    TakenByOtherRequest,
-}
-
-/// Records the adds' request ids, in request id order (so that two batches
-/// wait for each other's claims in the same order, never in a cycle). A
-/// claim that another transaction holds waits for it to end.
-async fn claim_requests(
-    conn: &mut PgConnection,
-    tenant: &TenantId,
-    adds: &[PendingAdd],
-) -> Result<Vec<Claim>, DomainError> {
-    let mut requested: Vec<(&RequestKey, &Note)> = adds
-        .iter()
-        .filter_map(|add| add.request.as_ref().map(|request| (request, &add.note)))
-        .collect();
-    if requested.is_empty() {
-        return Ok(adds.iter().map(|_| Claim::None).collect());
-    }
-    requested.sort_by_key(|(request, _)| request.id);
-    let request_ids: Vec<Uuid> = requested.iter().map(|(r, _)| r.id).collect();
-    let fingerprints: Vec<&[u8]> = requested.iter().map(|(r, _)| &r.fingerprint[..]).collect();
-    let note_ids: Vec<Uuid> = requested.iter().map(|(_, n)| n.id.0).collect();
-    let created: Vec<chrono::DateTime<chrono::Utc>> =
-        requested.iter().map(|(_, n)| n.created_at).collect();
-    let claimed: HashSet<Uuid> = sqlx::query_scalar(
-        "insert into note_requests (tenant_id, request_id, fingerprint, note_id, created_at)
-         select $1, request_id, fingerprint, note_id, created_at
-         from unnest($2::uuid[], $3::bytea[], $4::uuid[], $5::timestamptz[])
-             as t (request_id, fingerprint, note_id, created_at)
-         on conflict (tenant_id, request_id) do nothing
-         returning request_id",
-    )
-    .bind(tenant.as_str())
-    .bind(&request_ids)
-    .bind(&fingerprints)
-    .bind(&note_ids)
-    .bind(&created)
-    .fetch_all(&mut *conn)
-    .await?
-    .into_iter()
-    .collect();
-
-    let taken: Vec<Uuid> = request_ids
-        .iter()
-        .filter(|id| !claimed.contains(id))
-        .copied()
-        .collect();
-    let earlier: HashMap<Uuid, (Vec<u8>, Uuid)> = if taken.is_empty() {
-        HashMap::new()
-    } else {
-        sqlx::query_as::<_, (Uuid, Vec<u8>, Uuid)>(
-            "select request_id, fingerprint, note_id from note_requests
-             where tenant_id = $1 and request_id = any($2)",
-        )
+    let rows: Vec<(i64, i16, Option<Uuid>)> = sqlx::query_as(ADD_NOTES)
         .bind(tenant.as_str())
-        .bind(&taken)
-        .fetch_all(&mut *conn)
-        .await?
-        .into_iter()
-        .map(|(request_id, fingerprint, note_id)| (request_id, (fingerprint, note_id)))
-        .collect()
-    };
-
-    adds.iter()
-        .map(|add| {
-            let Some(request) = &add.request else {
-                return Ok(Claim::None);
-            };
-            if claimed.contains(&request.id) {
-                return Ok(Claim::Claimed);
-            }
-            let (fingerprint, note_id) = earlier
-                .get(&request.id)
-                .ok_or_else(|| anyhow::anyhow!("a request id is neither new nor recorded"))?;
-            Ok(if fingerprint[..] == request.fingerprint[..] {
-                Claim::TakenBySameRequest(*note_id)
-            } else {
-                Claim::TakenByOtherRequest
-            })
-        })
-        .collect()
-}
-
-/// Inserts the notes with their revisions and events; returns the ids of
-/// those written (a note whose source id is taken is left out).
-async fn insert_notes(
-    conn: &mut PgConnection,
-    tenant: &TenantId,
-    notes: &[&Note],
-) -> Result<HashSet<Uuid>, DomainError> {
-    if notes.is_empty() {
-        return Ok(HashSet::new());
-    }
-    fn column<'a, T>(notes: &[&'a Note], f: impl Fn(&'a Note) -> T) -> Vec<T> {
-        notes.iter().map(|note| f(note)).collect()
-    }
-    let sql = if notes.iter().any(|note| note.source.is_some()) {
-        INSERT_NOTES
-    } else {
-        INSERT_NOTES_WITHOUT_SOURCES.as_str()
-    };
-    let inserted: Vec<Uuid> = sqlx::query_scalar(sql)
-        .bind(tenant.as_str())
-        .bind(column(notes, |n| n.id.0))
-        .bind(column(notes, |n| n.subject.kind.as_str()))
-        .bind(column(notes, |n| n.subject.id.as_str()))
-        .bind(column(notes, |n| Json(&n.related_subjects)))
-        .bind(column(notes, |n| n.owner.as_str()))
-        .bind(column(notes, |n| n.created_by.as_str()))
-        .bind(column(notes, |n| rows::visibility_code(n.visibility)))
-        .bind(column(notes, |n| rows::edit_policy_code(n.edit_policy)))
-        .bind(column(notes, |n| n.body.text()))
-        .bind(column(notes, |n| n.body.html()))
-        .bind(column(notes, |n| n.title.as_str()))
-        .bind(column(notes, |n| Json(&n.mentions)))
-        .bind(column(notes, |n| Json(&n.actions)))
-        .bind(column(notes, |n| Json(&n.attachments)))
-        .bind(column(notes, |n| n.pinned))
-        .bind(column(notes, |n| n.pinned_at))
-        .bind(column(notes, |n| n.occurred_at))
-        .bind(column(notes, |n| n.created_at))
-        .bind(column(notes, |n| n.draft))
-        .bind(column(notes, |n| {
-            n.source.as_ref().map(|s| s.system.as_str())
+        .bind(column(adds, |a| a.note.id.0))
+        .bind(column(adds, |a| a.note.subject.kind.as_str()))
+        .bind(column(adds, |a| a.note.subject.id.as_str()))
+        .bind(column(adds, |a| Json(&a.note.related_subjects)))
+        .bind(column(adds, |a| a.note.owner.as_str()))
+        .bind(column(adds, |a| a.note.created_by.as_str()))
+        .bind(column(adds, |a| rows::visibility_code(a.note.visibility)))
+        .bind(column(adds, |a| rows::edit_policy_code(a.note.edit_policy)))
+        .bind(column(adds, |a| a.note.body.text()))
+        .bind(column(adds, |a| a.note.body.html()))
+        .bind(column(adds, |a| a.note.title.as_str()))
+        .bind(column(adds, |a| Json(&a.note.mentions)))
+        .bind(column(adds, |a| Json(&a.note.actions)))
+        .bind(column(adds, |a| Json(&a.note.attachments)))
+        .bind(column(adds, |a| a.note.pinned))
+        .bind(column(adds, |a| a.note.pinned_at))
+        .bind(column(adds, |a| a.note.occurred_at))
+        .bind(column(adds, |a| a.note.created_at))
+        .bind(column(adds, |a| a.note.draft))
+        .bind(column(adds, |a| {
+            a.note.source.as_ref().map(|s| s.system.as_str())
         }))
-        .bind(column(notes, |n| n.source.as_ref().map(|s| s.id.as_str())))
-        .bind(column(notes, |n| n.client_reference.as_str()))
-        .bind(column(notes, |_| Uuid::now_v7()))
-        .fetch_all(conn)
+        .bind(column(adds, |a| {
+            a.note.source.as_ref().map(|s| s.id.as_str())
+        }))
+        .bind(column(adds, |a| a.note.client_reference.as_str()))
+        .bind(column(adds, |_| Uuid::now_v7()))
+        .bind(column(adds, |a| a.request.as_ref().map(|r| r.id)))
+        .bind(column(adds, |a| {
+            a.request.as_ref().map(|r| &r.fingerprint[..])
+        }))
+        .bind(column(adds, |a| a.any_subject))
+        .fetch_all(pool)
         .await?;
-    Ok(inserted.into_iter().collect())
+    if rows.len() != adds.len()
+        || rows
+            .iter()
+            .enumerate()
+            .any(|(i, (index, _, _))| usize::try_from(*index) != Ok(i + 1))
+    {
+        // Committed, but not answerable: each add gets the error.
+        return Ok(adds
+            .iter()
+            .map(|_| Err(anyhow::anyhow!("notesd_add_notes answered out of order").into()))
+            .collect());
+    }
+
+    // A retry of an earlier request is answered with that request's note,
+    // as it is now. The batch has committed: a failure here is the retry's
+    // alone.
+    let replayed: Vec<Uuid> = rows
+        .iter()
+        .filter(|(_, outcome, _)| *outcome == code::REPLAYED)
+        .filter_map(|(_, _, note)| *note)
+        .collect();
+    let mut replay_notes: Result<HashMap<Uuid, Note>, String> = if replayed.is_empty() {
+        Ok(HashMap::new())
+    } else {
+        select_notes(pool, tenant, &replayed)
+            .await
+            .map_err(|e| format!("database error: {e}"))
+            .and_then(|rows| {
+                rows.into_iter()
+                    .map(|row| Ok((row.id, Note::try_from(row).map_err(|e| format!("{e:#}"))?)))
+                    .collect()
+            })
+    };
+
+    Ok(rows
+        .into_iter()
+        .map(|(_, outcome, replayed_note)| match outcome {
+            code::CREATED => Ok(Written::Created),
+            code::REPLAYED => {
+                let id = replayed_note.unwrap_or_default();
+                match &mut replay_notes {
+                    Ok(notes) => notes
+                        .remove(&id)
+                        .map(|note| Written::Replayed(Box::new(note)))
+                        .ok_or_else(|| {
+                            anyhow::anyhow!("request id names a missing note {id}").into()
+                        }),
+                    Err(e) => Err(anyhow::anyhow!("reading the replayed note {id}: {e}").into()),
+                }
+            }
+            code::REQUEST_CONFLICT => Ok(Written::RequestConflict),
+            code::SUBJECT_OWNER_ONLY => Err(access::subject_takes_owner_notes_only()),
+            code::SOURCE_EXISTS => Err(DomainError::SourceExists),
+            _ => Err(anyhow::anyhow!("a request id is neither new nor recorded").into()),
+        })
+        .collect())
 }

@@ -10,7 +10,7 @@ mod reads;
 mod rows;
 mod subjects;
 
-pub use batch::{AdmissionCheck, BatchObserver, BatchSettings};
+pub use batch::{BatchObserver, BatchSettings};
 pub use database::{APP_ROLE, Database, DatabaseOptions};
 pub use keys::{ApiKeyRecord, ApiKeyStore, NewApiKey};
 pub use notes::{InsertOutcome, NoteStore, Revision};

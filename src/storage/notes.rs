@@ -9,7 +9,7 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
-use super::batch::{AddBatcher, AdmissionCheck, BatchObserver, BatchSettings};
+use super::batch::{AddBatcher, BatchObserver, BatchSettings};
 use super::begin_for;
 use super::reads::GetBatcher;
 use super::rows::{self, NoteRow, note_columns};
@@ -67,16 +67,17 @@ impl NoteStore {
 
     /// Inserts a new note with its first revision and event, and records
     /// its request id, all in one transaction, in the next batch of adds
-    /// (see `batch`). `admit` sees the note's subject registration, read in
-    /// that transaction, and may refuse a new note (a retry of an earlier
-    /// request is answered without it).
+    /// (see `batch`). The subject's rule (`access::ensure_may_add_notes_to`)
+    /// is applied in that transaction, with `any_subject` from
+    /// `access::may_add_notes_to_any_subject` for the note's creator; a
+    /// retry of an earlier request is answered without it.
     pub async fn insert(
         &self,
         note: Note,
         request: Option<RequestKey>,
-        admit: AdmissionCheck,
+        any_subject: bool,
     ) -> Result<InsertOutcome, DomainError> {
-        self.batcher.insert(note, request, admit).await
+        self.batcher.insert(note, request, any_subject).await
     }
 
     /// The note, read in the next batch of reads by id (see `reads`): one
@@ -304,29 +305,6 @@ impl NoteStore {
             next,
         })
     }
-}
-
-/// These notes, by id (those that exist).
-pub(crate) async fn fetch_many(
-    conn: &mut PgConnection,
-    tenant: &TenantId,
-    ids: &[Uuid],
-) -> Result<HashMap<Uuid, Note>, DomainError> {
-    let rows: Vec<NoteRow> = sqlx::query_as(concat!(
-        "select ",
-        note_columns!(),
-        " from notes where tenant_id = $1 and id = any($2)"
-    ))
-    .bind(tenant.as_str())
-    .bind(ids)
-    .fetch_all(conn)
-    .await?;
-    rows.into_iter()
-        .map(|row| {
-            let note = Note::try_from(row)?;
-            Ok((note.id.0, note))
-        })
-        .collect()
 }
 
 /// The note, locked until the transaction ends.

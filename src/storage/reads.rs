@@ -85,6 +85,24 @@ async fn collect(pool: PgPool, observer: Arc<dyn BatchObserver>, gets: mpsc::Rec
     }
 }
 
+/// The notes of `tenant` with these ids (those that exist), in one round
+/// trip: no transaction of its own to begin or commit.
+pub(crate) async fn select_notes(
+    pool: &PgPool,
+    tenant: &TenantId,
+    ids: &[Uuid],
+) -> Result<Vec<NoteRow>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "select ",
+        note_columns!(),
+        " from notesd_get_notes($1, $2)"
+    ))
+    .bind(tenant.as_str())
+    .bind(ids)
+    .fetch_all(pool)
+    .await
+}
+
 /// Reads one tenant's notes in one statement and answers each read.
 async fn read(
     pool: PgPool,
@@ -93,15 +111,7 @@ async fn read(
     gets: Vec<PendingGet>,
 ) {
     let ids: Vec<Uuid> = gets.iter().map(|get| get.id.0).collect();
-    let rows: Result<Vec<NoteRow>, sqlx::Error> = sqlx::query_as(concat!(
-        "select ",
-        note_columns!(),
-        " from notesd_get_notes($1, $2)"
-    ))
-    .bind(tenant.as_str())
-    .bind(&ids)
-    .fetch_all(&pool)
-    .await;
+    let rows = select_notes(&pool, &tenant, &ids).await;
     observer.reads_batched(gets.len());
     let rows = match rows {
         Ok(rows) => rows,

@@ -1,7 +1,5 @@
 //! The subject registry.
 
-use std::collections::{HashMap, HashSet};
-
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 
@@ -48,41 +46,6 @@ pub(crate) async fn fetch_registration(
     .fetch_optional(conn)
     .await?;
     Ok(row.map(SubjectRegistration::from))
-}
-
-/// The registrations of these subjects (each asked once), read in the
-/// caller's transaction; unregistered subjects are missing from the map.
-pub(crate) async fn fetch_registrations(
-    conn: &mut PgConnection,
-    tenant: &TenantId,
-    subjects: &[&Subject],
-) -> Result<HashMap<Subject, SubjectRegistration>, DomainError> {
-    let distinct: HashSet<&Subject> = subjects.iter().copied().collect();
-    if distinct.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let (kinds, ids): (Vec<&str>, Vec<&str>) = distinct
-        .iter()
-        .map(|s| (s.kind.as_str(), s.id.as_str()))
-        .unzip();
-    let rows: Vec<SubjectRow> = sqlx::query_as(
-        "select s.* from subjects s
-         join unnest($2::text[], $3::text[]) as t (subject_type, subject_id)
-             using (subject_type, subject_id)
-         where s.tenant_id = $1",
-    )
-    .bind(tenant.as_str())
-    .bind(&kinds)
-    .bind(&ids)
-    .fetch_all(conn)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| {
-            let registration = SubjectRegistration::from(row);
-            (registration.subject.clone(), registration)
-        })
-        .collect())
 }
 
 #[derive(Debug, Clone)]

@@ -239,6 +239,7 @@ mod code {
     pub const REQUEST_CONFLICT: i16 = 3;
     pub const SUBJECT_OWNER_ONLY: i16 = 4;
     pub const SOURCE_EXISTS: i16 = 5;
+    pub const REQUEST_UNRECORDED: i16 = 6;
 }
 
 /// Writes `adds` (one tenant, distinct request ids) in one transaction and
@@ -340,7 +341,10 @@ async fn try_write(
             code::REQUEST_CONFLICT => Ok(Written::RequestConflict),
             code::SUBJECT_OWNER_ONLY => Err(access::subject_takes_owner_notes_only()),
             code::SOURCE_EXISTS => Err(DomainError::SourceExists),
-            _ => Err(anyhow::anyhow!("a request id is neither new nor recorded").into()),
+            code::REQUEST_UNRECORDED => {
+                Err(anyhow::anyhow!("a request id is neither new nor recorded").into())
+            }
+            other => Err(anyhow::anyhow!("notesd_add_notes answered outcome {other}").into()),
         })
         .collect())
 }

@@ -98,9 +98,16 @@ async fn keys_revoke_makes_the_key_invalid() {
         .to_string();
     notesd(&app, &["keys", "revoke", &id]).await;
 
-    assert_status(
-        try_add(&mut gus, text_note("customer", "c-1", "x")).await,
-        Code::Unauthenticated,
-        "INVALID_API_KEY",
-    );
+    // The server hears of the revocation by NOTIFY, which arrives a moment
+    // after the CLI's commit; under a loaded test run that moment can
+    // outlast the next call, so the first refusal is awaited.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let refused = loop {
+        let result = try_add(&mut gus, text_note("customer", "c-1", "x")).await;
+        if result.is_err() || tokio::time::Instant::now() >= deadline {
+            break result;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_status(refused, Code::Unauthenticated, "INVALID_API_KEY");
 }

@@ -370,6 +370,19 @@ struct Summary {
     created: Vec<Uuid>,
 }
 
+/// Waits for every task and merges what they measured.
+async fn join_and_summarize(
+    tasks: Vec<tokio::task::JoinHandle<TaskResult>>,
+    window: Window,
+    cpu_start: Option<(f64, Instant)>,
+) -> anyhow::Result<Summary> {
+    let mut results = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        results.push(task.await?);
+    }
+    Ok(summarize(results, window, cpu_start))
+}
+
 fn summarize(
     results: Vec<TaskResult>,
     window: Window,
@@ -548,11 +561,7 @@ async fn add(args: AddArgs) -> anyhow::Result<(Value, bool)> {
             result
         }));
     }
-    let mut results = Vec::new();
-    for task in tasks {
-        results.push(task.await?);
-    }
-    let mut summary = summarize(results, window, cpu_start);
+    let mut summary = join_and_summarize(tasks, window, cpu_start).await?;
 
     // Every note the server said it created must be in the database.
     let mut created = std::mem::take(&mut summary.created);
@@ -635,11 +644,7 @@ async fn get(args: GetArgs) -> anyhow::Result<(Value, bool)> {
             result
         }));
     }
-    let mut results = Vec::new();
-    for task in tasks {
-        results.push(task.await?);
-    }
-    let summary = summarize(results, window, cpu_start);
+    let summary = join_and_summarize(tasks, window, cpu_start).await?;
     let ok = summary.errors == 0;
     Ok((Value::Object(summary.figures), ok))
 }
@@ -720,11 +725,7 @@ async fn list(args: ListArgs) -> anyhow::Result<(Value, bool)> {
                 result
             }));
         }
-        let mut results = Vec::new();
-        for task in tasks {
-            results.push(task.await?);
-        }
-        let summary = summarize(results, window, cpu_start);
+        let summary = join_and_summarize(tasks, window, cpu_start).await?;
         errors += summary.errors;
         report.insert(name, Value::Object(summary.figures));
     }

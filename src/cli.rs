@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::auth::{Authenticator, KeyKind, KeySpec};
 use crate::domain::{MemberId, TenantId};
-use crate::startup::{Application, Settings, shutdown_signal};
+use crate::startup::{Application, CallLimits, Settings, shutdown_signal};
 use crate::storage::{APP_ROLE, ApiKeyStore, BatchSettings, Database, DatabaseOptions};
 use crate::telemetry::{self, LogFormat};
 
@@ -115,6 +115,16 @@ struct ServeArgs {
     /// Group commit: how many batches may be written at once.
     #[arg(long, env = "NOTESD_BATCH_WRITERS", default_value_t = BatchSettings::default().writers)]
     batch_writers: usize,
+
+    /// gRPC calls handled at once across all connections; a call beyond
+    /// that is refused at once with RESOURCE_EXHAUSTED (reason OVERLOADED).
+    #[arg(long, env = "NOTESD_MAX_IN_FLIGHT_CALLS", default_value_t = CallLimits::default().max_in_flight)]
+    max_in_flight_calls: usize,
+
+    /// HTTP/2 streams one gRPC connection may have open at once.
+    #[arg(long, env = "NOTESD_MAX_CONCURRENT_STREAMS",
+          default_value_t = CallLimits::default().max_concurrent_streams)]
+    max_concurrent_streams: u32,
 }
 
 #[derive(Debug, Subcommand)]
@@ -212,6 +222,10 @@ async fn serve(common: &CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
             max_rows: args.batch_max_rows,
             linger: Duration::from_micros(args.batch_linger_us),
             writers: args.batch_writers,
+        },
+        limits: CallLimits {
+            max_in_flight: args.max_in_flight_calls,
+            max_concurrent_streams: args.max_concurrent_streams,
         },
     };
     Application::build(settings)

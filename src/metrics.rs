@@ -14,6 +14,7 @@
 //! Labels hold no tenant, member or key: a bounded set of method names and
 //! status codes only.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use prost::Message as _;
 use sqlx::PgPool;
 
 use crate::storage::BatchObserver;
@@ -60,6 +62,7 @@ pub struct Metrics {
     batch_rows: Histogram,
     batch_splits: Counter,
     get_batch_notes: Histogram,
+    served: HashSet<String>,
     pool: PgPool,
 }
 
@@ -69,23 +72,41 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-/// gRPC methods are recorded by name only when they belong to a service
-/// this server serves; anything else is `other`, so a client cannot grow
-/// the label set without bound.
-fn method_label(path: &str) -> String {
-    const SERVICES: &[&str] = &[
-        "/notes.v1.",
-        "/grpc.health.v1.",
-        "/grpc.reflection.v1.",
-        "/grpc.reflection.v1alpha.",
+/// Every gRPC method this server serves, as `package.Service/Method`, read
+/// from the descriptor sets of notes.v1, health and reflection.
+fn served_methods() -> HashSet<String> {
+    let sets = [
+        crate::proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
     ];
-    let known = SERVICES.iter().any(|prefix| path.starts_with(prefix))
-        && path.len() <= 128
-        && path.matches('/').count() == 2;
-    if known {
-        path.trim_start_matches('/').to_owned()
-    } else {
-        "other".to_owned()
+    let mut methods = HashSet::new();
+    for encoded in sets {
+        let set = prost_types::FileDescriptorSet::decode(encoded)
+            .expect("the descriptor sets compiled into notesd decode");
+        for file in set.file {
+            for service in &file.service {
+                for method in &service.method {
+                    methods.insert(format!(
+                        "{}.{}/{}",
+                        file.package(),
+                        service.name(),
+                        method.name()
+                    ));
+                }
+            }
+        }
+    }
+    methods
+}
+
+/// The method label of a call's path: the method's name when this server
+/// serves it, else `other`, so no client can add a label value.
+fn method_label(served: &HashSet<String>, path: &str) -> String {
+    match path.strip_prefix('/') {
+        Some(method) if served.contains(method) => method.to_owned(),
+        _ => "other".to_owned(),
     }
 }
 
@@ -136,12 +157,13 @@ impl Metrics {
             batch_rows,
             batch_splits,
             get_batch_notes,
+            served: served_methods(),
             pool,
         })
     }
 
     fn observe_call(&self, path: &str, code: tonic::Code, started: Instant) {
-        let method = method_label(path);
+        let method = method_label(&self.served, path);
         self.latency
             .get_or_create(&MethodLabels {
                 method: method.clone(),
@@ -257,12 +279,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn unknown_paths_share_one_label() {
+    fn only_served_methods_get_a_label_of_their_own() {
+        let served = served_methods();
         assert_eq!(
-            method_label("/notes.v1.NotesService/AddNote"),
+            method_label(&served, "/notes.v1.NotesService/AddNote"),
             "notes.v1.NotesService/AddNote"
         );
-        assert_eq!(method_label("/evil.Service/X"), "other");
-        assert_eq!(method_label("/notes.v1.NotesService/a/b"), "other");
+        assert_eq!(
+            method_label(&served, "/grpc.health.v1.Health/Check"),
+            "grpc.health.v1.Health/Check"
+        );
+        assert_eq!(method_label(&served, "/evil.Service/X"), "other");
+        assert_eq!(method_label(&served, "/notes.v1.Junk1/Method1"), "other");
+        assert_eq!(
+            method_label(&served, "/notes.v1.NotesService/Nope"),
+            "other"
+        );
     }
 }

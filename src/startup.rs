@@ -16,7 +16,7 @@ use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::auth::Authenticator;
 use crate::compat::CompatState;
-use crate::grpc::{Callers, NotesApi, NotesGrpc, SubjectsGrpc};
+use crate::grpc::{AuthenticateLayer, CallLimitsLayer, Callers, NotesApi, NotesGrpc, SubjectsGrpc};
 use crate::http::OpsState;
 use crate::metrics::{GrpcMetricsLayer, Metrics};
 use crate::proto::notes::v1::notes_service_server::NotesServiceServer;
@@ -43,6 +43,29 @@ pub struct Settings {
     pub trusted_proxies: Vec<IpNet>,
     /// How concurrent adds are grouped into batches (group commit).
     pub batching: BatchSettings,
+    /// Bounds on the calls in flight.
+    pub limits: CallLimits,
+}
+
+/// Bounds on the memory that calls in flight may hold (docs/access.md,
+/// "Resource bounds").
+#[derive(Debug, Clone, Copy)]
+pub struct CallLimits {
+    /// gRPC calls handled at once across all connections; more are shed
+    /// with RESOURCE_EXHAUSTED (reason `OVERLOADED`).
+    pub max_in_flight: usize,
+    /// HTTP/2 streams a client may open at once on one connection
+    /// (SETTINGS_MAX_CONCURRENT_STREAMS).
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for CallLimits {
+    fn default() -> Self {
+        Self {
+            max_in_flight: 1024,
+            max_concurrent_streams: 128,
+        }
+    }
 }
 
 pub struct Application {
@@ -54,6 +77,7 @@ pub struct Application {
     shutdown_grace: Duration,
     trusted_proxies: Vec<IpNet>,
     batching: BatchSettings,
+    limits: CallLimits,
 }
 
 impl Application {
@@ -78,6 +102,7 @@ impl Application {
             shutdown_grace: settings.shutdown_grace,
             trusted_proxies: settings.trusted_proxies,
             batching: settings.batching,
+            limits: settings.limits,
         })
     }
 
@@ -87,10 +112,6 @@ impl Application {
 
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
-    }
-
-    pub fn database(&self) -> &Database {
-        &self.database
     }
 
     /// Serves until `shutdown` completes; then health turns NOT_SERVING
@@ -106,9 +127,9 @@ impl Application {
             NoteStore::new(pool.clone(), self.batching, metrics.clone()),
             SubjectStore::new(pool.clone()),
         ));
-        let notes = NotesGrpc::new(notes_api.clone(), callers.clone());
+        let notes = NotesGrpc::new(notes_api.clone());
         let subjects_service = Subjects::new(SubjectStore::new(pool.clone()));
-        let subjects = SubjectsGrpc::new(subjects_service.clone(), callers);
+        let subjects = SubjectsGrpc::new(subjects_service.clone());
         let compat = CompatState {
             api: notes_api,
             subjects: subjects_service,
@@ -146,7 +167,11 @@ impl Application {
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
         let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+        // Outermost first: every call is counted, then traced; the budget
+        // of calls in flight is taken before anything else is done, and
+        // the caller is known before a body is read.
         let server = Server::builder()
+            .max_concurrent_streams(self.limits.max_concurrent_streams)
             .layer(GrpcMetricsLayer::new(metrics))
             .layer(
                 TraceLayer::new_for_grpc()
@@ -154,6 +179,11 @@ impl Application {
                     .on_response(crate::telemetry::on_grpc_response)
                     .on_failure(DefaultOnFailure::new().level(tracing::Level::WARN)),
             )
+            .layer(CallLimitsLayer::new(
+                self.limits.max_in_flight,
+                MAX_MESSAGE_BYTES,
+            ))
+            .layer(AuthenticateLayer::new(callers))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -162,7 +192,11 @@ impl Application {
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_MESSAGE_BYTES),
             )
-            .add_service(SubjectsServiceServer::new(subjects))
+            .add_service(
+                SubjectsServiceServer::new(subjects)
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            )
             // No Nagle: a small response must not wait for the client's
             // delayed ACK (40 ms on Linux).
             .serve_with_incoming_shutdown(

@@ -2,6 +2,7 @@
 //! spans record the method, the peer and a request id, never the payload
 //! or the metadata.
 
+use std::io::IsTerminal as _;
 use std::time::Duration;
 
 use tracing::Span;
@@ -18,8 +19,11 @@ pub enum LogFormat {
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,h2=warn,tower=warn,hyper=warn"));
+    // Colours only for a person at a terminal, never in a file or a
+    // collector's pipe.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),

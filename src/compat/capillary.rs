@@ -29,7 +29,7 @@ use serde_json::{Map, Value, json};
 
 use super::CompatState;
 use crate::domain::list::{MAX_PAGE_SIZE, NoteFilter};
-use crate::domain::{DomainError, Note, NoteId, Principal, Subject};
+use crate::domain::{DomainError, ErrorKind, Note, NoteId, Principal, Subject};
 use crate::grpc::{ACTOR_HEADER, API_KEY_HEADER};
 use crate::proto::notes::v1 as pb;
 
@@ -63,6 +63,7 @@ pub const CODE_NOT_ALLOWED: u32 = 1206;
 pub const CODE_NOTE_DELETED: u32 = 1207;
 pub const CODE_INVALID_NOTE: u32 = 1208;
 pub const CODE_CONFLICT: u32 = 1209;
+pub const CODE_UNAVAILABLE: u32 = 1298;
 pub const CODE_INTERNAL: u32 = 1299;
 
 /// Why one customer or one note was not written.
@@ -83,23 +84,47 @@ impl ItemError {
 
 impl From<DomainError> for ItemError {
     fn from(err: DomainError) -> Self {
-        let code = match &err {
-            DomainError::NoteNotFound => CODE_NOTE_NOT_FOUND,
-            DomainError::NotOwner(_) => CODE_NOT_ALLOWED,
-            DomainError::NoteDeleted => CODE_NOTE_DELETED,
-            DomainError::EtagMismatch
-            | DomainError::RequestIdConflict
-            | DomainError::SourceExists => CODE_CONFLICT,
-            DomainError::MissingField(_)
-            | DomainError::InvalidField(_)
-            | DomainError::FieldTooLarge(_) => CODE_INVALID_NOTE,
-            _ => {
-                tracing::error!(error = ?err, "capillary facade: note not written");
-                return Self::new(CODE_INTERNAL, "internal error");
-            }
+        err.log_cause("capillary");
+        let code = match err.kind() {
+            ErrorKind::NotFound => CODE_NOTE_NOT_FOUND,
+            ErrorKind::PermissionDenied | ErrorKind::Unauthenticated => CODE_NOT_ALLOWED,
+            ErrorKind::FailedPrecondition => CODE_NOTE_DELETED,
+            ErrorKind::Aborted | ErrorKind::AlreadyExists => CODE_CONFLICT,
+            ErrorKind::InvalidArgument => CODE_INVALID_NOTE,
+            ErrorKind::Unavailable => CODE_UNAVAILABLE,
+            ErrorKind::Internal => return Self::new(CODE_INTERNAL, "internal error"),
         };
         Self::new(code, err.to_string())
     }
+}
+
+/// A failure of the whole request (authentication, listing), in
+/// Capillary's request-level shape.
+fn request_failure(err: DomainError) -> Response {
+    err.log_cause("capillary");
+    let http = match err.kind() {
+        ErrorKind::Unauthenticated => {
+            return request_error(
+                StatusCode::UNAUTHORIZED,
+                format!(
+                    "Please check your username/password or authentication token: {} ({})",
+                    err,
+                    err.reason()
+                ),
+            );
+        }
+        ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
+        ErrorKind::InvalidArgument => StatusCode::BAD_REQUEST,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Aborted | ErrorKind::FailedPrecondition | ErrorKind::AlreadyExists => {
+            StatusCode::CONFLICT
+        }
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Internal => {
+            return request_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+        }
+    };
+    request_error(http, format!("{err} ({})", err.reason()))
 }
 
 // ---------------------------------------------------------------------------
@@ -653,20 +678,7 @@ async fn authenticate(
     state
         .authenticate(key.as_deref(), actor, ip)
         .await
-        .map_err(|err| match err {
-            DomainError::Internal(_) => {
-                tracing::error!(error = ?err, "capillary facade: authentication failed");
-                request_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
-            }
-            err => request_error(
-                StatusCode::UNAUTHORIZED,
-                format!(
-                    "Please check your username/password or authentication token: {} ({})",
-                    err,
-                    err.reason()
-                ),
-            ),
-        })
+        .map_err(request_failure)
 }
 
 fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
@@ -721,12 +733,14 @@ async fn add_or_update_notes(
     let total = customers.len();
     let mut succeeded = 0;
     let (mut written, mut failed) = (0, 0);
+    let mut unavailable = false;
     let mut echoes = Vec::with_capacity(total);
     for raw in customers {
         let outcome = handle_customer(&state, &principal, raw).await;
         succeeded += usize::from(outcome.failed == 0);
         written += outcome.written;
         failed += outcome.failed;
+        unavailable |= outcome.unavailable;
         echoes.push(outcome.echo);
     }
 
@@ -735,6 +749,15 @@ async fn add_or_update_notes(
     // customers, as Capillary's samples do.
     let (http, code, success, message) = if failed == 0 {
         (StatusCode::OK, 200, "true", "Success")
+    } else if written == 0 && unavailable {
+        // Nothing written because the database is out of reach: a retry
+        // of the same request may succeed.
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            503,
+            "false",
+            "The service is unavailable, please retry later",
+        )
     } else if written > 0 {
         (
             StatusCode::OK,
@@ -771,6 +794,8 @@ struct CustomerOutcome {
     echo: Value,
     written: usize,
     failed: usize,
+    /// Whether a note failed because the database was unavailable.
+    unavailable: bool,
 }
 
 impl CustomerOutcome {
@@ -779,6 +804,7 @@ impl CustomerOutcome {
             echo: Value::Object(echo),
             written: 0,
             failed: notes.max(1),
+            unavailable: false,
         }
     }
 }
@@ -837,6 +863,7 @@ async fn handle_customer(
     let mut notes = Vec::with_capacity(raw_notes.len());
     let mut first_error: Option<ItemError> = None;
     let mut failed = 0;
+    let mut unavailable = false;
     let (mut added, mut updated) = (0, 0);
     for raw_note in raw_notes {
         let result = match serde_json::from_value::<NoteIn>(raw_note.clone()) {
@@ -857,6 +884,7 @@ async fn handle_customer(
             }
             Err(err) => {
                 failed += 1;
+                unavailable |= err.code == CODE_UNAVAILABLE;
                 notes.push(note_echo(&raw_note, Err(&err)));
                 first_error.get_or_insert(err);
             }
@@ -883,6 +911,7 @@ async fn handle_customer(
         echo: Value::Object(echo),
         written: total - failed,
         failed,
+        unavailable,
     }
 }
 
@@ -969,10 +998,7 @@ async fn list_notes(
     .await;
     let (notes, numbers) = match listed {
         Ok(listed) => listed,
-        Err(err) => {
-            tracing::error!(error = ?err, "capillary facade: listing failed");
-            return request_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
-        }
+        Err(err) => return request_failure(err),
     };
     let notes = notes
         .iter()

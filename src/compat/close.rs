@@ -24,7 +24,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::CompatState;
-use crate::domain::{DomainError, Principal};
+use crate::domain::{DomainError, ErrorKind, Principal};
 use crate::proto::notes::v1 as pb;
 
 /// The source system of notes imported with their Close id.
@@ -290,32 +290,35 @@ impl From<DomainError> for Failure {
             let message = violation.description.replace(&violation.field, &field);
             return Self::field(&field, &message);
         }
-        match err {
-            DomainError::ApiKeyMissing => Self::plain(
-                StatusCode::UNAUTHORIZED,
-                "Unauthorized: send the API key as the Basic user name (empty password) \
-                 or as `Authorization: Bearer <key>`",
-            ),
-            DomainError::ApiKeyInvalid | DomainError::ActorMissing => {
-                Self::plain(StatusCode::UNAUTHORIZED, format!("Unauthorized: {err}"))
-            }
-            DomainError::ActorMismatch | DomainError::IpNotAllowed | DomainError::NotOwner(_) => {
-                Self::plain(StatusCode::FORBIDDEN, err.to_string())
-            }
-            DomainError::NoteNotFound | DomainError::SubjectNotFound | DomainError::NoteDeleted => {
-                Self::not_found()
-            }
-            DomainError::NoteNotDeleted => Self::bad_request(err.to_string()),
-            DomainError::EtagMismatch | DomainError::RequestIdConflict => {
-                Self::plain(StatusCode::CONFLICT, err.to_string())
-            }
-            DomainError::SourceExists => Self::field("id", "a note with this id already exists"),
-            DomainError::Internal(cause) => {
-                tracing::error!(error = ?cause, "close facade: internal error");
-                Self::plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
-            }
-            // Validation errors were answered above.
-            other => Self::bad_request(other.to_string()),
+        err.log_cause("close");
+        match err.kind() {
+            // Answered above, with the field.
+            ErrorKind::InvalidArgument => Self::bad_request(err.to_string()),
+            ErrorKind::Unauthenticated => match err {
+                DomainError::ApiKeyMissing => Self::plain(
+                    StatusCode::UNAUTHORIZED,
+                    "Unauthorized: send the API key as the Basic user name (empty password) \
+                     or as `Authorization: Bearer <key>`",
+                ),
+                err => Self::plain(StatusCode::UNAUTHORIZED, format!("Unauthorized: {err}")),
+            },
+            ErrorKind::PermissionDenied => Self::plain(StatusCode::FORBIDDEN, err.to_string()),
+            ErrorKind::NotFound => Self::not_found(),
+            // A deleted note is gone for a Close client (Close has no
+            // undelete); undeleting one that is not deleted is a bad call.
+            ErrorKind::FailedPrecondition => match err {
+                DomainError::NoteDeleted => Self::not_found(),
+                err => Self::bad_request(err.to_string()),
+            },
+            ErrorKind::Aborted => Self::plain(StatusCode::CONFLICT, err.to_string()),
+            ErrorKind::AlreadyExists => match err {
+                DomainError::SourceExists => {
+                    Self::field("id", "a note with this id already exists")
+                }
+                err => Self::plain(StatusCode::CONFLICT, err.to_string()),
+            },
+            ErrorKind::Unavailable => Self::plain(StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
+            ErrorKind::Internal => Self::plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
         }
     }
 }

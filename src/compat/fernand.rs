@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
 use super::CompatState;
-use crate::domain::{DomainError, NoteId, Principal};
+use crate::domain::{DomainError, ErrorKind, NoteId, Principal};
 use crate::grpc::{json_to_struct, struct_to_json_object};
 use crate::proto::notes::v1 as pb;
 
@@ -192,30 +192,21 @@ fn fernand_names(text: &str) -> String {
 
 impl From<DomainError> for FernandError {
     fn from(err: DomainError) -> Self {
-        let status = match &err {
-            DomainError::MissingField(_)
-            | DomainError::InvalidField(_)
-            | DomainError::FieldTooLarge(_)
-            | DomainError::InvalidPageToken(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            DomainError::ApiKeyMissing | DomainError::ApiKeyInvalid | DomainError::ActorMissing => {
-                StatusCode::UNAUTHORIZED
-            }
-            DomainError::ActorMismatch | DomainError::NotOwner(_) | DomainError::IpNotAllowed => {
-                StatusCode::FORBIDDEN
-            }
+        err.log_cause("fernand");
+        let status = match err.kind() {
+            ErrorKind::InvalidArgument => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
             // A deleted note is gone for a Fernand client (it cannot
             // undelete); the code says why.
-            DomainError::NoteNotFound | DomainError::SubjectNotFound | DomainError::NoteDeleted => {
-                StatusCode::NOT_FOUND
-            }
-            DomainError::EtagMismatch
-            | DomainError::NoteNotDeleted
-            | DomainError::RequestIdConflict
-            | DomainError::SourceExists => StatusCode::CONFLICT,
-            DomainError::Internal(cause) => {
-                tracing::error!(error = ?cause, facade = "fernand", "internal error");
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            ErrorKind::FailedPrecondition => match err {
+                DomainError::NoteDeleted => StatusCode::NOT_FOUND,
+                _ => StatusCode::CONFLICT,
+            },
+            ErrorKind::Aborted | ErrorKind::AlreadyExists => StatusCode::CONFLICT,
+            ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let message = match &err {
             DomainError::ApiKeyMissing => "no API key: send the `X-API-Key` header".to_owned(),

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::CompatState;
-use crate::domain::{DomainError, Principal, Subject};
+use crate::domain::{DomainError, ErrorKind, Principal, Subject};
 use crate::proto::notes::v1 as pb;
 
 /// Zyntro's path for adding (or updating) a note on a contact.
@@ -181,19 +181,34 @@ impl ZyntroError {
 /// errors are mapped where the credentials are checked, not here.
 impl From<DomainError> for ZyntroError {
     fn from(err: DomainError) -> Self {
-        match err {
-            DomainError::SubjectNotFound => Self::contact_not_found(),
+        err.log_cause("zyntro");
+        match err.kind() {
+            ErrorKind::NotFound => match err {
+                DomainError::SubjectNotFound => Self::contact_not_found(),
+                _ => Self::note_not_found(),
+            },
             // A deleted note cannot be written through Zyntro, which has
             // no undelete: for Zyntro it does not exist.
-            DomainError::NoteNotFound | DomainError::NoteDeleted => Self::note_not_found(),
-            DomainError::NotOwner(message) => Self::new("NOT_OWNER", message),
-            DomainError::Internal(cause) => {
-                tracing::error!(error = ?cause, "zyntro facade: internal error");
-                Self::internal()
-            }
-            // Validation (a note too large, a NUL character) and anything
-            // Zyntro never names: notesd's own reason and message.
-            other => Self::new(other.reason(), other.to_string()),
+            ErrorKind::FailedPrecondition => match err {
+                DomainError::NoteDeleted => Self::note_not_found(),
+                err => Self::new(err.reason(), err.to_string()),
+            },
+            ErrorKind::PermissionDenied => match err {
+                DomainError::NotOwner(message) => Self::new("NOT_OWNER", message),
+                err => Self::new(err.reason(), err.to_string()),
+            },
+            // Validation (a note too large, a NUL character) and what Zyntro
+            // never names: notesd's own reason and message.
+            ErrorKind::InvalidArgument
+            | ErrorKind::Unauthenticated
+            | ErrorKind::Aborted
+            | ErrorKind::AlreadyExists => Self::new(err.reason(), err.to_string()),
+            ErrorKind::Unavailable => Self {
+                code: err.reason(),
+                messages: vec![err.to_string()],
+                http: StatusCode::SERVICE_UNAVAILABLE,
+            },
+            ErrorKind::Internal => Self::internal(),
         }
     }
 }

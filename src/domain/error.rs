@@ -1,6 +1,32 @@
 //! The one error vocabulary of notesd. Every variant has a stable
-//! UPPER_SNAKE reason (see `docs/errors.md`); the gRPC edge maps each to a
-//! status code in one place (`grpc::status`).
+//! UPPER_SNAKE reason (see `docs/errors.md`) and one [`ErrorKind`]: the
+//! classification each edge renders (gRPC as a status code, each vendor
+//! facade as its own status and body). Edges match on the kind with no
+//! catch-all arm, so a new kind does not compile until every edge says what
+//! it means.
+
+/// What sort of failure an error is, whatever the edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request is malformed; it names the field.
+    InvalidArgument,
+    /// No usable credentials.
+    Unauthenticated,
+    /// The caller is known but may not do this.
+    PermissionDenied,
+    /// The thing named does not exist for this caller.
+    NotFound,
+    /// The caller's view is stale (an etag): read again, then retry.
+    Aborted,
+    /// The thing is in the wrong state for this call (deleted, not deleted).
+    FailedPrecondition,
+    /// The thing to create exists already (a request id, a source id).
+    AlreadyExists,
+    /// A dependency (the database) cannot be reached: retry later.
+    Unavailable,
+    /// A failure the caller cannot fix; logged with its cause.
+    Internal,
+}
 
 /// A field that failed validation, by its path in the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +84,11 @@ pub enum DomainError {
     RequestIdConflict,
     #[error("a note with this source system and id already exists")]
     SourceExists,
+    /// The database cannot be reached, or dropped the connection: nothing
+    /// was written that the caller was told of, and a retry may succeed.
+    /// Logged with its cause.
+    #[error("the database is unavailable; retry later")]
+    DatabaseUnavailable(#[source] anyhow::Error),
     /// Anything the caller cannot fix: logged with its cause, answered with
     /// a generic message.
     #[error("internal error")]
@@ -101,7 +132,42 @@ impl DomainError {
             Self::NoteNotDeleted => "NOTE_NOT_DELETED",
             Self::RequestIdConflict => "REQUEST_ID_CONFLICT",
             Self::SourceExists => "SOURCE_ALREADY_EXISTS",
+            Self::DatabaseUnavailable(_) => "DATABASE_UNAVAILABLE",
             Self::Internal(_) => "INTERNAL",
+        }
+    }
+
+    /// The classification every edge renders.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::MissingField(_)
+            | Self::InvalidField(_)
+            | Self::FieldTooLarge(_)
+            | Self::InvalidPageToken(_) => ErrorKind::InvalidArgument,
+            Self::ApiKeyMissing | Self::ApiKeyInvalid | Self::ActorMissing => {
+                ErrorKind::Unauthenticated
+            }
+            Self::ActorMismatch | Self::NotOwner(_) | Self::IpNotAllowed => {
+                ErrorKind::PermissionDenied
+            }
+            Self::NoteNotFound | Self::SubjectNotFound => ErrorKind::NotFound,
+            Self::EtagMismatch => ErrorKind::Aborted,
+            Self::NoteDeleted | Self::NoteNotDeleted => ErrorKind::FailedPrecondition,
+            Self::RequestIdConflict | Self::SourceExists => ErrorKind::AlreadyExists,
+            Self::DatabaseUnavailable(_) => ErrorKind::Unavailable,
+            Self::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    /// Logs the cause of an unavailable or internal error (the caller gets
+    /// a generic message); `edge` names who answered.
+    pub fn log_cause(&self, edge: &'static str) {
+        match self {
+            Self::DatabaseUnavailable(cause) => {
+                tracing::warn!(edge, error = format!("{cause:#}"), "database unavailable");
+            }
+            Self::Internal(cause) => tracing::error!(edge, error = ?cause, "internal error"),
+            _ => {}
         }
     }
 
@@ -114,19 +180,6 @@ impl DomainError {
             | Self::InvalidPageToken(v) => Some(v),
             _ => None,
         }
-    }
-
-    /// Prefixes the field path of a validation error, so a nested value's
-    /// error names its place in the request (`note.body.html`).
-    pub fn within(mut self, prefix: &str) -> Self {
-        if let Self::MissingField(v)
-        | Self::InvalidField(v)
-        | Self::FieldTooLarge(v)
-        | Self::InvalidPageToken(v) = &mut self
-        {
-            v.field = format!("{prefix}.{}", v.field);
-        }
-        self
     }
 }
 

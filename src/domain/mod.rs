@@ -11,7 +11,7 @@ pub mod note;
 pub mod principal;
 pub mod subject;
 
-pub use error::{DomainError, FieldViolation};
+pub use error::{DomainError, ErrorKind, FieldViolation};
 pub use note::*;
 pub use principal::{MemberId, Principal, Role, TenantId};
 pub use subject::SubjectRegistration;

@@ -1,21 +1,38 @@
-//! Who is calling: the key and actor from the metadata, the address from
-//! the connection (or, behind a trusted proxy, from `x-forwarded-for`).
+//! Who is calling, decided before anything of the call is read: a tower
+//! layer in front of the notes.v1 services takes the key and actor from the
+//! headers, the address from the connection (or, behind a trusted proxy,
+//! from `x-forwarded-for`), authenticates, and either puts the
+//! [`Principal`] in the request's extensions or answers UNAUTHENTICATED (or
+//! PERMISSION_DENIED) at once. The request body (up to 32 MiB) is never
+//! polled for a caller who is not known: it is dropped with the request,
+//! and HTTP/2 flow control stops the client after one stream window.
+//!
+//! Handlers read the principal with [`principal`].
 
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
+use http::HeaderMap;
 use ipnet::IpNet;
-use tonic::metadata::MetadataMap;
+use tonic::transport::server::TcpConnectInfo;
 use tonic::{Request, Status};
 
 use crate::auth::{ApiKeySecret, Authenticator, Credentials, client_address};
-use crate::domain::Principal;
+use crate::domain::{DomainError, Principal};
 
 /// Metadata naming the acting member of a service key.
 pub const ACTOR_HEADER: &str = "x-actor-id";
 pub const API_KEY_HEADER: &str = "x-api-key";
 const FORWARDED_FOR_HEADER: &str = "x-forwarded-for";
 
-/// Authenticates calls.
+/// The services whose calls need a caller: every notes.v1 path, served or
+/// not (an unknown method of notes.v1 is UNAUTHENTICATED without a key,
+/// UNIMPLEMENTED with one). Health and reflection stay open.
+const AUTHENTICATED_PREFIX: &str = "/notes.v1.";
+
+/// Authenticates calls from their headers and peer.
 #[derive(Debug, Clone)]
 pub struct Callers {
     auth: Authenticator,
@@ -30,19 +47,21 @@ impl Callers {
         }
     }
 
-    pub async fn principal<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
-        let metadata = request.metadata();
-        let peer = request.remote_addr().map(|addr| addr.ip());
+    async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        peer: Option<IpAddr>,
+    ) -> Result<Principal, DomainError> {
         let credentials = Credentials {
-            key: api_key(metadata).map(ApiKeySecret::new),
-            actor: text(metadata, ACTOR_HEADER).map(str::to_owned),
-            peer: peer.map(|peer| self.client_address(peer, metadata)),
+            key: api_key(headers).map(ApiKeySecret::new),
+            actor: text(headers, ACTOR_HEADER).map(str::to_owned),
+            peer: peer.map(|peer| self.client_address(peer, headers)),
         };
-        Ok(self.auth.authenticate(credentials).await?)
+        self.auth.authenticate(credentials).await
     }
 
-    fn client_address(&self, peer: IpAddr, metadata: &MetadataMap) -> IpAddr {
-        let forwarded = metadata
+    fn client_address(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        let forwarded = headers
             .get_all(FORWARDED_FOR_HEADER)
             .iter()
             .filter_map(|v| v.to_str().ok());
@@ -50,8 +69,18 @@ impl Callers {
     }
 }
 
-fn text<'m>(metadata: &'m MetadataMap, name: &str) -> Option<&'m str> {
-    metadata
+/// The caller of a call that passed [`AuthenticateLayer`].
+pub(crate) fn principal<T>(request: &Request<T>) -> Result<&Principal, Status> {
+    request.extensions().get::<Principal>().ok_or_else(|| {
+        DomainError::Internal(anyhow::anyhow!(
+            "a notes.v1 call reached its handler without a caller"
+        ))
+        .into()
+    })
+}
+
+fn text<'m>(headers: &'m HeaderMap, name: &str) -> Option<&'m str> {
+    headers
         .get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
@@ -59,11 +88,82 @@ fn text<'m>(metadata: &'m MetadataMap, name: &str) -> Option<&'m str> {
 }
 
 /// The key from `x-api-key`, or else from `authorization: Bearer <key>`.
-fn api_key(metadata: &MetadataMap) -> Option<&str> {
-    text(metadata, API_KEY_HEADER).or_else(|| {
-        let (scheme, token) = text(metadata, "authorization")?.split_once(' ')?;
+fn api_key(headers: &HeaderMap) -> Option<&str> {
+    text(headers, API_KEY_HEADER).or_else(|| {
+        let (scheme, token) = text(headers, "authorization")?.split_once(' ')?;
         scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
     })
+}
+
+/// The tower layer that authenticates every notes.v1 call before its body
+/// is read.
+#[derive(Debug, Clone)]
+pub struct AuthenticateLayer {
+    callers: Callers,
+}
+
+impl AuthenticateLayer {
+    pub fn new(callers: Callers) -> Self {
+        Self { callers }
+    }
+}
+
+impl<S> tower::Layer<S> for AuthenticateLayer {
+    type Service = Authenticate<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Authenticate {
+            inner,
+            callers: self.callers.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Authenticate<S> {
+    inner: S,
+    callers: Callers,
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for Authenticate<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+    R: Default,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        if !request.uri().path().starts_with(AUTHENTICATED_PREFIX) {
+            return Box::pin(self.inner.call(request));
+        }
+        // The service that was polled ready serves this call; the clone
+        // stays for the next one.
+        let ready = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, ready);
+        let callers = self.callers.clone();
+        Box::pin(async move {
+            let peer = request
+                .extensions()
+                .get::<TcpConnectInfo>()
+                .and_then(TcpConnectInfo::remote_addr)
+                .map(|addr| addr.ip());
+            match callers.authenticate(request.headers(), peer).await {
+                Ok(principal) => {
+                    request.extensions_mut().insert(principal);
+                    inner.call(request).await
+                }
+                Err(err) => Ok(Status::from(err).into_http()),
+            }
+        })
+    }
 }
 
 #[cfg(test)]
@@ -79,10 +179,10 @@ mod tests {
         )
     }
 
-    fn forwarded(value: &str) -> MetadataMap {
-        let mut metadata = MetadataMap::new();
-        metadata.insert(FORWARDED_FOR_HEADER, value.parse().unwrap());
-        metadata
+    fn forwarded(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(FORWARDED_FOR_HEADER, value.parse().unwrap());
+        headers
     }
 
     #[tokio::test]
@@ -99,11 +199,23 @@ mod tests {
     async fn the_last_untrusted_hop_is_the_client() {
         let callers = callers(&["10.0.0.0/8"]);
         let peer: IpAddr = "10.0.0.5".parse().unwrap();
-        let metadata = forwarded("203.0.113.9, 198.51.100.7, 10.1.1.1");
+        let headers = forwarded("203.0.113.9, 198.51.100.7, 10.1.1.1");
         assert_eq!(
-            callers.client_address(peer, &metadata),
+            callers.client_address(peer, &headers),
             "198.51.100.7".parse::<IpAddr>().unwrap()
         );
-        assert_eq!(callers.client_address(peer, &MetadataMap::new()), peer);
+        assert_eq!(callers.client_address(peer, &HeaderMap::new()), peer);
+    }
+
+    #[test]
+    fn the_key_comes_from_x_api_key_or_a_bearer_token() {
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", "Bearer  nk_abc ".parse().unwrap());
+        assert_eq!(api_key(&headers), Some("nk_abc"));
+        headers.insert(API_KEY_HEADER, "nk_def".parse().unwrap());
+        assert_eq!(api_key(&headers), Some("nk_def"));
+        let mut basic = HeaderMap::new();
+        basic.insert("authorization", "Basic bms6".parse().unwrap());
+        assert_eq!(api_key(&basic), None);
     }
 }

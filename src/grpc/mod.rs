@@ -3,12 +3,14 @@
 
 mod callers;
 mod convert;
+mod limits;
 mod page_token;
 mod status;
 mod subjects;
 
-pub use callers::{ACTOR_HEADER, API_KEY_HEADER, Callers};
+pub use callers::{ACTOR_HEADER, API_KEY_HEADER, AuthenticateLayer, Callers};
 pub use convert::{json_to_struct, struct_to_json_object};
+pub use limits::CallLimitsLayer;
 pub use status::ERROR_DOMAIN;
 pub use subjects::SubjectsGrpc;
 
@@ -157,16 +159,16 @@ impl NotesApi {
     }
 }
 
-/// NotesService: authenticates each call, then hands it to [`NotesApi`].
+/// NotesService: hands each call, authenticated by [`AuthenticateLayer`],
+/// to [`NotesApi`].
 #[derive(Debug, Clone)]
 pub struct NotesGrpc {
     api: NotesApi,
-    callers: Callers,
 }
 
 impl NotesGrpc {
-    pub fn new(api: NotesApi, callers: Callers) -> Self {
-        Self { api, callers }
+    pub fn new(api: NotesApi) -> Self {
+        Self { api }
     }
 }
 
@@ -195,8 +197,8 @@ impl NotesService for NotesGrpc {
         &self,
         request: Request<pb::AddNoteRequest>,
     ) -> Result<Response<pb::AddNoteResponse>, Status> {
-        let principal = self.callers.principal(&request).await?;
-        let note = self.api.add_note(&principal, request.get_ref()).await?;
+        let principal = callers::principal(&request)?;
+        let note = self.api.add_note(principal, request.get_ref()).await?;
         Ok(Response::new(pb::AddNoteResponse { note: Some(note) }))
     }
 
@@ -204,8 +206,8 @@ impl NotesService for NotesGrpc {
         &self,
         request: Request<pb::UpdateNoteRequest>,
     ) -> Result<Response<pb::UpdateNoteResponse>, Status> {
-        let principal = self.callers.principal(&request).await?;
-        let note = self.api.update_note(&principal, request.get_ref()).await?;
+        let principal = callers::principal(&request)?;
+        let note = self.api.update_note(principal, request.get_ref()).await?;
         Ok(Response::new(pb::UpdateNoteResponse { note: Some(note) }))
     }
 
@@ -213,8 +215,8 @@ impl NotesService for NotesGrpc {
         &self,
         request: Request<pb::GetNoteRequest>,
     ) -> Result<Response<pb::GetNoteResponse>, Status> {
-        let principal = self.callers.principal(&request).await?;
-        let note = self.api.get_note(&principal, request.get_ref()).await?;
+        let principal = callers::principal(&request)?;
+        let note = self.api.get_note(principal, request.get_ref()).await?;
         Ok(Response::new(pb::GetNoteResponse { note: Some(note) }))
     }
 
@@ -222,9 +224,9 @@ impl NotesService for NotesGrpc {
         &self,
         request: Request<pb::ListNotesRequest>,
     ) -> Result<Response<pb::ListNotesResponse>, Status> {
-        let principal = self.callers.principal(&request).await?;
+        let principal = callers::principal(&request)?;
         Ok(Response::new(
-            self.api.list_notes(&principal, request.get_ref()).await?,
+            self.api.list_notes(principal, request.get_ref()).await?,
         ))
     }
 
@@ -232,8 +234,8 @@ impl NotesService for NotesGrpc {
         &self,
         request: Request<pb::DeleteNoteRequest>,
     ) -> Result<Response<pb::DeleteNoteResponse>, Status> {
-        let principal = self.callers.principal(&request).await?;
-        let note = self.api.delete_note(&principal, request.get_ref()).await?;
+        let principal = callers::principal(&request)?;
+        let note = self.api.delete_note(principal, request.get_ref()).await?;
         Ok(Response::new(pb::DeleteNoteResponse { note: Some(note) }))
     }
 
@@ -241,11 +243,8 @@ impl NotesService for NotesGrpc {
         &self,
         request: Request<pb::UndeleteNoteRequest>,
     ) -> Result<Response<pb::UndeleteNoteResponse>, Status> {
-        let principal = self.callers.principal(&request).await?;
-        let note = self
-            .api
-            .undelete_note(&principal, request.get_ref())
-            .await?;
+        let principal = callers::principal(&request)?;
+        let note = self.api.undelete_note(principal, request.get_ref()).await?;
         Ok(Response::new(pb::UndeleteNoteResponse { note: Some(note) }))
     }
 
@@ -253,10 +252,10 @@ impl NotesService for NotesGrpc {
         &self,
         request: Request<pb::ListNoteRevisionsRequest>,
     ) -> Result<Response<pb::ListNoteRevisionsResponse>, Status> {
-        let principal = self.callers.principal(&request).await?;
+        let principal = callers::principal(&request)?;
         Ok(Response::new(
             self.api
-                .list_note_revisions(&principal, request.get_ref())
+                .list_note_revisions(principal, request.get_ref())
                 .await?,
         ))
     }

@@ -4,7 +4,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::DateTime;
+use chrono::{DateTime, Utc};
 use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 
@@ -22,8 +22,69 @@ fn scope_digest(scope: &str) -> [u8; 8] {
         .expect("sha-256 is longer than 8 bytes")
 }
 
+/// The digest of a ListNotes filter, over an explicit encoding of its
+/// fields (each absent, or present and length-prefixed, in a fixed order),
+/// so that a token stays valid across releases that keep the filter. The
+/// filter is destructured: a new field does not compile until it is
+/// encoded here.
 fn filter_scope(filter: &NoteFilter) -> [u8; 8] {
-    scope_digest(&format!("{filter:?}"))
+    let NoteFilter {
+        subject,
+        owner,
+        pinned,
+        occurred,
+        created,
+        show_deleted,
+    } = filter;
+    let mut encoded = ScopeEncoder::default();
+    encoded.text(subject.as_ref().map(|s| s.kind.as_str()));
+    encoded.text(subject.as_ref().map(|s| s.id.as_str()));
+    encoded.text(owner.as_ref().map(|o| o.as_str()));
+    encoded.flag(*pinned);
+    for range in [occurred, created] {
+        encoded.time(range.start);
+        encoded.time(range.end);
+    }
+    encoded.flag(Some(*show_deleted));
+    let digest = Sha256::digest(&encoded.0);
+    digest[..8]
+        .try_into()
+        .expect("sha-256 is longer than 8 bytes")
+}
+
+/// Appends values as `0` (absent) or `1` and the value.
+#[derive(Default)]
+struct ScopeEncoder(Vec<u8>);
+
+impl ScopeEncoder {
+    fn text(&mut self, value: Option<&str>) {
+        match value {
+            None => self.0.push(0),
+            Some(text) => {
+                self.0.push(1);
+                self.0.extend((text.len() as u64).to_be_bytes());
+                self.0.extend(text.as_bytes());
+            }
+        }
+    }
+
+    fn flag(&mut self, value: Option<bool>) {
+        self.0.push(match value {
+            None => 0,
+            Some(false) => 1,
+            Some(true) => 2,
+        });
+    }
+
+    fn time(&mut self, value: Option<DateTime<Utc>>) {
+        match value {
+            None => self.0.push(0),
+            Some(time) => {
+                self.0.push(1);
+                self.0.extend(time.timestamp_micros().to_be_bytes());
+            }
+        }
+    }
 }
 
 fn decode(
@@ -116,5 +177,26 @@ mod tests {
         let err = decode_notes(&other, &token).unwrap_err();
         assert_eq!(err.reason(), "INVALID_PAGE_TOKEN");
         assert!(decode_notes(&other, "!!!").is_err());
+    }
+
+    #[test]
+    fn the_filter_digest_is_an_explicit_encoding() {
+        // Pinned: a change of the encoding breaks every token in flight.
+        assert_eq!(
+            hex::encode(filter_scope(&NoteFilter::default())),
+            hex::encode(&Sha256::digest([0u8, 0, 0, 0, 0, 0, 0, 0, 1])[..8])
+        );
+        let subject = |kind: &str, id: &str| NoteFilter {
+            subject: Some(crate::domain::Subject {
+                kind: kind.to_owned(),
+                id: id.to_owned(),
+            }),
+            ..NoteFilter::default()
+        };
+        // Length prefixes keep field boundaries apart.
+        assert_ne!(
+            filter_scope(&subject("ab", "c")),
+            filter_scope(&subject("a", "bc"))
+        );
     }
 }

@@ -7,32 +7,24 @@ use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt as _};
 
-use crate::domain::DomainError;
+use crate::domain::{DomainError, ErrorKind};
 
 /// The ErrorInfo domain of every notesd error.
 pub const ERROR_DOMAIN: &str = "notesd.dev";
 
 impl From<DomainError> for Status {
     fn from(err: DomainError) -> Self {
-        let code = match &err {
-            DomainError::MissingField(_)
-            | DomainError::InvalidField(_)
-            | DomainError::FieldTooLarge(_)
-            | DomainError::InvalidPageToken(_) => Code::InvalidArgument,
-            DomainError::ApiKeyMissing | DomainError::ApiKeyInvalid | DomainError::ActorMissing => {
-                Code::Unauthenticated
-            }
-            DomainError::ActorMismatch | DomainError::NotOwner(_) | DomainError::IpNotAllowed => {
-                Code::PermissionDenied
-            }
-            DomainError::NoteNotFound | DomainError::SubjectNotFound => Code::NotFound,
-            DomainError::EtagMismatch => Code::Aborted,
-            DomainError::NoteDeleted | DomainError::NoteNotDeleted => Code::FailedPrecondition,
-            DomainError::RequestIdConflict | DomainError::SourceExists => Code::AlreadyExists,
-            DomainError::Internal(cause) => {
-                tracing::error!(error = ?cause, "internal error");
-                Code::Internal
-            }
+        err.log_cause("grpc");
+        let code = match err.kind() {
+            ErrorKind::InvalidArgument => Code::InvalidArgument,
+            ErrorKind::Unauthenticated => Code::Unauthenticated,
+            ErrorKind::PermissionDenied => Code::PermissionDenied,
+            ErrorKind::NotFound => Code::NotFound,
+            ErrorKind::Aborted => Code::Aborted,
+            ErrorKind::FailedPrecondition => Code::FailedPrecondition,
+            ErrorKind::AlreadyExists => Code::AlreadyExists,
+            ErrorKind::Unavailable => Code::Unavailable,
+            ErrorKind::Internal => Code::Internal,
         };
         let mut metadata = HashMap::new();
         let mut details = ErrorDetails::new();
@@ -43,4 +35,12 @@ impl From<DomainError> for Status {
         details.set_error_info(err.reason(), ERROR_DOMAIN, metadata);
         Status::with_error_details(code, err.to_string(), details)
     }
+}
+
+/// A status for a failure of the transport rather than the domain (a call
+/// shed under load, a message over the size limit), with its ErrorInfo.
+pub(crate) fn edge_status(code: Code, reason: &str, message: impl Into<String>) -> Status {
+    let mut details = ErrorDetails::new();
+    details.set_error_info(reason, ERROR_DOMAIN, HashMap::new());
+    Status::with_error_details(code, message, details)
 }

@@ -2,22 +2,22 @@
 
 use tonic::{Request, Response, Status};
 
-use super::Callers;
+use super::callers;
 use super::convert::{parse_owner, parse_subject, timestamp};
 use crate::domain::SubjectRegistration;
 use crate::proto::notes::v1 as pb;
 use crate::proto::notes::v1::subjects_service_server::SubjectsService;
 use crate::service::Subjects;
 
+/// SubjectsService: calls authenticated by the callers layer.
 #[derive(Debug, Clone)]
 pub struct SubjectsGrpc {
     subjects: Subjects,
-    callers: Callers,
 }
 
 impl SubjectsGrpc {
-    pub fn new(subjects: Subjects, callers: Callers) -> Self {
-        Self { subjects, callers }
+    pub fn new(subjects: Subjects) -> Self {
+        Self { subjects }
     }
 }
 
@@ -40,7 +40,7 @@ impl SubjectsService for SubjectsGrpc {
         &self,
         request: Request<pb::RegisterSubjectRequest>,
     ) -> Result<Response<pb::RegisterSubjectResponse>, Status> {
-        let principal = self.callers.principal(&request).await?;
+        let principal = callers::principal(&request)?;
         let registration = request
             .get_ref()
             .registration
@@ -50,7 +50,7 @@ impl SubjectsService for SubjectsGrpc {
         let owner = parse_owner("registration.owner_id", &registration.owner_id)?;
         let stored = self
             .subjects
-            .register(&principal, subject, owner, registration.owner_only_notes)
+            .register(principal, subject, owner, registration.owner_only_notes)
             .await?;
         Ok(Response::new(pb::RegisterSubjectResponse {
             registration: Some(registration_to_proto(&stored)),
@@ -61,9 +61,9 @@ impl SubjectsService for SubjectsGrpc {
         &self,
         request: Request<pb::GetSubjectRequest>,
     ) -> Result<Response<pb::GetSubjectResponse>, Status> {
-        let principal = self.callers.principal(&request).await?;
+        let principal = callers::principal(&request)?;
         let subject = parse_subject("subject", request.get_ref().subject.as_ref())?;
-        let registration = self.subjects.get(&principal, &subject).await?;
+        let registration = self.subjects.get(principal, &subject).await?;
         Ok(Response::new(pb::GetSubjectResponse {
             registration: Some(registration_to_proto(&registration)),
         }))

@@ -309,15 +309,21 @@ async fn try_write(
         .filter(|(_, outcome, _)| *outcome == code::REPLAYED)
         .filter_map(|(_, _, note)| *note)
         .collect();
-    let mut replay_notes: Result<HashMap<Uuid, Note>, String> = if replayed.is_empty() {
+    // The error, if any, as its class (unavailable or not) and message:
+    // each replay gets its own copy.
+    let mut replay_notes: Result<HashMap<Uuid, Note>, (bool, String)> = if replayed.is_empty() {
         Ok(HashMap::new())
     } else {
         select_notes(pool, tenant, &replayed)
             .await
-            .map_err(|e| format!("database error: {e}"))
+            .map_err(|e| (super::is_unavailable(&e), format!("database error: {e}")))
             .and_then(|rows| {
                 rows.into_iter()
-                    .map(|row| Ok((row.id, Note::try_from(row).map_err(|e| format!("{e:#}"))?)))
+                    .map(|row| {
+                        let id = row.id;
+                        let note = Note::try_from(row).map_err(|e| (false, format!("{e:#}")))?;
+                        Ok((id, note))
+                    })
                     .collect()
             })
     };
@@ -335,7 +341,14 @@ async fn try_write(
                         .ok_or_else(|| {
                             anyhow::anyhow!("request id names a missing note {id}").into()
                         }),
-                    Err(e) => Err(anyhow::anyhow!("reading the replayed note {id}: {e}").into()),
+                    Err((unavailable, e)) => {
+                        let cause = anyhow::anyhow!("reading the replayed note {id}: {e}");
+                        Err(if *unavailable {
+                            DomainError::DatabaseUnavailable(cause)
+                        } else {
+                            DomainError::Internal(cause)
+                        })
+                    }
                 }
             }
             code::REQUEST_CONFLICT => Ok(Written::RequestConflict),

@@ -8,7 +8,9 @@ use sqlx::{ConnectOptions, Connection, PgPool};
 /// The migrations in `migrations/`, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-#[derive(Debug, Clone)]
+/// How to reach the database. Its `Debug` shows the URL without its
+/// password.
+#[derive(Clone)]
 pub struct DatabaseOptions {
     pub url: String,
     pub max_connections: u32,
@@ -21,6 +23,25 @@ pub struct DatabaseOptions {
     /// subject to row-level security. `None` keeps the connecting role
     /// (the CLI's key management, which works on `api_keys` as its owner).
     pub role: Option<String>,
+}
+
+impl std::fmt::Debug for DatabaseOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self {
+            url,
+            max_connections,
+            create_if_missing,
+            migrate,
+            role,
+        } = self;
+        f.debug_struct("DatabaseOptions")
+            .field("url", &redact_url(url))
+            .field("max_connections", max_connections)
+            .field("create_if_missing", create_if_missing)
+            .field("migrate", migrate)
+            .field("role", role)
+            .finish()
+    }
 }
 
 /// The role the server's queries run as.
@@ -134,5 +155,24 @@ fn redact_url(url: &str) -> String {
         }
         Ok(parsed) => parsed.to_string(),
         Err(_) => "(unparseable url)".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_never_print_the_password() {
+        let options = DatabaseOptions {
+            url: "postgres://notesd:s3cret-pw@db.example:5432/notesd".to_owned(),
+            max_connections: 8,
+            create_if_missing: true,
+            migrate: true,
+            role: None,
+        };
+        let printed = format!("{options:?}");
+        assert!(!printed.contains("s3cret-pw"), "{printed}");
+        assert!(printed.contains("db.example"), "{printed}");
     }
 }

@@ -43,11 +43,34 @@ fn begin_statement(tenant: &TenantId) -> String {
     sql
 }
 
-/// Every database failure is an internal error to the caller; the cause is
-/// kept for the log.
+/// A database failure is `DatabaseUnavailable` when the database could not
+/// be reached or dropped the connection (a retry may succeed), else an
+/// internal error; the cause is kept for the log.
 impl From<sqlx::Error> for DomainError {
     fn from(err: sqlx::Error) -> Self {
-        DomainError::Internal(anyhow::Error::new(err).context("database error"))
+        if is_unavailable(&err) {
+            DomainError::DatabaseUnavailable(anyhow::Error::new(err).context("database error"))
+        } else {
+            DomainError::Internal(anyhow::Error::new(err).context("database error"))
+        }
+    }
+}
+
+/// Whether `err` says the database is out of reach rather than that the
+/// statement failed: a broken or refused connection, a pool that found no
+/// connection in time, or a server shutting down, starting up or out of
+/// connection slots (SQLSTATE class 08, 57P01-57P03, 53300).
+pub(crate) fn is_unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
     }
 }
 

@@ -116,9 +116,17 @@ async fn read(
     let rows = match rows {
         Ok(rows) => rows,
         Err(err) => {
-            let err = anyhow::Error::new(err).context("database error");
+            // Each read gets the error's class and message (an error is
+            // not Clone).
+            let unavailable = super::is_unavailable(&err);
+            let message = format!("database error: {err}");
             for get in gets {
-                let _ = get.reply.send(Err(anyhow::anyhow!("{err:#}").into()));
+                let cause = anyhow::anyhow!("{message}");
+                let _ = get.reply.send(Err(if unavailable {
+                    DomainError::DatabaseUnavailable(cause)
+                } else {
+                    DomainError::Internal(cause)
+                }));
             }
             return;
         }

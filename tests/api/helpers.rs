@@ -8,7 +8,7 @@ use notesd::auth::{Authenticator, KeyKind, KeySpec};
 use notesd::domain::{MemberId, TenantId};
 use notesd::proto::notes::v1 as pb;
 use notesd::proto::notes::v1::notes_service_client::NotesServiceClient;
-use notesd::startup::{Application, Settings};
+use notesd::startup::{Application, CallLimits, Settings};
 use notesd::storage::{APP_ROLE, ApiKeyStore, BatchSettings, DatabaseOptions};
 use sqlx::PgPool;
 use tokio::sync::oneshot;
@@ -555,6 +555,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         shutdown_grace: Duration::from_secs(5),
         trusted_proxies: Vec::new(),
         batching: BatchSettings::default(),
+        limits: CallLimits::default(),
     };
     configure(&mut settings);
     let app = Application::build(settings).await.expect("notesd builds");
@@ -688,5 +689,176 @@ pub fn registration(
         owner_id: owner.to_owned(),
         owner_only_notes,
         ..Default::default()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A database that goes away: a TCP proxy in front of PostgreSQL.
+// ---------------------------------------------------------------------------
+
+/// A TCP proxy between notesd and PostgreSQL that a test can cut: cutting
+/// drops every open connection (as a crashed or restarted database does)
+/// and refuses new ones until it is restored.
+pub struct DbProxy {
+    pub addr: SocketAddr,
+    state: std::sync::Arc<ProxyState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    cut: std::sync::atomic::AtomicBool,
+    /// Bumped by each cut: connections of an older generation end.
+    generation: tokio::sync::watch::Sender<u64>,
+}
+
+impl DbProxy {
+    /// Listens on 127.0.0.1:0 and forwards to the test server's Postgres.
+    pub async fn start() -> Self {
+        let target = url::Url::parse(&server_url()).unwrap();
+        let upstream = format!(
+            "{}:{}",
+            target.host_str().unwrap_or("127.0.0.1"),
+            target.port().unwrap_or(5432)
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = std::sync::Arc::new(ProxyState::default());
+        let accepting = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                if accepting.cut.load(std::sync::atomic::Ordering::SeqCst) {
+                    // The database is away: the connection ends at once.
+                    drop(client);
+                    continue;
+                }
+                let upstream = upstream.clone();
+                let mut cuts = accepting.generation.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cuts.changed() => {}
+                    }
+                });
+            }
+        });
+        Self { addr, state, task }
+    }
+
+    /// `url` (a database URL on the test server) with the proxy's address.
+    pub fn url_for(&self, url: &str) -> String {
+        let mut url = url::Url::parse(url).unwrap();
+        url.set_host(Some("127.0.0.1")).unwrap();
+        url.set_port(Some(self.addr.port())).unwrap();
+        url.to_string()
+    }
+
+    /// Drops every proxied connection and refuses new ones.
+    pub fn cut(&self) {
+        self.state
+            .cut
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.state.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Accepts connections again.
+    pub fn restore(&self) {
+        self.state
+            .cut
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for DbProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A server whose database connections go through a [`DbProxy`].
+pub async fn spawn_app_behind_proxy() -> (TestApp, DbProxy) {
+    let proxy = DbProxy::start().await;
+    let via_proxy = |url: &str| proxy.url_for(url);
+    let app = spawn_app_with(|settings| {
+        settings.database.url = via_proxy(&settings.database.url);
+    })
+    .await;
+    (app, proxy)
+}
+
+// ---------------------------------------------------------------------------
+// notesd as a process of its own (for what a process shows: memory, logs,
+// signals).
+// ---------------------------------------------------------------------------
+
+/// The built `notesd serve`, on ports of its own, over the test database.
+pub struct NotesdProcess {
+    pub child: tokio::process::Child,
+    pub grpc_addr: String,
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl NotesdProcess {
+    /// Starts it with `args` after `serve --grpc-addr --http-addr`, logging
+    /// at `log_level` to a piped standard error, and waits until it serves
+    /// gRPC (bounded: 30 s).
+    pub async fn start(app: &TestApp, args: &[&str], log_level: &str) -> (Self, Channel) {
+        let grpc_addr = format!("127.0.0.1:{}", free_port());
+        let http_addr = format!("127.0.0.1:{}", free_port());
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_notesd"))
+            .args([
+                "serve",
+                "--grpc-addr",
+                &grpc_addr,
+                "--http-addr",
+                &http_addr,
+            ])
+            .args(args)
+            .env("DATABASE_URL", &app.database_url)
+            .env("RUST_LOG", log_level)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("notesd starts");
+        let mut attempts = 0;
+        let channel = loop {
+            attempts += 1;
+            match Channel::from_shared(format!("http://{grpc_addr}"))
+                .unwrap()
+                .connect()
+                .await
+            {
+                Ok(channel) => break channel,
+                Err(_) if attempts < 300 => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(err) => panic!("notesd never listened on {grpc_addr}: {err}"),
+            }
+        };
+        (Self { child, grpc_addr }, channel)
+    }
+
+    /// The process's peak resident memory so far (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let pid = self.child.id().expect("running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/<pid>/status")
     }
 }

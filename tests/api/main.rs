@@ -12,6 +12,7 @@ mod compat_capillary;
 mod compat_close;
 mod compat_fernand;
 mod compat_zyntro;
+mod edges;
 mod idempotency;
 mod isolation;
 mod keys;

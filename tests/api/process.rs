@@ -1,7 +1,6 @@
 //! notesd as an operator runs it: a process started from the command line,
 //! stopped with SIGTERM.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt as _;
@@ -12,56 +11,18 @@ use tonic_health::pb::health_client::HealthClient;
 
 use crate::helpers::*;
 
-/// A port nobody listens on right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_stops_the_server_cleanly_and_logs_hold_no_keys_or_bodies() {
     // The harness app only provides a fresh database; the process under
     // test serves it on a port of its own.
     let app = spawn_app().await;
-    let addr = format!("127.0.0.1:{}", free_port());
-    let http_addr = format!("127.0.0.1:{}", free_port());
-    let mut server = Command::new(env!("CARGO_BIN_EXE_notesd"))
-        .args([
-            "serve",
-            "--grpc-addr",
-            &addr,
-            "--http-addr",
-            &http_addr,
-            "--shutdown-grace-secs",
-            "10",
-        ])
-        .env("DATABASE_URL", &app.database_url)
-        .env("RUST_LOG", "debug,h2=info,hyper=info,tower=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("notesd starts");
-
-    // Poll until the process serves (bounded: 30 s).
-    let channel = {
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            match tonic::transport::Channel::from_shared(format!("http://{addr}"))
-                .unwrap()
-                .connect()
-                .await
-            {
-                Ok(channel) => break channel,
-                Err(_) if attempts < 300 => tokio::time::sleep(Duration::from_millis(100)).await,
-                Err(err) => panic!("notesd never listened on {addr}: {err}"),
-            }
-        }
-    };
+    let (process, channel) = NotesdProcess::start(
+        &app,
+        &["--shutdown-grace-secs", "10"],
+        "debug,h2=info,hyper=info,tower=info",
+    )
+    .await;
+    let mut server = process.child;
     let health = HealthClient::new(channel.clone())
         .check(HealthCheckRequest {
             service: "notes.v1.NotesService".to_owned(),
@@ -106,6 +67,10 @@ async fn sigterm_stops_the_server_cleanly_and_logs_hold_no_keys_or_bodies() {
     assert!(logs.contains("shutting down"), "{logs}");
     assert!(logs.contains("stopped"), "{logs}");
     assert!(!logs.contains(secret_body), "a note body was logged");
+    assert!(
+        !logs.contains('\u{1b}'),
+        "ANSI escape codes in logs written to a pipe"
+    );
     assert!(!logs.contains(&key), "an API key was logged");
     // A key reads `nk_<id>_<secret>`, the id in 32 hex digits; the secret
     // is base64url and may itself hold `_`, so it is cut by position.

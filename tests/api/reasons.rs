@@ -255,6 +255,36 @@ async fn every_documented_reason_is_produced() {
     );
     produced.push(("INTERNAL", internal));
 
+    // Transport limits, answered before any handler runs.
+    produced.push((
+        "MESSAGE_TOO_LARGE",
+        failure(
+            alice
+                .add_note(pb::AddNoteRequest {
+                    note: Some(text_note("customer", "c-1", &"x".repeat(33 << 20))),
+                    ..Default::default()
+                })
+                .await,
+        ),
+    ));
+    let shedding = spawn_app_with(|settings| settings.limits.max_in_flight = 0).await;
+    let shed_key = shedding.member_key("acme", "alice").await;
+    produced.push((
+        "OVERLOADED",
+        failure(get(&mut shedding.client(&shed_key).await, &note.id).await),
+    ));
+
+    // A database that went away.
+    let (behind_proxy, proxy) = spawn_app_behind_proxy().await;
+    let proxied_key = behind_proxy.member_key("acme", "alice").await;
+    let mut proxied = behind_proxy.client(&proxied_key).await;
+    let proxied_note = add(&mut proxied, text_note("customer", "c-1", "x")).await;
+    proxy.cut();
+    produced.push((
+        "DATABASE_UNAVAILABLE",
+        failure(get(&mut proxied, &proxied_note.id).await),
+    ));
+
     for (expected, status) in &produced {
         assert_eq!(reason(status), *expected, "ErrorInfo reason of {status:?}");
         assert_eq!(
@@ -280,13 +310,24 @@ async fn every_documented_reason_is_produced() {
     assert_eq!(
         defined_reasons(),
         documented,
-        "the reasons DomainError::reason defines are the documented ones"
+        "the reasons DomainError::reason and the gRPC edge define are the documented ones"
     );
 }
 
-/// The reasons `DomainError::reason` returns: its `=> "REASON"` arms, so a
-/// reason added to the server but neither documented nor produced here
-/// fails too.
+/// The reasons the gRPC edge gives its own refusals: the `REASON_* = "…"`
+/// constants of src/grpc/limits.rs.
+fn edge_reasons() -> BTreeSet<&'static str> {
+    let source = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/grpc/limits.rs"));
+    source
+        .lines()
+        .filter(|line| line.contains("const REASON_"))
+        .filter_map(|line| line.split('"').nth(1))
+        .collect()
+}
+
+/// The reasons `DomainError::reason` returns (its `=> "REASON"` arms) and
+/// those of the gRPC edge, so a reason added to the server but neither
+/// documented nor produced here fails too.
 fn defined_reasons() -> BTreeSet<&'static str> {
     let source = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/domain/error.rs"));
     let body = source
@@ -300,5 +341,7 @@ fn defined_reasons() -> BTreeSet<&'static str> {
         .filter_map(|rest| rest.split('"').next())
         .collect();
     assert!(reasons.len() >= 10, "reason() was parsed: {reasons:?}");
-    reasons
+    let edge = edge_reasons();
+    assert_eq!(edge.len(), 2, "limits.rs was parsed: {edge:?}");
+    reasons.union(&edge).copied().collect()
 }

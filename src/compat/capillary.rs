@@ -16,7 +16,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -28,6 +28,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::CompatState;
+use super::common::{Rejection, Vendor, method_not_allowed, read_body};
 use crate::domain::list::{MAX_PAGE_SIZE, NoteFilter};
 use crate::domain::{DomainError, ErrorKind, Note, NoteId, Principal, Subject};
 use crate::grpc::{ACTOR_HEADER, API_KEY_HEADER};
@@ -42,7 +43,29 @@ pub const MAX_DESCRIPTION_CHARS: usize = 255;
 pub const SUBJECT_TYPE: &str = "customer";
 
 pub fn routes() -> Router<CompatState> {
-    Router::new().route(NOTES_PATH, get(list_notes).post(add_or_update_notes))
+    Router::new().route(
+        NOTES_PATH,
+        get(list_notes)
+            .post(add_or_update_notes)
+            .fallback(method_not_allowed::<Capillary>),
+    )
+}
+
+/// The largest request body read, after authentication. Capillary
+/// documents none; descriptions are at most 255 characters, so 2 MiB holds
+/// thousands of notes.
+pub const BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+/// The Capillary facade, for the shared refusals: Capillary's
+/// request-level `response.status`.
+pub(crate) struct Capillary;
+
+impl Vendor for Capillary {
+    type Error = Response;
+
+    fn reject(rejection: Rejection) -> Response {
+        request_error(rejection.status(), rejection.message())
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -707,10 +730,14 @@ async fn add_or_update_notes(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let principal = match authenticate(&state, peer, &headers).await {
         Ok(principal) => principal,
+        Err(response) => return response,
+    };
+    let body = match read_body::<Capillary>(body, BODY_LIMIT).await {
+        Ok(body) => body,
         Err(response) => return response,
     };
     for (name, value) in query_pairs(query.as_deref()) {

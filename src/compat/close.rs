@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 
 use axum::Json;
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, RawQuery, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -24,6 +24,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::CompatState;
+use super::common::{Rejection, Vendor, VendorPath, WRITE_ATTEMPTS, method_not_allowed, read_body};
 use crate::domain::{DomainError, ErrorKind, Principal};
 use crate::proto::notes::v1 as pb;
 
@@ -44,20 +45,39 @@ const MAX_SKIP: usize = 10_000;
 const MAX_IDS: usize = 100;
 /// Notes read per ListNotes call while scanning a listing.
 const SCAN_PAGE: i32 = 1000;
-/// Request bodies up to this size: two 10 MiB bodies (text and HTML) with
-/// JSON escaping do not fit the default 2 MiB.
+/// Request bodies up to this size (read after authentication): two 10 MiB
+/// bodies (text and HTML) with JSON escaping.
 const BODY_LIMIT: usize = 48 * 1024 * 1024;
 /// The header naming the acting member for a service key (as over gRPC).
 const ACTOR_HEADER: &str = "x-actor-id";
 
 pub fn routes() -> Router<CompatState> {
     Router::new()
-        .route("/api/v1/activity/note/", get(list).post(create))
+        .route(
+            "/api/v1/activity/note/",
+            get(list).post(create).fallback(method_not_allowed::<Close>),
+        )
         .route(
             "/api/v1/activity/note/{id}/",
-            get(get_one).put(update).delete(remove),
+            get(get_one)
+                .put(update)
+                .delete(remove)
+                .fallback(method_not_allowed::<Close>),
         )
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+}
+
+/// The Close facade, for the shared refusals: Close's `{"error": …}`.
+pub(crate) struct Close;
+
+impl Vendor for Close {
+    type Error = Failure;
+
+    fn reject(rejection: Rejection) -> Failure {
+        match rejection {
+            Rejection::UnknownRoute => Failure::plain(StatusCode::NOT_FOUND, "Not found."),
+            other => Failure::plain(other.status(), other.message()),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -625,9 +645,10 @@ async fn create(
     State(state): State<CompatState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Json<Value>, Failure> {
     let principal = caller(&state, peer, &headers).await?;
+    let body = read_body::<Close>(body, BODY_LIMIT).await?;
     let request = add_request(&body, &principal)?;
     let note = state.api.add_note(&principal, &request).await?;
     Ok(Json(render(&note, &principal)))
@@ -637,7 +658,7 @@ async fn get_one(
     State(state): State<CompatState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    VendorPath(id, _): VendorPath<Close, String>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, Failure> {
     let principal = caller(&state, peer, &headers).await?;
@@ -657,6 +678,7 @@ pub fn update_request(
     input.check_organization(principal)?;
     let mut note = pb::Note {
         id: current.id.clone(),
+        etag: current.etag.clone(),
         ..Default::default()
     };
     let mut paths: Vec<&str> = Vec::new();
@@ -723,28 +745,38 @@ async fn update(
     State(state): State<CompatState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
+    VendorPath(id, _): VendorPath<Close, String>,
+    body: Body,
 ) -> Result<Json<Value>, Failure> {
     let principal = caller(&state, peer, &headers).await?;
-    let current = fetch(&state, &principal, &id).await?;
-    let request = update_request(&body, &principal, &current)?;
-    let unchanged = request
-        .update_mask
-        .as_ref()
-        .is_none_or(|mask| mask.paths.is_empty());
-    if unchanged {
-        return Ok(Json(render(&current, &principal)));
+    let body = read_body::<Close>(body, BODY_LIMIT).await?;
+    // The change is computed from the note as read (a PUT of `contact_id`
+    // keeps the other related subjects) and sent with the etag read: a
+    // change made in between fails it, and it is computed again from the
+    // note as it is now, so neither change is lost.
+    let mut attempt = 1;
+    loop {
+        let current = fetch(&state, &principal, &id).await?;
+        let request = update_request(&body, &principal, &current)?;
+        let unchanged = request
+            .update_mask
+            .as_ref()
+            .is_none_or(|mask| mask.paths.is_empty());
+        if unchanged {
+            return Ok(Json(render(&current, &principal)));
+        }
+        match state.api.update_note(&principal, &request).await {
+            Err(DomainError::EtagMismatch) if attempt < WRITE_ATTEMPTS => attempt += 1,
+            result => return Ok(Json(render(&result?, &principal))),
+        }
     }
-    let note = state.api.update_note(&principal, &request).await?;
-    Ok(Json(render(&note, &principal)))
 }
 
 async fn remove(
     State(state): State<CompatState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    VendorPath(id, _): VendorPath<Close, String>,
 ) -> Result<Json<Value>, Failure> {
     let principal = caller(&state, peer, &headers).await?;
     let current = fetch(&state, &principal, &id).await?;

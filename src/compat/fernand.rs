@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 
 use axum::Router;
 use axum::body::Body as HttpBody;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{patch, post};
@@ -25,6 +25,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
 use super::CompatState;
+use super::common::{
+    Rejection, Vendor, VendorPath, WRITE_ATTEMPTS, method_not_allowed, read_body, with_etag,
+};
 use crate::domain::{DomainError, ErrorKind, NoteId, Principal};
 use crate::grpc::{json_to_struct, struct_to_json_object};
 use crate::proto::notes::v1 as pb;
@@ -51,8 +54,27 @@ const ENTRY_TYPE: &str = "NOTE";
 
 pub fn routes() -> Router<CompatState> {
     Router::new()
-        .route("/conversations/{id}/notes", post(add_note))
-        .route("/conversations/{id}/notes/{note_id}", patch(update_note))
+        .route(
+            "/conversations/{id}/notes",
+            post(add_note).fallback(method_not_allowed::<Fernand>),
+        )
+        .route(
+            "/conversations/{id}/notes/{note_id}",
+            patch(update_note).fallback(method_not_allowed::<Fernand>),
+        )
+}
+
+/// The Fernand facade, for the shared refusals: Fernand's
+/// `{"error", "code"}`. The body is read only after the key is checked,
+/// and at most [`MAX_REQUEST_BYTES`] of it.
+pub(crate) struct Fernand;
+
+impl Vendor for Fernand {
+    type Error = FernandError;
+
+    fn reject(rejection: Rejection) -> FernandError {
+        FernandError::new(rejection.status(), rejection.code(), rejection.message())
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -490,20 +512,6 @@ async fn authenticate(
         .await?)
 }
 
-/// Reads the request body after authentication, so only callers with a
-/// key make the server buffer a large body.
-async fn read_body(body: HttpBody) -> Result<axum::body::Bytes, FernandError> {
-    axum::body::to_bytes(body, MAX_REQUEST_BYTES)
-        .await
-        .map_err(|_| {
-            FernandError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "FIELD_TOO_LARGE",
-                format!("the request body is larger than {MAX_REQUEST_BYTES} bytes"),
-            )
-        })
-}
-
 /// The note numbered `number`, if it is about `conversation` and the
 /// caller can see it; otherwise NOT_FOUND.
 async fn note_in_conversation(
@@ -540,20 +548,33 @@ async fn number_of(
 async fn add_note(
     State(state): State<CompatState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(conversation): Path<String>,
     headers: HeaderMap,
+    VendorPath(conversation, _): VendorPath<Fernand, String>,
     body: HttpBody,
 ) -> Result<axum::Json<NoteResponse>, FernandError> {
     let principal = authenticate(&state, peer, &headers).await?;
     let conversation = parse_conversation_id(&conversation)?;
-    let body: AddNoteBody = parse_body(&read_body(body).await?)?;
+    let body: AddNoteBody = parse_body(&read_body::<Fernand>(body, MAX_REQUEST_BYTES).await?)?;
     let content = check_content(body.content.as_deref())?.to_owned();
     let generated_id = body.generated_id.clone();
     let (note, number) = match body.note_id {
         Some(number) => {
-            let existing = note_in_conversation(&state, &principal, conversation, number).await?;
-            let request = repost_request(&existing, body, &content)?;
-            (state.api.update_note(&principal, &request).await?, number)
+            // Checked against the note as read, written only if it is
+            // still that note (its etag); read again after a concurrent
+            // change.
+            let mut attempt = 1;
+            loop {
+                let existing =
+                    note_in_conversation(&state, &principal, conversation, number).await?;
+                let request = with_etag(
+                    repost_request(&existing, body.clone(), &content)?,
+                    &existing.etag,
+                );
+                match state.api.update_note(&principal, &request).await {
+                    Err(DomainError::EtagMismatch) if attempt < WRITE_ATTEMPTS => attempt += 1,
+                    result => break (result?, number),
+                }
+            }
         }
         None => {
             let request = add_request(conversation, body, &content);
@@ -573,18 +594,28 @@ async fn add_note(
 async fn update_note(
     State(state): State<CompatState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path((conversation, note_id)): Path<(String, String)>,
     headers: HeaderMap,
+    VendorPath((conversation, note_id), _): VendorPath<Fernand, (String, String)>,
     body: HttpBody,
 ) -> Result<axum::Json<NoteResponse>, FernandError> {
     let principal = authenticate(&state, peer, &headers).await?;
     let conversation = parse_conversation_id(&conversation)?;
     let number = parse_note_number(&note_id)?;
-    let body: EditNoteBody = parse_body(&read_body(body).await?)?;
+    let body: EditNoteBody = parse_body(&read_body::<Fernand>(body, MAX_REQUEST_BYTES).await?)?;
     let content = check_content(body.content.as_deref())?.to_owned();
-    let existing = note_in_conversation(&state, &principal, conversation, number).await?;
-    let request = edit_request(&existing.id, body, &content);
-    let note = state.api.update_note(&principal, &request).await?;
+    // As for a repost: the note checked is the note written.
+    let mut attempt = 1;
+    let note = loop {
+        let existing = note_in_conversation(&state, &principal, conversation, number).await?;
+        let request = with_etag(
+            edit_request(&existing.id, body.clone(), &content),
+            &existing.etag,
+        );
+        match state.api.update_note(&principal, &request).await {
+            Err(DomainError::EtagMismatch) if attempt < WRITE_ATTEMPTS => attempt += 1,
+            result => break result?,
+        }
+    };
     Ok(axum::Json(note_response(&note, number, conversation, None)))
 }
 

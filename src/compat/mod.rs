@@ -12,6 +12,7 @@
 
 pub mod capillary;
 pub mod close;
+mod common;
 pub mod fernand;
 pub mod zyntro;
 
@@ -79,5 +80,6 @@ pub fn router(state: CompatState) -> Router {
         .merge(fernand::routes())
         .merge(close::routes())
         .merge(zyntro::routes())
+        .fallback(common::unknown_route)
         .with_state(state)
 }

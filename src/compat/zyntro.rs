@@ -12,9 +12,8 @@ use std::net::SocketAddr;
 
 use axum::Json;
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -22,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::CompatState;
+use super::common::{Rejection, Vendor, WRITE_ATTEMPTS, method_not_allowed, read_body, with_etag};
 use crate::domain::{DomainError, ErrorKind, Principal, Subject};
 use crate::proto::notes::v1 as pb;
 
@@ -31,13 +31,39 @@ pub const PATH: &str = "/apis/v2/public/crm/addNotestoContact";
 /// The subject type Zyntro contacts are registered under.
 pub const CONTACT_SUBJECT_TYPE: &str = "contact";
 
-/// A note is at most 10 MiB; JSON escaping can double it.
+/// The largest request body read: a note is at most 10 MiB; JSON escaping
+/// can double it.
 const BODY_LIMIT: usize = 21 * 1024 * 1024;
 
 pub fn routes() -> Router<CompatState> {
-    Router::new()
-        .route(PATH, post(add_notes_to_contact))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+    Router::new().route(
+        PATH,
+        post(add_notes_to_contact).fallback(method_not_allowed::<Zyntro>),
+    )
+}
+
+/// The Zyntro facade, for the shared refusals: Zyntro's envelope. A body
+/// that cannot be read is answered HTTP 200 with `status: error`, as
+/// Zyntro answers every error about a request; a path or method it does
+/// not serve gets that HTTP status.
+pub(crate) struct Zyntro;
+
+impl Vendor for Zyntro {
+    type Error = ZyntroError;
+
+    fn reject(rejection: Rejection) -> ZyntroError {
+        let http = match rejection {
+            Rejection::UnknownRoute | Rejection::MethodNotAllowed => rejection.status(),
+            Rejection::BadPathSegment | Rejection::BodyTooLarge(_) | Rejection::BodyUnreadable => {
+                StatusCode::OK
+            }
+        };
+        ZyntroError {
+            code: rejection.code(),
+            messages: vec![rejection.message()],
+            http,
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -403,7 +429,7 @@ async fn add_notes_to_contact(
     State(state): State<CompatState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
     match handle(&state, peer, &headers, body).await {
         Ok(data) => Json(Success {
@@ -415,15 +441,15 @@ async fn add_notes_to_contact(
     }
 }
 
+/// Zyntro's credentials are in the body, so the body is read first: at
+/// most [`BODY_LIMIT`] bytes, then parsed, then the caller authenticated.
 async fn handle(
     state: &CompatState,
     peer: SocketAddr,
     headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<NoteData, ZyntroError> {
-    let body = body.map_err(|rejection| {
-        ZyntroError::invalid_field(format!("Invalid request body: {}", rejection.body_text()))
-    })?;
+    let body = read_body::<Zyntro>(body, BODY_LIMIT).await?;
     let request: AddNotesToContactRequest = serde_json::from_slice(&body)
         .map_err(|err| ZyntroError::invalid_field(format!("Invalid request body: {err}")))?;
 
@@ -443,27 +469,33 @@ async fn handle(
         None => state.api.add_note(&principal, &add_request(&note)).await?,
         Some(note_id) => {
             // The note must be one of this contact's: Zyntro updates a
-            // note on the contact named, never moves one across.
-            let current = state
-                .api
-                .get_note(
-                    &principal,
-                    &pb::GetNoteRequest {
-                        id: note_id.to_owned(),
-                    },
-                )
-                .await
-                .map_err(|err| match err {
-                    DomainError::InvalidField(_) => ZyntroError::note_not_found(),
-                    other => other.into(),
-                })?;
-            if current.subject.as_ref() != Some(&contact_subject(note.contact_id)) {
-                return Err(ZyntroError::note_not_found());
+            // note on the contact named, never moves one across. It is
+            // written only if it is still the note checked (its etag), and
+            // read again after a concurrent change.
+            let mut attempt = 1;
+            loop {
+                let current = state
+                    .api
+                    .get_note(
+                        &principal,
+                        &pb::GetNoteRequest {
+                            id: note_id.to_owned(),
+                        },
+                    )
+                    .await
+                    .map_err(|err| match err {
+                        DomainError::InvalidField(_) => ZyntroError::note_not_found(),
+                        other => other.into(),
+                    })?;
+                if current.subject.as_ref() != Some(&contact_subject(note.contact_id)) {
+                    return Err(ZyntroError::note_not_found());
+                }
+                let request = with_etag(update_request(&current.id, &note), &current.etag);
+                match state.api.update_note(&principal, &request).await {
+                    Err(DomainError::EtagMismatch) if attempt < WRITE_ATTEMPTS => attempt += 1,
+                    result => break result?,
+                }
             }
-            state
-                .api
-                .update_note(&principal, &update_request(&current.id, &note))
-                .await?
         }
     };
     Ok(note_data(&written))

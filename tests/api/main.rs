@@ -10,6 +10,7 @@ mod bodies;
 mod cli;
 mod compat_capillary;
 mod compat_close;
+mod compat_edges;
 mod compat_fernand;
 mod compat_zyntro;
 mod edges;

@@ -1,0 +1,154 @@
+//! What the vendor facades share: the framework's refusals (no route, a
+//! wrong method, a path segment that is not UTF-8, a body over the
+//! vendor's limit or cut short) rendered in each vendor's own error shape,
+//! never as the framework's plain text; the path extractor and the bounded
+//! body read that produce them.
+//!
+//! A handler authenticates from the headers first and reads its body only
+//! then, with [`read_body`]: a caller without a key never makes notesd
+//! buffer a body.
+
+use std::marker::PhantomData;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+/// How many times a facade's read-modify-write of a note (read it, check
+/// or merge, write with the etag read) runs when a concurrent change makes
+/// the write fail with ETAG_MISMATCH, before the error is answered. Each
+/// run starts from the note as it is then, so no change is lost.
+pub(crate) const WRITE_ATTEMPTS: usize = 3;
+
+/// `request` sent only if the note still has `etag`.
+pub(crate) fn with_etag(
+    mut request: crate::proto::notes::v1::UpdateNoteRequest,
+    etag: &str,
+) -> crate::proto::notes::v1::UpdateNoteRequest {
+    if let Some(note) = request.note.as_mut() {
+        note.etag = etag.to_owned();
+    }
+    request
+}
+
+/// A refusal made before (or instead of) a vendor's handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rejection {
+    /// Nothing is served at this path.
+    UnknownRoute,
+    /// The path is served, not with this method.
+    MethodNotAllowed,
+    /// A path segment is not UTF-8 (`%FF`), so it names nothing.
+    BadPathSegment,
+    /// The body is larger than the vendor's limit, in bytes.
+    BodyTooLarge(usize),
+    /// The body could not be read: the client stopped sending mid-body.
+    BodyUnreadable,
+}
+
+impl Rejection {
+    /// The HTTP status a vendor answers the refusal with, unless its
+    /// conventions say otherwise.
+    pub(crate) fn status(self) -> StatusCode {
+        match self {
+            Self::UnknownRoute => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::BadPathSegment | Self::BodyUnreadable => StatusCode::BAD_REQUEST,
+            Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        }
+    }
+
+    /// A stable machine-readable code, for vendors whose errors carry one.
+    pub(crate) fn code(self) -> &'static str {
+        match self {
+            Self::UnknownRoute => "NOT_FOUND",
+            Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            Self::BadPathSegment => "INVALID_FIELD",
+            Self::BodyTooLarge(_) => "FIELD_TOO_LARGE",
+            Self::BodyUnreadable => "INVALID_BODY",
+        }
+    }
+
+    /// What went wrong, in a sentence.
+    pub(crate) fn message(self) -> String {
+        match self {
+            Self::UnknownRoute => "no such path".to_owned(),
+            Self::MethodNotAllowed => "this path does not take this method".to_owned(),
+            Self::BadPathSegment => "a path segment is not valid UTF-8".to_owned(),
+            Self::BodyTooLarge(limit) => {
+                format!("the request body is larger than {limit} bytes")
+            }
+            Self::BodyUnreadable => "the request body could not be read".to_owned(),
+        }
+    }
+}
+
+/// A vendor facade: its error type, and how it renders a refusal.
+pub(crate) trait Vendor: Send + Sync + 'static {
+    type Error: IntoResponse;
+
+    fn reject(rejection: Rejection) -> Self::Error;
+}
+
+/// Reads a body of at most `limit` bytes, or refuses it the vendor's way.
+pub(crate) async fn read_body<V: Vendor>(body: Body, limit: usize) -> Result<Bytes, V::Error> {
+    axum::body::to_bytes(body, limit).await.map_err(|err| {
+        let too_large = std::error::Error::source(&err)
+            .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+        V::reject(if too_large {
+            Rejection::BodyTooLarge(limit)
+        } else {
+            Rejection::BodyUnreadable
+        })
+    })
+}
+
+/// The path parameters, or the vendor's refusal of a segment that is not
+/// UTF-8 (or not of the expected shape).
+pub(crate) struct VendorPath<V, T>(pub T, pub PhantomData<V>);
+
+impl<S, V, T> FromRequestParts<S> for VendorPath<V, T>
+where
+    S: Send + Sync,
+    V: Vendor,
+    T: DeserializeOwned + Send,
+{
+    type Rejection = V::Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(Self(value, PhantomData)),
+            Err(_) => Err(V::reject(Rejection::BadPathSegment)),
+        }
+    }
+}
+
+/// The handler of a method a vendor path does not take.
+pub(crate) async fn method_not_allowed<V: Vendor>() -> Response {
+    V::reject(Rejection::MethodNotAllowed).into_response()
+}
+
+/// The answer to a path nothing serves: in the shape of the vendor whose
+/// paths it is under, else a small JSON error.
+pub(crate) async fn unknown_route(uri: Uri) -> Response {
+    let path = uri.path();
+    if path.starts_with("/v1.1/") {
+        super::capillary::Capillary::reject(Rejection::UnknownRoute).into_response()
+    } else if path.starts_with("/conversations/") {
+        super::fernand::Fernand::reject(Rejection::UnknownRoute).into_response()
+    } else if path.starts_with("/api/v1/") {
+        super::close::Close::reject(Rejection::UnknownRoute).into_response()
+    } else if path.starts_with("/apis/") {
+        super::zyntro::Zyntro::reject(Rejection::UnknownRoute).into_response()
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({ "error": Rejection::UnknownRoute.message(), "code": "NOT_FOUND" })),
+        )
+            .into_response()
+    }
+}

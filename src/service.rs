@@ -9,9 +9,9 @@ use uuid::Uuid;
 use crate::domain::list::{NoteCursor, NoteFilter, Page};
 use crate::domain::{
     ChangeKind, DomainError, MemberId, Note, NoteDraft, NoteId, NotePatch, Principal, RequestKey,
-    Subject, SubjectRegistration, access,
+    Revision, Subject, SubjectRegistration, access,
 };
-use crate::storage::{InsertOutcome, NoteStore, Revision, SubjectStore};
+use crate::storage::{InsertOutcome, NoteStore, SubjectStore};
 
 #[derive(Debug, Clone)]
 pub struct Notes {

@@ -16,7 +16,10 @@ use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::auth::Authenticator;
 use crate::compat::CompatState;
-use crate::grpc::{AuthenticateLayer, CallLimitsLayer, Callers, NotesApi, NotesGrpc, SubjectsGrpc};
+use crate::grpc::{
+    AuthenticateLayer, CallLimitsLayer, Callers, MAX_MESSAGE_BYTES, NotesApi, NotesGrpc,
+    SubjectsGrpc,
+};
 use crate::http::OpsState;
 use crate::metrics::{GrpcMetricsLayer, Metrics};
 use crate::proto::notes::v1::notes_service_server::NotesServiceServer;
@@ -25,10 +28,6 @@ use crate::service::{Notes, Subjects};
 use crate::storage::{
     ApiKeyStore, BatchSettings, Database, DatabaseOptions, NoteStore, SubjectStore,
 };
-
-/// The largest gRPC message accepted or sent. A note body is at most
-/// 10 MiB of HTML plus its derived text, with room for the rest.
-pub const MAX_MESSAGE_BYTES: usize = 32 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct Settings {

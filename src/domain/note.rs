@@ -367,3 +367,13 @@ impl NotePatch {
         true
     }
 }
+
+/// One recorded state of a note: the note as it was after a change.
+#[derive(Debug, Clone)]
+pub struct Revision {
+    pub revision: i64,
+    pub change_kind: ChangeKind,
+    pub actor: MemberId,
+    pub changed_at: DateTime<Utc>,
+    pub note: Note,
+}

@@ -100,14 +100,6 @@ pub struct Principal {
 }
 
 impl Principal {
-    pub fn member(tenant: TenantId, member: MemberId) -> Self {
-        Self {
-            tenant,
-            member,
-            role: Role::Member,
-        }
-    }
-
     pub fn is_admin(&self) -> bool {
         self.role == Role::Admin
     }

@@ -13,11 +13,10 @@ use crate::domain::body::Body;
 use crate::domain::list::{NoteFilter, TimeRange};
 use crate::domain::{
     Action, Attachment, ChangeKind, DomainError, EditPolicy, MemberId, Note, NoteDraft, NoteId,
-    NotePatch, Principal, RequestKey, Source, Subject, Visibility, check_list_len, parse_mentions,
-    parse_text,
+    NotePatch, Principal, RequestKey, Revision, Source, Subject, Visibility, check_list_len,
+    parse_mentions, parse_text,
 };
 use crate::proto::notes::v1 as pb;
-use crate::storage::Revision;
 
 pub fn timestamp(t: DateTime<Utc>) -> Timestamp {
     Timestamp {

@@ -13,7 +13,7 @@ mod subjects;
 pub use batch::{BatchObserver, BatchSettings};
 pub use database::{APP_ROLE, Database, DatabaseOptions};
 pub use keys::{ApiKeyRecord, ApiKeyStore, NewApiKey};
-pub use notes::{InsertOutcome, NoteStore, Revision};
+pub use notes::{InsertOutcome, NoteStore};
 pub use subjects::SubjectStore;
 
 use sqlx::{PgPool, Postgres, Transaction};

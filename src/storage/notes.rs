@@ -14,7 +14,9 @@ use super::begin_for;
 use super::reads::GetBatcher;
 use super::rows::{self, NoteRow, note_columns};
 use crate::domain::list::{NoteCursor, NoteFilter, Page};
-use crate::domain::{ChangeKind, DomainError, MemberId, Note, NoteId, RequestKey, TenantId};
+use crate::domain::{
+    ChangeKind, DomainError, MemberId, Note, NoteId, RequestKey, Revision, TenantId,
+};
 
 const SAVE_NOTE: &str = include_str!("sql/save_note.sql");
 
@@ -35,16 +37,6 @@ pub enum InsertOutcome {
     Replayed(Note),
     /// The request id was used before by a different request.
     RequestConflict,
-}
-
-/// One recorded state of a note.
-#[derive(Debug, Clone)]
-pub struct Revision {
-    pub revision: i64,
-    pub change_kind: ChangeKind,
-    pub actor: MemberId,
-    pub changed_at: chrono::DateTime<chrono::Utc>,
-    pub note: Note,
 }
 
 #[derive(Debug, Clone)]

@@ -56,6 +56,10 @@ pub fn routes() -> Router<CompatState> {
 /// thousands of notes.
 pub const BODY_LIMIT: usize = 2 * 1024 * 1024;
 
+/// A GET answers the newest notes whose descriptions fit in this many
+/// bytes (as a gRPC ListNotes page does), at most [`MAX_PAGE_SIZE`] of them.
+const RESPONSE_BUDGET_BYTES: usize = 16 * 1024 * 1024;
+
 /// The Capillary facade, for the shared refusals: Capillary's
 /// request-level `response.status`.
 pub(crate) struct Capillary;
@@ -1007,8 +1011,11 @@ async fn list_notes(
         Ok(subject) => subject,
         Err(err) => return bad_request(err),
     };
+    // A customer's notes are those about any of its identifiers: the
+    // identifier a note was written with first is its subject, the others
+    // its related subjects.
     let filter = NoteFilter {
-        subject: Some(subject),
+        about: Some(subject),
         ..Default::default()
     };
     // Notes are numbered from their domain form, so the listing reads the
@@ -1027,9 +1034,18 @@ async fn list_notes(
         Ok(listed) => listed,
         Err(err) => return request_failure(err),
     };
+    // The response budget of gRPC listing holds here too: descriptions
+    // written over gRPC may be megabytes each.
+    let mut budget = RESPONSE_BUDGET_BYTES;
     let notes = notes
         .iter()
         .zip(numbers)
+        .take_while(|(note, _)| {
+            let size = note.body.text().len() + 128;
+            let fits = size <= budget;
+            budget = budget.saturating_sub(size);
+            fits
+        })
         .map(|(note, number)| {
             json!({
                 "id": number.to_string(),

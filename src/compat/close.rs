@@ -43,7 +43,8 @@ const MAX_LIMIT: usize = 100;
 const MAX_SKIP: usize = 10_000;
 /// The most ids an `id__in` filter may name.
 const MAX_IDS: usize = 100;
-/// Notes read per ListNotes call while scanning a listing.
+/// The most notes read per ListNotes call of a listing (a deep `_skip`
+/// takes several).
 const SCAN_PAGE: i32 = 1000;
 /// Request bodies up to this size (read after authentication): two 10 MiB
 /// bodies (text and HTML) with JSON escaping.
@@ -973,11 +974,20 @@ impl ListQuery {
             && self.activity.contains(note.occur_time.as_ref())
     }
 
-    /// The ListNotes request applying what it can of the filters.
+    /// The ListNotes request applying every filter but `id__in`: Close
+    /// notes are lead notes (`subject_type`), a contact is a related
+    /// subject (`related_subject`).
     fn pushed_down(&self) -> pb::ListNotesRequest {
         pb::ListNotesRequest {
-            page_size: SCAN_PAGE,
+            page_size: i32::try_from(self.skip + self.limit + 1)
+                .unwrap_or(SCAN_PAGE)
+                .min(SCAN_PAGE),
             subject: self.lead_id.clone().and_then(lead_subject),
+            subject_type: LEAD.to_owned(),
+            related_subject: self.contact_id.clone().map(|id| pb::Subject {
+                r#type: CONTACT.to_owned(),
+                id,
+            }),
             owner_id: self.user_id.clone().unwrap_or_default(),
             occur_time_range: self.activity.to_proto(),
             create_time_range: self.created.to_proto(),
@@ -999,7 +1009,6 @@ async fn matching_notes(
     principal: &Principal,
     query: &ListQuery,
 ) -> Result<Vec<pb::Note>, Failure> {
-    let wanted = query.skip + query.limit + 1;
     if query.created.is_empty() || query.activity.is_empty() {
         return Ok(Vec::new());
     }
@@ -1017,23 +1026,32 @@ async fn matching_notes(
             }
         }
         notes.sort_by(newest_first);
-        return Ok(notes.into_iter().skip(query.skip).take(wanted).collect());
+        return Ok(notes
+            .into_iter()
+            .skip(query.skip)
+            .take(query.limit + 1)
+            .collect());
     }
+    // Every filter runs in SQL; `matches` only guards the contract. Skipped
+    // notes are counted, not kept.
     let mut request = query.pushed_down();
-    let mut matched = Vec::new();
+    let (mut skipped, mut matched) = (0, Vec::new());
     loop {
         let page = state.api.list_notes(principal, &request).await?;
-        matched.extend(page.notes.into_iter().filter(|n| query.matches(n)));
-        if matched.len() >= wanted || page.next_page_token.is_empty() {
+        for note in page.notes.into_iter().filter(|n| query.matches(n)) {
+            if skipped < query.skip {
+                skipped += 1;
+            } else {
+                matched.push(note);
+            }
+        }
+        if matched.len() > query.limit || page.next_page_token.is_empty() {
             break;
         }
         request.page_token = page.next_page_token;
     }
-    Ok(matched
-        .into_iter()
-        .skip(query.skip)
-        .take(query.limit + 1)
-        .collect())
+    matched.truncate(query.limit + 1);
+    Ok(matched)
 }
 
 async fn list(

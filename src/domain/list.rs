@@ -50,6 +50,13 @@ impl TimeRange {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct NoteFilter {
     pub subject: Option<Subject>,
+    /// Notes about a subject of this type.
+    pub subject_type: Option<String>,
+    /// Notes that name this subject among their related subjects.
+    pub related_subject: Option<Subject>,
+    /// Notes about this subject or naming it among their related subjects
+    /// (a Capillary customer found by any of its identifiers).
+    pub about: Option<Subject>,
     pub owner: Option<MemberId>,
     pub pinned: Option<bool>,
     pub occurred: TimeRange,

@@ -91,20 +91,7 @@ pub struct Subject {
 impl Subject {
     /// `kind` matches `[a-z][a-z0-9_.-]{0,63}`; `id` is 1 to 256 characters.
     pub fn parse(field: &str, kind: &str, id: &str) -> Result<Self, DomainError> {
-        let kind_field = format!("{field}.type");
-        if kind.is_empty() {
-            return Err(DomainError::missing(&kind_field));
-        }
-        let mut chars = kind.chars();
-        let well_formed = chars.next().is_some_and(|c| c.is_ascii_lowercase())
-            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c))
-            && kind.len() <= 64;
-        if !well_formed {
-            return Err(DomainError::invalid(
-                &kind_field,
-                format!("{kind_field} must match [a-z][a-z0-9_.-]{{0,63}}"),
-            ));
-        }
+        Self::parse_kind(&format!("{field}.type"), kind)?;
         let id_field = format!("{field}.id");
         if id.is_empty() {
             return Err(DomainError::missing(&id_field));
@@ -114,6 +101,24 @@ impl Subject {
             kind: kind.to_owned(),
             id,
         })
+    }
+
+    /// A subject type alone (`field` names it): `[a-z][a-z0-9_.-]{0,63}`.
+    pub fn parse_kind(field: &str, kind: &str) -> Result<String, DomainError> {
+        if kind.is_empty() {
+            return Err(DomainError::missing(field));
+        }
+        let mut chars = kind.chars();
+        let well_formed = chars.next().is_some_and(|c| c.is_ascii_lowercase())
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c))
+            && kind.len() <= 64;
+        if !well_formed {
+            return Err(DomainError::invalid(
+                field,
+                format!("{field} must match [a-z][a-z0-9_.-]{{0,63}}"),
+            ));
+        }
+        Ok(kind.to_owned())
     }
 }
 

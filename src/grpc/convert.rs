@@ -321,6 +321,15 @@ pub fn parse_list_filter(request: &pb::ListNotesRequest) -> Result<NoteFilter, D
             .as_ref()
             .map(|s| parse_subject("subject", Some(s)))
             .transpose()?,
+        subject_type: (!request.subject_type.is_empty())
+            .then(|| Subject::parse_kind("subject_type", &request.subject_type))
+            .transpose()?,
+        related_subject: request
+            .related_subject
+            .as_ref()
+            .map(|s| parse_subject("related_subject", Some(s)))
+            .transpose()?,
+        about: None,
         owner: parse_owner("owner_id", &request.owner_id)?,
         pinned: request.pinned,
         occurred: parse_range("occur_time_range", request.occur_time_range.as_ref())?,

@@ -30,6 +30,9 @@ fn scope_digest(scope: &str) -> [u8; 8] {
 fn filter_scope(filter: &NoteFilter) -> [u8; 8] {
     let NoteFilter {
         subject,
+        subject_type,
+        related_subject,
+        about,
         owner,
         pinned,
         occurred,
@@ -46,6 +49,27 @@ fn filter_scope(filter: &NoteFilter) -> [u8; 8] {
         encoded.time(range.end);
     }
     encoded.flag(Some(*show_deleted));
+    // Added after the first release: absent ones add nothing, so tokens of
+    // filters without them keep their digest.
+    for (tag, kind, id) in [
+        (1u8, subject_type.as_deref(), None),
+        (
+            2,
+            related_subject.as_ref().map(|s| s.kind.as_str()),
+            related_subject.as_ref().map(|s| s.id.as_str()),
+        ),
+        (
+            3,
+            about.as_ref().map(|s| s.kind.as_str()),
+            about.as_ref().map(|s| s.id.as_str()),
+        ),
+    ] {
+        if kind.is_some() {
+            encoded.0.push(tag);
+            encoded.text(kind);
+            encoded.text(id);
+        }
+    }
     let digest = Sha256::digest(&encoded.0);
     digest[..8]
         .try_into()

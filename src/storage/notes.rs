@@ -15,7 +15,7 @@ use super::reads::GetBatcher;
 use super::rows::{self, NoteRow, note_columns};
 use crate::domain::list::{NoteCursor, NoteFilter, Page};
 use crate::domain::{
-    ChangeKind, DomainError, MemberId, Note, NoteId, RequestKey, Revision, TenantId,
+    ChangeKind, DomainError, MemberId, Note, NoteId, RequestKey, Revision, Subject, TenantId,
 };
 
 const SAVE_NOTE: &str = include_str!("sql/save_note.sql");
@@ -191,6 +191,26 @@ impl NoteStore {
             query.push(" and subject_type = ").push_bind(&subject.kind);
             query.push(" and subject_id = ").push_bind(&subject.id);
         }
+        if let Some(kind) = &filter.subject_type {
+            query.push(" and subject_type = ").push_bind(kind);
+        }
+        // `@>` on the array of {type, id} objects: the GIN index
+        // notes_related_subjects answers it.
+        if let Some(related) = &filter.related_subject {
+            query
+                .push(" and related_subjects @> ")
+                .push_bind(related_array(related));
+        }
+        if let Some(about) = &filter.about {
+            query
+                .push(" and ((subject_type = ")
+                .push_bind(&about.kind)
+                .push(" and subject_id = ")
+                .push_bind(&about.id)
+                .push(") or related_subjects @> ")
+                .push_bind(related_array(about))
+                .push(")");
+        }
         if let Some(owner) = &filter.owner {
             query.push(" and owner_id = ").push_bind(owner.as_str());
         }
@@ -358,4 +378,10 @@ async fn save(conn: &mut PgConnection, note: &Note, kind: ChangeKind) -> Result<
             _ => err.into(),
         })?;
     Ok(())
+}
+
+/// The one-element array `[{"type": …, "id": …}]` that `related_subjects @>`
+/// looks for.
+fn related_array(subject: &Subject) -> Json<[&Subject; 1]> {
+    Json([subject])
 }

@@ -378,3 +378,106 @@ async fn a_close_update_racing_a_grpc_update_loses_neither_change() {
     expected.extend((1..=ROUNDS).map(|round| ("deal".to_owned(), format!("deal_{round:02}"))));
     assert_eq!(related, expected, "every change of each side is kept");
 }
+
+/// A tenant with 600 notes of 2 KB about leads and customers that the
+/// listings below must not read, over a server behind a proxy that counts
+/// what notesd reads from the database.
+async fn crowded_tenant() -> (TestApp, DbProxy, String) {
+    let (app, proxy) = spawn_app_behind_proxy().await;
+    let key = app.member_key("acme", "alice").await;
+    let client = app.client(&key).await;
+    let filler = "f".repeat(2048);
+    add_many(&client, 600, 16, |i| pb::Note {
+        related_subjects: vec![subject("contact", &format!("cont_other_{i}")).unwrap()],
+        ..text_note(
+            if i % 2 == 0 { "lead" } else { "customer" },
+            &format!("crowd_{i}"),
+            &filler,
+        )
+    })
+    .await;
+    (app, proxy, key)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_close_listing_by_contact_reads_only_that_contacts_notes() {
+    let (app, proxy, key) = crowded_tenant().await;
+    let http = reqwest::Client::new();
+    for lead in ["lead_a", "lead_b", "lead_c"] {
+        let response = http
+            .post(app.http_url("/api/v1/activity/note/"))
+            .basic_auth(&key, Some(""))
+            .json(&json!({"lead_id": lead, "contact_id": "cont_wanted", "note": "wanted"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+
+    let before = proxy.bytes_from_database();
+    let (status, listed) = answer(
+        http.get(app.http_url("/api/v1/activity/note/?contact_id=cont_wanted"))
+            .basic_auth(&key, Some("")),
+    )
+    .await;
+    let read = proxy.bytes_from_database() - before;
+    assert_eq!(status, 200, "{listed}");
+    let data = listed["data"].as_array().unwrap();
+    assert_eq!(data.len(), 3, "{listed}");
+    assert!(data.iter().all(|n| n["contact_id"] == "cont_wanted"));
+    // The 600 other notes hold 1.2 MB: reading them would show.
+    assert!(
+        read < 64 * 1024,
+        "notesd read {read} bytes from the database"
+    );
+
+    // A listing of every lead note pages in SQL too: one page of 2 notes
+    // reads 3 (the extra one tells has_more), not the tenant.
+    let before = proxy.bytes_from_database();
+    let (status, listed) = answer(
+        http.get(app.http_url("/api/v1/activity/note/?_limit=2"))
+            .basic_auth(&key, Some("")),
+    )
+    .await;
+    let read = proxy.bytes_from_database() - before;
+    assert_eq!((status, listed["has_more"].as_bool()), (200, Some(true)));
+    assert!(
+        read < 64 * 1024,
+        "notesd read {read} bytes from the database"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_capillary_customer_is_found_by_any_identifier_it_was_written_with() {
+    let (app, proxy, key) = crowded_tenant().await;
+    let http = reqwest::Client::new();
+    let response = http
+        .post(app.http_url("/v1.1/customer/notes?format=json"))
+        .header("x-api-key", &key)
+        .json(&json!({"root": {"customer": {
+            "mobile": "919999999999",
+            "email": "ada@example.com",
+            "notes": {"note": {"description": "found by either"}},
+        }}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+
+    for query in ["mobile=919999999999", "email=ada@example.com"] {
+        let before = proxy.bytes_from_database();
+        let (status, listed) = answer(
+            http.get(app.http_url(&format!("/v1.1/customer/notes?{query}")))
+                .header("x-api-key", &key),
+        )
+        .await;
+        let read = proxy.bytes_from_database() - before;
+        assert_eq!(status, 200, "{listed}");
+        let text = listed["response"]["customer"]["notes"].to_string();
+        assert!(text.contains("found by either"), "{query}: {listed}");
+        assert!(
+            read < 64 * 1024,
+            "{query}: notesd read {read} bytes from the database"
+        );
+    }
+}

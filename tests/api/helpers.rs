@@ -708,6 +708,8 @@ pub struct DbProxy {
 #[derive(Default)]
 struct ProxyState {
     cut: std::sync::atomic::AtomicBool,
+    /// Bytes PostgreSQL sent to notesd, all connections together.
+    from_database: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Bumped by each cut: connections of an older generation end.
     generation: tokio::sync::watch::Sender<u64>,
 }
@@ -737,12 +739,29 @@ impl DbProxy {
                 }
                 let upstream = upstream.clone();
                 let mut cuts = accepting.generation.subscribe();
+                let received = accepting.from_database.clone();
                 tokio::spawn(async move {
-                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+                    let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
                         return;
                     };
+                    let (mut client_reads, mut client_writes) = client.split();
+                    let (mut server_reads, mut server_writes) = server.into_split();
+                    let upstream = tokio::io::copy(&mut client_reads, &mut server_writes);
+                    let downstream = async {
+                        let mut buffer = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = server_reads.read(&mut buffer).await?;
+                            if n == 0 {
+                                return Ok::<_, std::io::Error>(());
+                            }
+                            received.fetch_add(n as u64, std::sync::atomic::Ordering::SeqCst);
+                            client_writes.write_all(&buffer[..n]).await?;
+                        }
+                    };
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = upstream => {}
+                        _ = downstream => {}
                         _ = cuts.changed() => {}
                     }
                 });
@@ -765,6 +784,14 @@ impl DbProxy {
             .cut
             .store(true, std::sync::atomic::Ordering::SeqCst);
         self.state.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Bytes PostgreSQL has sent through the proxy so far: what notesd
+    /// read from the database.
+    pub fn bytes_from_database(&self) -> u64 {
+        self.state
+            .from_database
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Accepts connections again.

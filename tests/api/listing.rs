@@ -744,3 +744,94 @@ async fn large_notes_are_paged_by_size_without_losing_any() {
     assert!(pages > 1, "40 MiB of notes came in one page");
     assert_eq!(listed, created);
 }
+
+#[tokio::test]
+async fn notes_are_listed_by_subject_type_and_by_related_subject() {
+    let app = spawn_app().await;
+    let mut alice = app.member("acme", "alice").await;
+    let related = |note: pb::Note, kind: &str, id: &str| pb::Note {
+        related_subjects: vec![subject(kind, id).unwrap()],
+        ..note
+    };
+    let lead_1 = add(
+        &mut alice,
+        related(text_note("lead", "l-1", "a"), "contact", "c-1"),
+    )
+    .await;
+    let lead_2 = add(
+        &mut alice,
+        related(text_note("lead", "l-2", "b"), "contact", "c-2"),
+    )
+    .await;
+    let customer = add(
+        &mut alice,
+        related(text_note("customer", "k-1", "c"), "contact", "c-1"),
+    )
+    .await;
+    // Another tenant's note with the same related subject stays out.
+    let mut bob = app.member("other", "bob").await;
+    add(
+        &mut bob,
+        related(text_note("lead", "l-1", "x"), "contact", "c-1"),
+    )
+    .await;
+
+    let leads = listed_ids(
+        &mut alice,
+        pb::ListNotesRequest {
+            subject_type: "lead".to_owned(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(leads, vec![lead_2.id.clone(), lead_1.id.clone()]);
+
+    let of_contact = listed_ids(
+        &mut alice,
+        pb::ListNotesRequest {
+            related_subject: subject("contact", "c-1"),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(of_contact, vec![customer.id.clone(), lead_1.id.clone()]);
+
+    let both = listed_ids(
+        &mut alice,
+        pb::ListNotesRequest {
+            subject_type: "lead".to_owned(),
+            related_subject: subject("contact", "c-1"),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(both, vec![lead_1.id]);
+
+    assert_invalid(
+        list(
+            &mut alice,
+            pb::ListNotesRequest {
+                subject_type: "Lead!".to_owned(),
+                ..Default::default()
+            },
+        )
+        .await,
+        "INVALID_FIELD",
+        "subject_type",
+    );
+    assert_invalid(
+        list(
+            &mut alice,
+            pb::ListNotesRequest {
+                related_subject: Some(pb::Subject {
+                    r#type: "contact".to_owned(),
+                    id: String::new(),
+                }),
+                ..Default::default()
+            },
+        )
+        .await,
+        "MISSING_FIELDS",
+        "related_subject.id",
+    );
+}

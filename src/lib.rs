@@ -1,9 +1,11 @@
 //! notesd: a gRPC notes microservice over PostgreSQL.
 //!
 //! Layers, inside out: `domain` (the model and its rules), `storage`
-//! (Postgres), `service` (use cases), and the edges: `grpc`, `http`,
-//! `auth`.
+//! (Postgres), `service` (use cases), `api` (the application layer in
+//! notes.v1 types), and the edges that call it: `grpc`, `compat` (the
+//! vendor facades, served by `http`), with `auth` deciding who calls.
 
+pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod compat;

@@ -14,12 +14,10 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
+use crate::api::{MAX_MESSAGE_BYTES, NotesApi};
 use crate::auth::Authenticator;
 use crate::compat::CompatState;
-use crate::grpc::{
-    AuthenticateLayer, CallLimitsLayer, Callers, MAX_MESSAGE_BYTES, NotesApi, NotesGrpc,
-    SubjectsGrpc,
-};
+use crate::grpc::{AuthenticateLayer, CallLimitsLayer, Callers, NotesGrpc, SubjectsGrpc};
 use crate::http::OpsState;
 use crate::metrics::{GrpcMetricsLayer, Metrics};
 use crate::proto::notes::v1::notes_service_server::NotesServiceServer;

@@ -6,3 +6,9 @@ mod keys;
 pub use keys::{
     ApiKeySecret, Authenticator, Credentials, IssuedKey, KeyKind, KeySpec, client_address,
 };
+
+/// The header (gRPC metadata) carrying an API key, on gRPC and on the
+/// facades that take a key header.
+pub const API_KEY_HEADER: &str = "x-api-key";
+/// The header naming the acting member of a service key.
+pub const ACTOR_HEADER: &str = "x-actor-id";

@@ -29,9 +29,9 @@ use serde_json::{Map, Value, json};
 
 use super::CompatState;
 use super::common::{Rejection, Vendor, method_not_allowed, read_body};
-use crate::domain::list::{MAX_PAGE_SIZE, NoteFilter};
-use crate::domain::{DomainError, ErrorKind, Note, NoteId, Principal, Subject};
-use crate::grpc::{ACTOR_HEADER, API_KEY_HEADER};
+use crate::auth::{ACTOR_HEADER, API_KEY_HEADER};
+use crate::domain::list::MAX_PAGE_SIZE;
+use crate::domain::{DomainError, ErrorKind, Principal, Subject};
 use crate::proto::notes::v1 as pb;
 
 pub const NOTES_PATH: &str = "/v1.1/customer/notes";
@@ -55,10 +55,6 @@ pub fn routes() -> Router<CompatState> {
 /// documents none; descriptions are at most 255 characters, so 2 MiB holds
 /// thousands of notes.
 pub const BODY_LIMIT: usize = 2 * 1024 * 1024;
-
-/// A GET answers the newest notes whose descriptions fit in this many
-/// bytes (as a gRPC ListNotes page does), at most [`MAX_PAGE_SIZE`] of them.
-const RESPONSE_BUDGET_BYTES: usize = 16 * 1024 * 1024;
 
 /// The Capillary facade, for the shared refusals: Capillary's
 /// request-level `response.status`.
@@ -477,7 +473,7 @@ struct Written {
     updated: bool,
 }
 
-/// Adds or updates one note of `customer` through [`crate::grpc::NotesApi`].
+/// Adds or updates one note of `customer` through [`crate::api::NotesApi`].
 async fn write_note(
     state: &CompatState,
     principal: &Principal,
@@ -508,10 +504,10 @@ async fn write_note(
             (state.api.add_note(principal, &request).await?, false)
         }
         Some(number) => {
-            let id = state.api.notes().resolve_number(principal, number).await?;
+            let id = state.api.note_id_for_number(principal, number).await?;
             let current = state
                 .api
-                .get_note(principal, &pb::GetNoteRequest { id: id.to_string() })
+                .get_note(principal, &pb::GetNoteRequest { id })
                 .await?;
             // A note of another customer is not this customer's note.
             if !customer.owns(&current) {
@@ -549,33 +545,7 @@ async fn number_of(
     principal: &Principal,
     id: &str,
 ) -> Result<i64, DomainError> {
-    let id = NoteId::parse("id", id)?;
-    state
-        .api
-        .notes()
-        .numbers(principal, &[id])
-        .await?
-        .get(&id)
-        .copied()
-        .ok_or_else(|| DomainError::Internal(anyhow::anyhow!("note {id} got no number")))
-}
-
-/// The numbers of `notes`, in their order.
-async fn numbers_of(
-    state: &CompatState,
-    principal: &Principal,
-    notes: &[Note],
-) -> Result<Vec<i64>, DomainError> {
-    let ids: Vec<NoteId> = notes.iter().map(|note| note.id).collect();
-    let numbers = state.api.notes().numbers(principal, &ids).await?;
-    notes
-        .iter()
-        .map(|note| {
-            numbers.get(&note.id).copied().ok_or_else(|| {
-                DomainError::Internal(anyhow::anyhow!("note {} got no number", note.id))
-            })
-        })
-        .collect()
+    Ok(state.api.note_numbers(principal, &[id]).await?[0])
 }
 
 // ---------------------------------------------------------------------------
@@ -1013,48 +983,36 @@ async fn list_notes(
     };
     // A customer's notes are those about any of its identifiers: the
     // identifier a note was written with first is its subject, the others
-    // its related subjects.
-    let filter = NoteFilter {
-        about: Some(subject),
-        ..Default::default()
-    };
-    // Notes are numbered from their domain form, so the listing reads the
-    // use case directly (the same one ListNotes calls).
+    // its related subjects. The page keeps gRPC's response budget:
+    // descriptions written over gRPC may be megabytes each.
+    let subject = subject_to_proto(&subject);
     let listed = async {
-        let page = state
+        let notes = state
             .api
-            .notes()
-            .list_notes(&principal, &filter, MAX_PAGE_SIZE, None)
+            .list_notes_about(&principal, &subject, MAX_PAGE_SIZE)
             .await?;
-        let numbers = numbers_of(&state, &principal, &page.items).await?;
-        Ok::<_, DomainError>((page.items, numbers))
+        let ids: Vec<&str> = notes.iter().map(|note| note.id.as_str()).collect();
+        let numbers = state.api.note_numbers(&principal, &ids).await?;
+        Ok::<_, DomainError>((notes, numbers))
     }
     .await;
     let (notes, numbers) = match listed {
         Ok(listed) => listed,
         Err(err) => return request_failure(err),
     };
-    // The response budget of gRPC listing holds here too: descriptions
-    // written over gRPC may be megabytes each.
-    let mut budget = RESPONSE_BUDGET_BYTES;
     let notes = notes
-        .iter()
+        .into_iter()
         .zip(numbers)
-        .take_while(|(note, _)| {
-            let size = note.body.text().len() + 128;
-            let fits = size <= budget;
-            budget = budget.saturating_sub(size);
-            fits
-        })
         .map(|(note, number)| {
             json!({
                 "id": number.to_string(),
-                "description": note.body.text(),
-                "added_on": format_date(note.occurred_at),
+                "description": note.body.map(|body| body.text).unwrap_or_default(),
+                "added_on": from_timestamp(note.occur_time.as_ref())
+                    .map(format_date)
+                    .unwrap_or_default(),
             })
         })
         .collect();
-
     let mut customer = Map::new();
     for key in ["user_id", "mobile", "email", "external_id"] {
         customer.insert(key.to_owned(), Value::String(String::new()));

@@ -5,7 +5,7 @@
 //! its field), turned into notes.v1 requests and handed to [`NotesApi`];
 //! notes come back in Close's `Note` activity shape.
 //!
-//! [`NotesApi`]: crate::grpc::NotesApi
+//! [`NotesApi`]: crate::api::NotesApi
 
 use std::net::SocketAddr;
 
@@ -25,6 +25,7 @@ use uuid::Uuid;
 
 use super::CompatState;
 use super::common::{Rejection, Vendor, VendorPath, WRITE_ATTEMPTS, method_not_allowed, read_body};
+use crate::auth::ACTOR_HEADER;
 use crate::domain::{DomainError, ErrorKind, Principal};
 use crate::proto::notes::v1 as pb;
 
@@ -49,8 +50,6 @@ const SCAN_PAGE: i32 = 1000;
 /// Request bodies up to this size (read after authentication): two 10 MiB
 /// bodies (text and HTML) with JSON escaping.
 const BODY_LIMIT: usize = 48 * 1024 * 1024;
-/// The header naming the acting member for a service key (as over gRPC).
-const ACTOR_HEADER: &str = "x-actor-id";
 
 pub fn routes() -> Router<CompatState> {
     Router::new()
@@ -442,12 +441,10 @@ async fn note_id(state: &CompatState, principal: &Principal, id: &str) -> Result
     if !id.starts_with(ID_PREFIX) {
         return Err(Failure::not_found());
     }
-    let found = state
+    Ok(state
         .api
-        .notes()
-        .resolve_source(principal, SOURCE_SYSTEM, id)
-        .await?;
-    Ok(found.to_string())
+        .note_id_for_source(principal, SOURCE_SYSTEM, id)
+        .await?)
 }
 
 /// The Close id of a note: its imported Close id, or `acti_` and the 32

@@ -28,8 +28,9 @@ use super::CompatState;
 use super::common::{
     Rejection, Vendor, VendorPath, WRITE_ATTEMPTS, method_not_allowed, read_body, with_etag,
 };
-use crate::domain::{DomainError, ErrorKind, NoteId, Principal};
-use crate::grpc::{json_to_struct, struct_to_json_object};
+use crate::api::convert::{json_to_struct, struct_to_json_object};
+use crate::auth::{ACTOR_HEADER, API_KEY_HEADER};
+use crate::domain::{DomainError, ErrorKind, Principal};
 use crate::proto::notes::v1 as pb;
 
 /// The subject type of a Fernand conversation.
@@ -42,12 +43,6 @@ pub const MAX_CONTENT_CHARS: usize = 10_485_760;
 /// even when every character is sent as a six-byte JSON escape (Go's
 /// encoder writes `<` as `\u003c`, say), with room for the other fields.
 const MAX_REQUEST_BYTES: usize = 6 * MAX_CONTENT_CHARS + 1024 * 1024;
-
-/// Fernand's key header (HTTP header names are case-insensitive).
-const API_KEY_HEADER: &str = "x-api-key";
-
-/// The acting member of a service key, as in gRPC metadata.
-const ACTOR_HEADER: &str = "x-actor-id";
 
 /// Fernand's `type` of a note entry.
 const ENTRY_TYPE: &str = "NOTE";
@@ -520,10 +515,10 @@ async fn note_in_conversation(
     conversation: i64,
     number: i64,
 ) -> Result<pb::Note, FernandError> {
-    let id = state.api.notes().resolve_number(principal, number).await?;
+    let id = state.api.note_id_for_number(principal, number).await?;
     let note = state
         .api
-        .get_note(principal, &pb::GetNoteRequest { id: id.to_string() })
+        .get_note(principal, &pb::GetNoteRequest { id })
         .await?;
     if note.subject.as_ref() != Some(&conversation_subject(conversation)) {
         return Err(FernandError::not_found());
@@ -538,11 +533,8 @@ async fn number_of(
     principal: &Principal,
     note: &pb::Note,
 ) -> Result<i64, FernandError> {
-    let id = NoteId::parse("id", &note.id)?;
-    let numbers = state.api.notes().numbers(principal, &[id]).await?;
-    numbers.get(&id).copied().ok_or_else(|| {
-        DomainError::Internal(anyhow::anyhow!("no number given to note {id}")).into()
-    })
+    let numbers = state.api.note_numbers(principal, &[&note.id]).await?;
+    Ok(numbers[0])
 }
 
 async fn add_note(

@@ -23,9 +23,9 @@ use axum::Router;
 use axum::http::HeaderMap;
 use ipnet::IpNet;
 
+use crate::api::NotesApi;
 use crate::auth::{ApiKeySecret, Authenticator, Credentials, client_address};
 use crate::domain::{DomainError, Principal};
-use crate::grpc::NotesApi;
 use crate::service::Subjects;
 
 /// What every facade handler works with.

@@ -19,12 +19,11 @@ use ipnet::IpNet;
 use tonic::transport::server::TcpConnectInfo;
 use tonic::{Request, Status};
 
-use crate::auth::{ApiKeySecret, Authenticator, Credentials, client_address};
+use crate::auth::{
+    ACTOR_HEADER, API_KEY_HEADER, ApiKeySecret, Authenticator, Credentials, client_address,
+};
 use crate::domain::{DomainError, Principal};
 
-/// Metadata naming the acting member of a service key.
-pub const ACTOR_HEADER: &str = "x-actor-id";
-pub const API_KEY_HEADER: &str = "x-api-key";
 const FORWARDED_FOR_HEADER: &str = "x-forwarded-for";
 
 /// The services whose calls need a caller: every notes.v1 path, served or

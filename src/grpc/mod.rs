@@ -1,199 +1,22 @@
-//! The gRPC edge: authenticates each call, parses the request into domain
-//! values, calls the use cases, and converts the result back.
+//! The gRPC edge, tonic glue only: the layers that bound calls and
+//! authenticate them before a body is read, the services that hand each
+//! call to [`NotesApi`], and the one mapping of errors to statuses.
 
 mod callers;
-mod convert;
 mod limits;
-mod page_token;
 mod status;
 mod subjects;
 
-pub use callers::{ACTOR_HEADER, API_KEY_HEADER, AuthenticateLayer, Callers};
-pub use convert::{json_to_struct, struct_to_json_object};
+pub use callers::{AuthenticateLayer, Callers};
 pub use limits::CallLimitsLayer;
 pub use status::ERROR_DOMAIN;
 pub use subjects::SubjectsGrpc;
 
 use tonic::{Request, Response, Status};
 
-use crate::domain::list::{self, NoteCursor};
-use crate::domain::{DomainError, Note, Principal};
+use crate::api::NotesApi;
 use crate::proto::notes::v1 as pb;
 use crate::proto::notes::v1::notes_service_server::NotesService;
-use crate::service::Notes;
-
-/// The notes.v1 requests, handled for a caller already authenticated: what
-/// NotesService does after authentication, and what the vendor facades call
-/// with the RPC request types they build.
-#[derive(Debug, Clone)]
-pub struct NotesApi {
-    notes: Notes,
-}
-
-impl NotesApi {
-    pub fn new(notes: Notes) -> Self {
-        Self { notes }
-    }
-
-    /// The use cases behind the API, for what the RPC types do not cover
-    /// (the facades' numeric ids, say).
-    pub fn notes(&self) -> &Notes {
-        &self.notes
-    }
-
-    pub async fn add_note(
-        &self,
-        principal: &Principal,
-        request: &pb::AddNoteRequest,
-    ) -> Result<pb::Note, DomainError> {
-        let (draft, request_key) = if html_len(request.note.as_ref()) >= BLOCKING_HTML_BYTES {
-            let (principal, request) = (principal.clone(), request.clone());
-            blocking(move || convert::parse_add_request(&principal, &request)).await?
-        } else {
-            convert::parse_add_request(principal, request)?
-        };
-        let note = self.notes.add_note(principal, draft, request_key).await?;
-        tracing::info!(note_id = %note.id, tenant = %principal.tenant, "note added");
-        Ok(convert::note_to_proto(note))
-    }
-
-    pub async fn update_note(
-        &self,
-        principal: &Principal,
-        request: &pb::UpdateNoteRequest,
-    ) -> Result<pb::Note, DomainError> {
-        let (id, patch, etag) = if html_len(request.note.as_ref()) >= BLOCKING_HTML_BYTES {
-            let request = request.clone();
-            blocking(move || convert::parse_update_request(&request)).await?
-        } else {
-            convert::parse_update_request(request)?
-        };
-        let note = self
-            .notes
-            .update_note(principal, id, patch, etag.as_deref())
-            .await?;
-        Ok(convert::note_to_proto(note))
-    }
-
-    pub async fn get_note(
-        &self,
-        principal: &Principal,
-        request: &pb::GetNoteRequest,
-    ) -> Result<pb::Note, DomainError> {
-        let id = convert::parse_note_id("id", &request.id)?;
-        let note = self.notes.get_note(principal, id).await?;
-        Ok(convert::note_to_proto(note))
-    }
-
-    pub async fn list_notes(
-        &self,
-        principal: &Principal,
-        request: &pb::ListNotesRequest,
-    ) -> Result<pb::ListNotesResponse, DomainError> {
-        let page_size = list::page_size("page_size", request.page_size)?;
-        let filter = convert::parse_list_filter(request)?;
-        let after = page_token::decode_notes(&filter, &request.page_token)?;
-        let page = self
-            .notes
-            .list_notes(principal, &filter, page_size, after)
-            .await?;
-        let cursors: Vec<NoteCursor> = page.items.iter().map(Note::cursor).collect();
-        let mut notes: Vec<pb::Note> = page.items.into_iter().map(convert::note_to_proto).collect();
-        let fitting = count_within_budget(&notes);
-        let next = if fitting < notes.len() {
-            notes.truncate(fitting);
-            Some(cursors[fitting - 1])
-        } else {
-            page.next
-        };
-        Ok(pb::ListNotesResponse {
-            notes,
-            next_page_token: next
-                .map(|cursor| page_token::encode_notes(&filter, &cursor))
-                .unwrap_or_default(),
-        })
-    }
-
-    pub async fn delete_note(
-        &self,
-        principal: &Principal,
-        request: &pb::DeleteNoteRequest,
-    ) -> Result<pb::Note, DomainError> {
-        let id = convert::parse_note_id("id", &request.id)?;
-        let etag = (!request.etag.is_empty()).then_some(request.etag.as_str());
-        let note = self.notes.delete_note(principal, id, etag).await?;
-        Ok(convert::note_to_proto(note))
-    }
-
-    pub async fn undelete_note(
-        &self,
-        principal: &Principal,
-        request: &pb::UndeleteNoteRequest,
-    ) -> Result<pb::Note, DomainError> {
-        let id = convert::parse_note_id("id", &request.id)?;
-        let etag = (!request.etag.is_empty()).then_some(request.etag.as_str());
-        let note = self.notes.undelete_note(principal, id, etag).await?;
-        Ok(convert::note_to_proto(note))
-    }
-
-    pub async fn list_note_revisions(
-        &self,
-        principal: &Principal,
-        request: &pb::ListNoteRevisionsRequest,
-    ) -> Result<pb::ListNoteRevisionsResponse, DomainError> {
-        let id = convert::parse_note_id("note_id", &request.note_id)?;
-        let page_size = list::page_size("page_size", request.page_size)?;
-        let before = page_token::decode_revisions(id, &request.page_token)?;
-        let page = self
-            .notes
-            .list_revisions(principal, id, page_size, before)
-            .await?;
-        let mut revisions: Vec<pb::NoteRevision> = page
-            .items
-            .into_iter()
-            .map(convert::revision_to_proto)
-            .collect();
-        let fitting = count_within_budget(&revisions);
-        let next = if fitting < revisions.len() {
-            revisions.truncate(fitting);
-            Some(revisions[fitting - 1].revision)
-        } else {
-            page.next
-        };
-        Ok(pb::ListNoteRevisionsResponse {
-            revisions,
-            next_page_token: next
-                .map(|revision| page_token::encode_revisions(id, revision))
-                .unwrap_or_default(),
-        })
-    }
-}
-
-/// HTML bodies of at least this many bytes are parsed (sanitized, their
-/// text derived) on tokio's blocking pool rather than on an async worker:
-/// sanitizing takes tens of milliseconds a MiB (440 ms for 6.6 MB), and a
-/// worker busy that long stalls every call it serves. Smaller bodies are
-/// parsed in place, where a hop to another thread would cost more than it
-/// saves.
-const BLOCKING_HTML_BYTES: usize = 64 * 1024;
-
-fn html_len(note: Option<&pb::Note>) -> usize {
-    note.and_then(|note| note.body.as_ref())
-        .map_or(0, |body| body.html.len())
-}
-
-/// Runs `parse` on the blocking pool.
-async fn blocking<T: Send + 'static>(
-    parse: impl FnOnce() -> Result<T, DomainError> + Send + 'static,
-) -> Result<T, DomainError> {
-    tokio::task::spawn_blocking(parse)
-        .await
-        .map_err(|err| DomainError::Internal(anyhow::anyhow!("parsing a request: {err}")))?
-}
-
-/// The largest gRPC message accepted or sent. A note body is at most
-/// 10 MiB of HTML plus its derived text, with room for the rest.
-pub const MAX_MESSAGE_BYTES: usize = 32 * 1024 * 1024;
 
 /// NotesService: hands each call, authenticated by [`AuthenticateLayer`],
 /// to [`NotesApi`].
@@ -206,25 +29,6 @@ impl NotesGrpc {
     pub fn new(api: NotesApi) -> Self {
         Self { api }
     }
-}
-
-/// A page holds fewer items than asked (AIP-158 allows it) when the items
-/// would make the response larger than this; large bodies then page by size.
-const RESPONSE_BUDGET_BYTES: usize = MAX_MESSAGE_BYTES / 2;
-
-/// How many of `items`, from the first, fit in the response budget: always
-/// at least one, since a single note always fits a message.
-fn count_within_budget<M: prost::Message>(items: &[M]) -> usize {
-    let mut total = 0;
-    items
-        .iter()
-        .take_while(|item| {
-            total += item.encoded_len() + 8;
-            total <= RESPONSE_BUDGET_BYTES
-        })
-        .count()
-        .max(1)
-        .min(items.len())
 }
 
 #[tonic::async_trait]

@@ -3,7 +3,7 @@
 use tonic::{Request, Response, Status};
 
 use super::callers;
-use super::convert::{parse_owner, parse_subject, timestamp};
+use crate::api::convert::{parse_owner, parse_subject, timestamp};
 use crate::domain::SubjectRegistration;
 use crate::proto::notes::v1 as pb;
 use crate::proto::notes::v1::subjects_service_server::SubjectsService;

@@ -27,10 +27,8 @@ use sqlx::types::Json;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::gather::{Gatherer, per_tenant};
-use super::notes::InsertOutcome;
-use super::reads::select_notes;
-use super::rows;
+use super::gather::{BatchObserver, Gatherer, per_tenant};
+use super::rows::{self, select_notes};
 use crate::domain::{DomainError, Note, RequestKey, TenantId, access};
 
 /// How adds are grouped.
@@ -56,14 +54,14 @@ impl Default for BatchSettings {
     }
 }
 
-/// Told of every batch, written or read, for metrics.
-pub trait BatchObserver: Send + Sync + 'static {
-    /// A batch of `rows` adds was written (each add with its own outcome).
-    fn batch_written(&self, rows: usize);
-    /// A batch failed as a whole; its adds are written one at a time.
-    fn batch_split(&self);
-    /// `notes` reads of notes by id (GetNote) shared one query.
-    fn reads_batched(&self, notes: usize);
+/// What inserting a note with a request id came to.
+#[derive(Debug)]
+pub enum InsertOutcome {
+    Created(Note),
+    /// The request id was used before by the same request: its note.
+    Replayed(Note),
+    /// The request id was used before by a different request.
+    RequestConflict,
 }
 
 /// One add waiting for its batch.

@@ -89,3 +89,13 @@ where
     }
     while groups.join_next().await.is_some() {}
 }
+
+/// Told of every batch, written or read, for metrics.
+pub trait BatchObserver: Send + Sync + 'static {
+    /// A batch of `rows` adds was written (each add with its own outcome).
+    fn batch_written(&self, rows: usize);
+    /// A batch failed as a whole; its adds are written one at a time.
+    fn batch_split(&self);
+    /// `notes` reads of notes by id (GetNote) shared one query.
+    fn reads_batched(&self, notes: usize);
+}

@@ -10,10 +10,11 @@ mod reads;
 mod rows;
 mod subjects;
 
-pub use batch::{BatchObserver, BatchSettings};
+pub use batch::{BatchSettings, InsertOutcome};
 pub use database::{APP_ROLE, Database, DatabaseOptions};
+pub use gather::BatchObserver;
 pub use keys::{ApiKeyRecord, ApiKeyStore, NewApiKey};
-pub use notes::{InsertOutcome, NoteStore};
+pub use notes::NoteStore;
 pub use subjects::SubjectStore;
 
 use sqlx::{PgPool, Postgres, Transaction};

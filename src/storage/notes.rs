@@ -9,8 +9,9 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
-use super::batch::{AddBatcher, BatchObserver, BatchSettings};
+use super::batch::{AddBatcher, BatchSettings, InsertOutcome};
 use super::begin_for;
+use super::gather::BatchObserver;
 use super::reads::GetBatcher;
 use super::rows::{self, NoteRow, note_columns};
 use crate::domain::list::{NoteCursor, NoteFilter, Page};
@@ -28,16 +29,6 @@ type RevisionRow = (
     chrono::DateTime<chrono::Utc>,
     Json<NoteRow>,
 );
-
-/// What inserting a note with a request id came to.
-#[derive(Debug)]
-pub enum InsertOutcome {
-    Created(Note),
-    /// The request id was used before by the same request: its note.
-    Replayed(Note),
-    /// The request id was used before by a different request.
-    RequestConflict,
-}
 
 #[derive(Debug, Clone)]
 pub struct NoteStore {

@@ -14,9 +14,8 @@ use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::batch::BatchObserver;
-use super::gather::{Gatherer, per_tenant};
-use super::rows::{NoteRow, note_columns};
+use super::gather::{BatchObserver, Gatherer, per_tenant};
+use super::rows::select_notes;
 use crate::domain::{DomainError, Note, NoteId, TenantId};
 
 /// Reads in flight at once (each holds one database connection).
@@ -83,24 +82,6 @@ async fn collect(pool: PgPool, observer: Arc<dyn BatchObserver>, gets: mpsc::Rec
             drop(permit);
         });
     }
-}
-
-/// The notes of `tenant` with these ids (those that exist), in one round
-/// trip: no transaction of its own to begin or commit.
-pub(crate) async fn select_notes(
-    pool: &PgPool,
-    tenant: &TenantId,
-    ids: &[Uuid],
-) -> Result<Vec<NoteRow>, sqlx::Error> {
-    sqlx::query_as(concat!(
-        "select ",
-        note_columns!(),
-        " from notesd_get_notes($1, $2)"
-    ))
-    .bind(tenant.as_str())
-    .bind(ids)
-    .fetch_all(pool)
-    .await
 }
 
 /// Reads one tenant's notes in one statement and answers each read.

@@ -1,7 +1,9 @@
-//! Rows as stored, kept apart from the domain types, and their conversion.
+//! Rows as stored, kept apart from the domain types, and their conversion;
+//! the read of notes by id that the read and write batchers share.
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
+use sqlx::PgPool;
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 use sqlx::{FromRow, Row};
@@ -182,4 +184,22 @@ impl TryFrom<NoteRow> for Note {
             revision: row.revision,
         })
     }
+}
+
+/// The notes of `tenant` with these ids (those that exist), in one round
+/// trip: no transaction of its own to begin or commit.
+pub(crate) async fn select_notes(
+    pool: &PgPool,
+    tenant: &TenantId,
+    ids: &[Uuid],
+) -> Result<Vec<NoteRow>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "select ",
+        note_columns!(),
+        " from notesd_get_notes($1, $2)"
+    ))
+    .bind(tenant.as_str())
+    .bind(ids)
+    .fetch_all(pool)
+    .await
 }

@@ -1,0 +1,269 @@
+//! The application layer, in notes.v1 types: every edge (the tonic
+//! services, the vendor facades) goes through [`NotesApi`] and nothing
+//! else. It owns request conversion, page tokens, limits and the response
+//! budget; errors leave it as [`DomainError`]s, which each edge renders by
+//! their [`ErrorKind`](crate::domain::ErrorKind).
+
+pub(crate) mod convert;
+mod page_token;
+
+use std::collections::HashMap;
+
+use crate::domain::list::{self, NoteCursor, NoteFilter};
+use crate::domain::{DomainError, Note, NoteId, Principal};
+use crate::proto::notes::v1 as pb;
+use crate::service::Notes;
+
+/// The notes.v1 requests, handled for a caller already authenticated: what
+/// NotesService does after authentication, and what the vendor facades call
+/// with the RPC request types they build.
+#[derive(Debug, Clone)]
+pub struct NotesApi {
+    notes: Notes,
+}
+
+impl NotesApi {
+    pub fn new(notes: Notes) -> Self {
+        Self { notes }
+    }
+
+    pub async fn add_note(
+        &self,
+        principal: &Principal,
+        request: &pb::AddNoteRequest,
+    ) -> Result<pb::Note, DomainError> {
+        let (draft, request_key) = if html_len(request.note.as_ref()) >= BLOCKING_HTML_BYTES {
+            let (principal, request) = (principal.clone(), request.clone());
+            blocking(move || convert::parse_add_request(&principal, &request)).await?
+        } else {
+            convert::parse_add_request(principal, request)?
+        };
+        let note = self.notes.add_note(principal, draft, request_key).await?;
+        tracing::info!(note_id = %note.id, tenant = %principal.tenant, "note added");
+        Ok(convert::note_to_proto(note))
+    }
+
+    pub async fn update_note(
+        &self,
+        principal: &Principal,
+        request: &pb::UpdateNoteRequest,
+    ) -> Result<pb::Note, DomainError> {
+        let (id, patch, etag) = if html_len(request.note.as_ref()) >= BLOCKING_HTML_BYTES {
+            let request = request.clone();
+            blocking(move || convert::parse_update_request(&request)).await?
+        } else {
+            convert::parse_update_request(request)?
+        };
+        let note = self
+            .notes
+            .update_note(principal, id, patch, etag.as_deref())
+            .await?;
+        Ok(convert::note_to_proto(note))
+    }
+
+    pub async fn get_note(
+        &self,
+        principal: &Principal,
+        request: &pb::GetNoteRequest,
+    ) -> Result<pb::Note, DomainError> {
+        let id = convert::parse_note_id("id", &request.id)?;
+        let note = self.notes.get_note(principal, id).await?;
+        Ok(convert::note_to_proto(note))
+    }
+
+    pub async fn list_notes(
+        &self,
+        principal: &Principal,
+        request: &pb::ListNotesRequest,
+    ) -> Result<pb::ListNotesResponse, DomainError> {
+        let page_size = list::page_size("page_size", request.page_size)?;
+        let filter = convert::parse_list_filter(request)?;
+        let after = page_token::decode_notes(&filter, &request.page_token)?;
+        let page = self
+            .notes
+            .list_notes(principal, &filter, page_size, after)
+            .await?;
+        let cursors: Vec<NoteCursor> = page.items.iter().map(Note::cursor).collect();
+        let mut notes: Vec<pb::Note> = page.items.into_iter().map(convert::note_to_proto).collect();
+        let fitting = count_within_budget(&notes);
+        let next = if fitting < notes.len() {
+            notes.truncate(fitting);
+            Some(cursors[fitting - 1])
+        } else {
+            page.next
+        };
+        Ok(pb::ListNotesResponse {
+            notes,
+            next_page_token: next
+                .map(|cursor| page_token::encode_notes(&filter, &cursor))
+                .unwrap_or_default(),
+        })
+    }
+
+    pub async fn delete_note(
+        &self,
+        principal: &Principal,
+        request: &pb::DeleteNoteRequest,
+    ) -> Result<pb::Note, DomainError> {
+        let id = convert::parse_note_id("id", &request.id)?;
+        let etag = (!request.etag.is_empty()).then_some(request.etag.as_str());
+        let note = self.notes.delete_note(principal, id, etag).await?;
+        Ok(convert::note_to_proto(note))
+    }
+
+    pub async fn undelete_note(
+        &self,
+        principal: &Principal,
+        request: &pb::UndeleteNoteRequest,
+    ) -> Result<pb::Note, DomainError> {
+        let id = convert::parse_note_id("id", &request.id)?;
+        let etag = (!request.etag.is_empty()).then_some(request.etag.as_str());
+        let note = self.notes.undelete_note(principal, id, etag).await?;
+        Ok(convert::note_to_proto(note))
+    }
+
+    /// The notes a caller may read about `subject` or naming it among
+    /// their related subjects, newest first: at most `page_size` and within
+    /// the response budget (a Capillary customer found by any identifier).
+    pub async fn list_notes_about(
+        &self,
+        principal: &Principal,
+        subject: &pb::Subject,
+        page_size: usize,
+    ) -> Result<Vec<pb::Note>, DomainError> {
+        let filter = NoteFilter {
+            about: Some(convert::parse_subject("subject", Some(subject))?),
+            ..Default::default()
+        };
+        let page = self
+            .notes
+            .list_notes(principal, &filter, page_size, None)
+            .await?;
+        let mut notes: Vec<pb::Note> = page.items.into_iter().map(convert::note_to_proto).collect();
+        notes.truncate(count_within_budget(&notes));
+        Ok(notes)
+    }
+
+    /// The numbers (the integer ids of Capillary and Fernand) of these
+    /// notes, in their order; a note gets one the first time it is asked.
+    pub async fn note_numbers(
+        &self,
+        principal: &Principal,
+        ids: &[&str],
+    ) -> Result<Vec<i64>, DomainError> {
+        let ids = ids
+            .iter()
+            .map(|id| convert::parse_note_id("id", id))
+            .collect::<Result<Vec<NoteId>, _>>()?;
+        let numbers: HashMap<NoteId, i64> = self.notes.numbers(principal, &ids).await?;
+        ids.iter()
+            .map(|id| {
+                numbers.get(id).copied().ok_or_else(|| {
+                    DomainError::Internal(anyhow::anyhow!("note {id} got no number"))
+                })
+            })
+            .collect()
+    }
+
+    /// The id of the note with this number; NOT_FOUND when there is none.
+    pub async fn note_id_for_number(
+        &self,
+        principal: &Principal,
+        number: i64,
+    ) -> Result<String, DomainError> {
+        let id = self.notes.resolve_number(principal, number).await?;
+        Ok(id.to_string())
+    }
+
+    /// The id of the note imported from `system` with this id; NOT_FOUND
+    /// when there is none.
+    pub async fn note_id_for_source(
+        &self,
+        principal: &Principal,
+        system: &str,
+        source_id: &str,
+    ) -> Result<String, DomainError> {
+        let id = self
+            .notes
+            .resolve_source(principal, system, source_id)
+            .await?;
+        Ok(id.to_string())
+    }
+
+    pub async fn list_note_revisions(
+        &self,
+        principal: &Principal,
+        request: &pb::ListNoteRevisionsRequest,
+    ) -> Result<pb::ListNoteRevisionsResponse, DomainError> {
+        let id = convert::parse_note_id("note_id", &request.note_id)?;
+        let page_size = list::page_size("page_size", request.page_size)?;
+        let before = page_token::decode_revisions(id, &request.page_token)?;
+        let page = self
+            .notes
+            .list_revisions(principal, id, page_size, before)
+            .await?;
+        let mut revisions: Vec<pb::NoteRevision> = page
+            .items
+            .into_iter()
+            .map(convert::revision_to_proto)
+            .collect();
+        let fitting = count_within_budget(&revisions);
+        let next = if fitting < revisions.len() {
+            revisions.truncate(fitting);
+            Some(revisions[fitting - 1].revision)
+        } else {
+            page.next
+        };
+        Ok(pb::ListNoteRevisionsResponse {
+            revisions,
+            next_page_token: next
+                .map(|revision| page_token::encode_revisions(id, revision))
+                .unwrap_or_default(),
+        })
+    }
+}
+
+/// HTML bodies of at least this many bytes are parsed (sanitized, their
+/// text derived) on tokio's blocking pool rather than on an async worker:
+/// sanitizing takes tens of milliseconds a MiB (440 ms for 6.6 MB), and a
+/// worker busy that long stalls every call it serves. Smaller bodies are
+/// parsed in place, where a hop to another thread would cost more than it
+/// saves.
+const BLOCKING_HTML_BYTES: usize = 64 * 1024;
+
+fn html_len(note: Option<&pb::Note>) -> usize {
+    note.and_then(|note| note.body.as_ref())
+        .map_or(0, |body| body.html.len())
+}
+
+/// Runs `parse` on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    parse: impl FnOnce() -> Result<T, DomainError> + Send + 'static,
+) -> Result<T, DomainError> {
+    tokio::task::spawn_blocking(parse)
+        .await
+        .map_err(|err| DomainError::Internal(anyhow::anyhow!("parsing a request: {err}")))?
+}
+
+/// The largest gRPC message accepted or sent. A note body is at most
+/// 10 MiB of HTML plus its derived text, with room for the rest.
+pub const MAX_MESSAGE_BYTES: usize = 32 * 1024 * 1024;
+
+/// A page holds fewer items than asked (AIP-158 allows it) when the items
+/// would make the response larger than this; large bodies then page by size.
+const RESPONSE_BUDGET_BYTES: usize = MAX_MESSAGE_BYTES / 2;
+
+/// How many of `items`, from the first, fit in the response budget: always
+/// at least one, since a single note always fits a message.
+fn count_within_budget<M: prost::Message>(items: &[M]) -> usize {
+    let mut total = 0;
+    items
+        .iter()
+        .take_while(|item| {
+            total += item.encoded_len() + 8;
+            total <= RESPONSE_BUDGET_BYTES
+        })
+        .count()
+        .max(1)
+        .min(items.len())
+}

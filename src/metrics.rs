@@ -3,6 +3,11 @@
 //! - `notesd_grpc_requests_total{method, code}`: finished gRPC calls;
 //! - `notesd_grpc_request_duration_seconds{method}`: time to the response
 //!   headers, which for a unary call is the whole handling time;
+//! - `notesd_http_requests_total{route, status}`: finished HTTP requests
+//!   (facades and operations), by route template (`other` when no route
+//!   matched);
+//! - `notesd_http_request_duration_seconds{route}`: time to the response
+//!   headers;
 //! - `notesd_db_pool_connections{state}`: open and idle pool connections;
 //! - `notesd_add_batch_rows`: adds per group-commit transaction (its
 //!   `_count` is the number of those transactions);
@@ -44,6 +49,17 @@ struct MethodLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpCallLabels {
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PoolLabels {
     state: &'static str,
 }
@@ -58,6 +74,8 @@ pub struct Metrics {
     registry: Registry,
     calls: Family<CallLabels, Counter>,
     latency: Family<MethodLabels, Histogram, fn() -> Histogram>,
+    http_calls: Family<HttpCallLabels, Counter>,
+    http_latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     pool_connections: Family<PoolLabels, Gauge>,
     batch_rows: Histogram,
     batch_splits: Counter,
@@ -123,6 +141,21 @@ impl Metrics {
             "Time from a gRPC call's arrival to its response headers",
             latency.clone(),
         );
+        let http_calls = Family::<HttpCallLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "Finished HTTP requests (facades and operations), by route template",
+            http_calls.clone(),
+        );
+        let http_latency =
+            Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from an HTTP request's arrival to its response headers",
+            http_latency.clone(),
+        );
         let pool_connections = Family::<PoolLabels, Gauge>::default();
         registry.register(
             "db_pool_connections",
@@ -153,6 +186,8 @@ impl Metrics {
             registry,
             calls,
             latency,
+            http_calls,
+            http_latency,
             pool_connections,
             batch_rows,
             batch_splits,
@@ -173,6 +208,23 @@ impl Metrics {
             .get_or_create(&CallLabels {
                 method,
                 code: format!("{code:?}"),
+            })
+            .inc();
+    }
+
+    /// Records a finished HTTP request. `route` is the template of the
+    /// route that served it (`/api/v1/activity/note/{id}/`), or `other`:
+    /// never the path itself, so no client can add a label value.
+    pub fn observe_http(&self, route: &str, status: u16, started: Instant) {
+        self.http_latency
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+            })
+            .observe(started.elapsed().as_secs_f64());
+        self.http_calls
+            .get_or_create(&HttpCallLabels {
+                route: route.to_owned(),
+                status,
             })
             .inc();
     }

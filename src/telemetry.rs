@@ -31,17 +31,34 @@ pub fn init(format: LogFormat) {
     };
 }
 
-/// The span of one gRPC call: its method and a request id (the caller's
-/// `x-request-id` when sent, else a new one).
-pub fn grpc_span<B>(request: &http::Request<B>) -> Span {
-    let request_id = request
+/// The caller's `x-request-id` when sent (at most 128 bytes), else a new
+/// one.
+fn request_id<B>(request: &http::Request<B>) -> String {
+    request
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .filter(|v| v.len() <= 128)
         .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
+}
+
+/// The span of one gRPC call: its method and a request id.
+pub fn grpc_span<B>(request: &http::Request<B>) -> Span {
+    let request_id = request_id(request);
     tracing::info_span!("grpc", method = %request.uri().path(), request_id = %request_id)
+}
+
+/// The span of one HTTP request: its method, the route template that
+/// serves it (never the path: it may hold personal data), a request id.
+pub fn http_span<B>(request: &http::Request<B>, route: &str) -> Span {
+    let request_id = request_id(request);
+    tracing::info_span!(
+        "http",
+        method = %request.method(),
+        route = %route,
+        request_id = %request_id
+    )
 }
 
 /// Logs the end of a call with its latency (the gRPC status, carried in

@@ -124,3 +124,67 @@ async fn readyz_reports_a_database_that_does_not_answer() {
     assert_eq!((status, body.as_str()), (503, "database unavailable\n"));
     assert_eq!(http_get(&app, "/healthz").await.0, 200);
 }
+
+#[tokio::test]
+async fn http_requests_are_counted_by_route_template_never_by_path() {
+    let app = spawn_app().await;
+    let http = reqwest::Client::new();
+    // A facade call without a key, one naming a note, and 50 made-up paths.
+    let refused = http
+        .post(app.http_url("/api/v1/activity/note/"))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let named = http
+        .get(app.http_url("/api/v1/activity/note/acti_secretish/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(named.status(), 401);
+    for i in 0..50 {
+        let unknown = http
+            .get(app.http_url(&format!("/made/up/{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(unknown.status(), 404);
+    }
+
+    let (_, metrics) = http_get(&app, "/metrics").await;
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"notesd_http_requests_total{route="/api/v1/activity/note/",status="401"}"#
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"notesd_http_requests_total{route="/api/v1/activity/note/{id}/",status="401"}"#
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"notesd_http_requests_total{route="other",status="404"}"#
+        ),
+        Some(50.0),
+        "{metrics}"
+    );
+    assert!(
+        sample(
+            &metrics,
+            r#"notesd_http_request_duration_seconds_count{route="other"}"#
+        )
+        .is_some_and(|n| n >= 50.0),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("made/up"), "{metrics}");
+    assert!(!metrics.contains("secretish"), "{metrics}");
+}

@@ -10,11 +10,12 @@ use sqlx::{Connection as _, PgConnection};
 use crate::helpers::*;
 
 /// Every table row-level security scopes to a tenant.
-const TENANT_TABLES: [&str; 5] = [
+const TENANT_TABLES: [&str; 6] = [
     "notes",
     "note_revisions",
     "note_events",
     "note_requests",
+    "note_numbers",
     "subjects",
 ];
 
@@ -31,10 +32,19 @@ async fn app_role(app: &TestApp) -> PgConnection {
 }
 
 /// Rows in every tenant table for acme (alice) and globex (gina), written
-/// through gRPC: notes with request ids, an update, a subject.
+/// through gRPC (notes with request ids, an update, a subject) and through
+/// Fernand (a note with its number): three notes a tenant.
 async fn two_tenants(app: &TestApp) {
     for (tenant, member) in [("acme", "alice"), ("globex", "gina")] {
         let key = app.member_key(tenant, member).await;
+        let numbered = reqwest::Client::new()
+            .post(app.http_url("/conversations/7/notes"))
+            .header("x-api-key", &key)
+            .json(&serde_json::json!({"content": "<p>numbered</p>"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(numbered.status(), 200, "Fernand numbers its note");
         let mut client = app.client(&key).await;
         for i in 0..2 {
             let note = add_with_request_id(
@@ -232,7 +242,7 @@ async fn rows_of_another_tenant_cannot_be_written() {
             .fetch_one(&app.pool)
             .await
             .unwrap();
-    assert_eq!(globex_rows, 2, "no globex row was added");
+    assert_eq!(globex_rows, 3, "no globex row was added");
 }
 
 #[tokio::test(flavor = "multi_thread")]

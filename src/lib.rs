@@ -5,18 +5,26 @@
 //! notes.v1 types), and the edges that call it: `grpc`, `compat` (the
 //! vendor facades, served by `http`), with `auth` deciding who calls.
 
-pub mod api;
-pub mod auth;
+mod api;
+mod auth;
 pub mod cli;
-pub mod compat;
-pub mod domain;
-pub mod grpc;
-pub mod http;
-pub mod metrics;
-pub mod service;
+mod compat;
+mod domain;
+mod grpc;
+mod http;
+mod metrics;
+mod service;
 pub mod startup;
-pub mod storage;
-pub mod telemetry;
+mod storage;
+mod telemetry;
+
+// The crate's surface besides the command line (`cli`), the server
+// (`startup`) and the protobuf types: what the integration tests and the
+// benchmark set up keys and databases with. Everything else is private to
+// the crate, so the compiler reports what nothing uses.
+pub use auth::{Authenticator, KeyKind, KeySpec};
+pub use domain::{MemberId, TenantId};
+pub use storage::{APP_ROLE, ApiKeyStore, BatchSettings, DatabaseOptions};
 
 /// The generated protobuf types, server and client.
 pub mod proto {

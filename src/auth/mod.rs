@@ -4,7 +4,7 @@ mod cache;
 mod keys;
 
 pub use keys::{
-    ApiKeySecret, Authenticator, Credentials, IssuedKey, KeyKind, KeySpec, client_address,
+    ApiKeySecret, Authenticator, Credentials, KeyKind, KeySpec, client_address,
 };
 
 /// The header (gRPC metadata) carrying an API key, on gRPC and on the

@@ -279,7 +279,6 @@ fn flag(field: &str, value: Option<i64>) -> Result<Option<bool>, ZyntroError> {
 #[derive(Debug)]
 pub struct ContactNote<'a> {
     pub org_id: &'a str,
-    pub member_id: &'a str,
     pub contact_id: &'a str,
     pub note: &'a str,
     /// Update this note instead of adding one.
@@ -308,7 +307,8 @@ impl AddNotesToContactRequest {
     /// The note fields, or MISSING_FIELDS naming every missing one.
     pub fn contact_note(&self) -> Result<ContactNote<'_>, ZyntroError> {
         let missing = self.missing_fields();
-        let (Some(org_id), Some(member_id), Some(contact_id), Some(_)) = (
+        // `member_id` is required here; it was read as the actor already.
+        let (Some(org_id), Some(_), Some(contact_id), Some(_)) = (
             present(&self.org_id),
             present(&self.member_id),
             present(&self.contact_id),
@@ -318,7 +318,6 @@ impl AddNotesToContactRequest {
         };
         Ok(ContactNote {
             org_id,
-            member_id,
             contact_id,
             // The content as sent: leading and trailing space are the
             // writer's; only a blank note counts as missing.

@@ -9,7 +9,6 @@ mod subjects;
 
 pub use callers::{AuthenticateLayer, Callers};
 pub use limits::CallLimitsLayer;
-pub use status::ERROR_DOMAIN;
 pub use subjects::SubjectsGrpc;
 
 use tonic::{Request, Response, Status};

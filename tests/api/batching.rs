@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use notesd::proto::notes::v1 as pb;
-use notesd::storage::BatchSettings;
+use notesd::BatchSettings;
 use tonic::Code;
 
 use crate::helpers::*;

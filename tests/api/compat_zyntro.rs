@@ -1,6 +1,6 @@
 //! The zyntro facade over real HTTP: see docs/compat/zyntro.md.
 
-use notesd::auth::KeyKind;
+use notesd::KeyKind;
 use notesd::proto::notes::v1 as pb;
 use reqwest::StatusCode;
 use serde_json::{Value, json};

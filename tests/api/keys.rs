@@ -4,7 +4,7 @@
 use std::process::Output;
 
 use chrono::{DateTime, Utc};
-use notesd::auth::{KeyKind, KeySpec};
+use notesd::{KeyKind, KeySpec};
 use notesd::proto::notes::v1 as pb;
 use tonic::Code;
 use uuid::Uuid;

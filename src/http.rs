@@ -22,7 +22,7 @@ use crate::compat::CompatState;
 use crate::metrics::Metrics;
 
 #[derive(Debug, Clone)]
-pub struct OpsState {
+pub(crate) struct OpsState {
     pub metrics: Arc<Metrics>,
     pub pool: PgPool,
     /// Cleared when shutdown begins, so load balancers stop sending work.
@@ -31,7 +31,7 @@ pub struct OpsState {
 
 /// The operational endpoints, and the vendor facades; every request is
 /// counted, timed and traced by its route template.
-pub fn router(state: OpsState, compat: CompatState) -> Router {
+pub(crate) fn router(state: OpsState, compat: CompatState) -> Router {
     let metrics = state.metrics.clone();
     Router::new()
         .route("/metrics", get(metrics_text))

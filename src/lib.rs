@@ -5,6 +5,8 @@
 //! notes.v1 types), and the edges that call it: `grpc`, `compat` (the
 //! vendor facades, served by `http`), with `auth` deciding who calls.
 
+#![warn(unreachable_pub)]
+
 mod api;
 mod auth;
 pub mod cli;

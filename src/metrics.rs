@@ -70,7 +70,7 @@ fn latency_histogram() -> Histogram {
 }
 
 /// The metrics of one server.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     calls: Family<CallLabels, Counter>,
     latency: Family<MethodLabels, Histogram, fn() -> Histogram>,
@@ -129,7 +129,7 @@ fn method_label(served: &HashSet<String>, path: &str) -> String {
 }
 
 impl Metrics {
-    pub fn new(pool: PgPool) -> Arc<Self> {
+    pub(crate) fn new(pool: PgPool) -> Arc<Self> {
         let mut registry = Registry::with_prefix("notesd");
         let calls = Family::<CallLabels, Counter>::default();
         registry.register("grpc_requests", "Finished gRPC calls", calls.clone());
@@ -215,7 +215,7 @@ impl Metrics {
     /// Records a finished HTTP request. `route` is the template of the
     /// route that served it (`/api/v1/activity/note/{id}/`), or `other`:
     /// never the path itself, so no client can add a label value.
-    pub fn observe_http(&self, route: &str, status: u16, started: Instant) {
+    pub(crate) fn observe_http(&self, route: &str, status: u16, started: Instant) {
         self.http_latency
             .get_or_create(&RouteLabels {
                 route: route.to_owned(),
@@ -230,7 +230,7 @@ impl Metrics {
     }
 
     /// The metrics in the Prometheus text format.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let open = i64::from(self.pool.size());
         let idle = i64::try_from(self.pool.num_idle()).unwrap_or(i64::MAX);
         self.pool_connections
@@ -248,12 +248,12 @@ impl Metrics {
 
 /// A tower layer that records every gRPC call in [`Metrics`].
 #[derive(Debug, Clone)]
-pub struct GrpcMetricsLayer {
+pub(crate) struct GrpcMetricsLayer {
     metrics: Arc<Metrics>,
 }
 
 impl GrpcMetricsLayer {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
         Self { metrics }
     }
 }
@@ -270,7 +270,7 @@ impl<S> tower::Layer<S> for GrpcMetricsLayer {
 }
 
 #[derive(Debug, Clone)]
-pub struct GrpcMetrics<S> {
+pub(crate) struct GrpcMetrics<S> {
     inner: S,
     metrics: Arc<Metrics>,
 }

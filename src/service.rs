@@ -14,7 +14,7 @@ use crate::domain::{
 use crate::storage::{InsertOutcome, NoteStore, SubjectStore};
 
 #[derive(Debug, Clone)]
-pub struct Notes {
+pub(crate) struct Notes {
     store: NoteStore,
     subjects: SubjectStore,
 }
@@ -26,13 +26,13 @@ fn now() -> DateTime<Utc> {
 }
 
 impl Notes {
-    pub fn new(store: NoteStore, subjects: SubjectStore) -> Self {
+    pub(crate) fn new(store: NoteStore, subjects: SubjectStore) -> Self {
         Self { store, subjects }
     }
 
     /// Creates a note owned by the caller. With a request key, a retry of
     /// the same request returns the first note.
-    pub async fn add_note(
+    pub(crate) async fn add_note(
         &self,
         principal: &Principal,
         draft: NoteDraft,
@@ -79,7 +79,11 @@ impl Notes {
         }
     }
 
-    pub async fn get_note(&self, principal: &Principal, id: NoteId) -> Result<Note, DomainError> {
+    pub(crate) async fn get_note(
+        &self,
+        principal: &Principal,
+        id: NoteId,
+    ) -> Result<Note, DomainError> {
         self.store
             .get(&principal.tenant, id)
             .await?
@@ -89,7 +93,7 @@ impl Notes {
 
     /// Applies `patch` to a note the caller may edit. `etag`, when given,
     /// must be the note's current etag.
-    pub async fn update_note(
+    pub(crate) async fn update_note(
         &self,
         principal: &Principal,
         id: NoteId,
@@ -121,7 +125,7 @@ impl Notes {
     }
 
     /// Soft-deletes a note the caller may edit.
-    pub async fn delete_note(
+    pub(crate) async fn delete_note(
         &self,
         principal: &Principal,
         id: NoteId,
@@ -131,7 +135,7 @@ impl Notes {
     }
 
     /// Restores a soft-deleted note the caller may edit.
-    pub async fn undelete_note(
+    pub(crate) async fn undelete_note(
         &self,
         principal: &Principal,
         id: NoteId,
@@ -170,7 +174,7 @@ impl Notes {
             .await
     }
 
-    pub async fn list_notes(
+    pub(crate) async fn list_notes(
         &self,
         principal: &Principal,
         filter: &NoteFilter,
@@ -190,7 +194,7 @@ impl Notes {
 
     /// The numeric ids of notes the caller has read (for the facades whose
     /// ids are integers), giving one to each note that has none yet.
-    pub async fn numbers(
+    pub(crate) async fn numbers(
         &self,
         principal: &Principal,
         ids: &[NoteId],
@@ -199,7 +203,7 @@ impl Notes {
     }
 
     /// The note with this numeric id; NOT_FOUND when there is none.
-    pub async fn resolve_number(
+    pub(crate) async fn resolve_number(
         &self,
         principal: &Principal,
         number: i64,
@@ -211,7 +215,7 @@ impl Notes {
     }
 
     /// The note imported from `system` with this id; NOT_FOUND when none.
-    pub async fn resolve_source(
+    pub(crate) async fn resolve_source(
         &self,
         principal: &Principal,
         system: &str,
@@ -224,7 +228,7 @@ impl Notes {
     }
 
     /// Revisions of a note the caller may read now, newest first.
-    pub async fn list_revisions(
+    pub(crate) async fn list_revisions(
         &self,
         principal: &Principal,
         id: NoteId,
@@ -257,18 +261,18 @@ fn check_writable(
 
 /// The subject registry's use cases.
 #[derive(Debug, Clone)]
-pub struct Subjects {
+pub(crate) struct Subjects {
     store: SubjectStore,
 }
 
 impl Subjects {
-    pub fn new(store: SubjectStore) -> Self {
+    pub(crate) fn new(store: SubjectStore) -> Self {
         Self { store }
     }
 
     /// Registers `subject` (or changes its registration); the owner
     /// defaults to the caller.
-    pub async fn register(
+    pub(crate) async fn register(
         &self,
         principal: &Principal,
         subject: Subject,
@@ -290,7 +294,7 @@ impl Subjects {
 
     /// Whether another tenant has registered `subject`. Only the Zyntro
     /// facade asks, for its WRONG_ORG answer.
-    pub async fn registered_elsewhere(
+    pub(crate) async fn registered_elsewhere(
         &self,
         principal: &Principal,
         subject: &Subject,
@@ -300,7 +304,7 @@ impl Subjects {
             .await
     }
 
-    pub async fn get(
+    pub(crate) async fn get(
         &self,
         principal: &Principal,
         subject: &Subject,

@@ -9,14 +9,14 @@ use tracing::Span;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     Text,
     Json,
 }
 
 /// Installs the global subscriber. The filter comes from `RUST_LOG`
 /// (default `info`). Logs go to standard error.
-pub fn init(format: LogFormat) {
+pub(crate) fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,h2=warn,tower=warn,hyper=warn"));
     // Colours only for a person at a terminal, never in a file or a
@@ -44,14 +44,14 @@ fn request_id<B>(request: &http::Request<B>) -> String {
 }
 
 /// The span of one gRPC call: its method and a request id.
-pub fn grpc_span<B>(request: &http::Request<B>) -> Span {
+pub(crate) fn grpc_span<B>(request: &http::Request<B>) -> Span {
     let request_id = request_id(request);
     tracing::info_span!("grpc", method = %request.uri().path(), request_id = %request_id)
 }
 
 /// The span of one HTTP request: its method, the route template that
 /// serves it (never the path: it may hold personal data), a request id.
-pub fn http_span<B>(request: &http::Request<B>, route: &str) -> Span {
+pub(crate) fn http_span<B>(request: &http::Request<B>, route: &str) -> Span {
     let request_id = request_id(request);
     tracing::info_span!(
         "http",
@@ -63,6 +63,6 @@ pub fn http_span<B>(request: &http::Request<B>, route: &str) -> Span {
 
 /// Logs the end of a call with its latency (the gRPC status, carried in
 /// trailers, is logged by the failure classifier).
-pub fn on_grpc_response<B>(_response: &http::Response<B>, latency: Duration, _span: &Span) {
+pub(crate) fn on_grpc_response<B>(_response: &http::Response<B>, latency: Duration, _span: &Span) {
     tracing::debug!(latency_ms = latency.as_secs_f64() * 1000.0, "call finished");
 }

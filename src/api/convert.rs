@@ -18,7 +18,7 @@ use crate::domain::{
 };
 use crate::proto::notes::v1 as pb;
 
-pub fn timestamp(t: DateTime<Utc>) -> Timestamp {
+pub(crate) fn timestamp(t: DateTime<Utc>) -> Timestamp {
     Timestamp {
         seconds: t.timestamp(),
         nanos: t.timestamp_subsec_nanos() as i32,
@@ -33,7 +33,10 @@ fn parse_timestamp(field: &str, t: &Timestamp) -> Result<DateTime<Utc>, DomainEr
         .ok_or_else(|| DomainError::invalid(field, format!("{field} is not a valid timestamp")))
 }
 
-pub fn parse_subject(field: &str, subject: Option<&pb::Subject>) -> Result<Subject, DomainError> {
+pub(crate) fn parse_subject(
+    field: &str,
+    subject: Option<&pb::Subject>,
+) -> Result<Subject, DomainError> {
     let subject = subject.ok_or_else(|| DomainError::missing(field))?;
     Subject::parse(field, &subject.r#type, &subject.id)
 }
@@ -106,14 +109,14 @@ fn parse_actions(field: &str, actions: &[Struct]) -> Result<Vec<Action>, DomainE
         .collect()
 }
 
-pub fn parse_owner(field: &str, owner: &str) -> Result<Option<MemberId>, DomainError> {
+pub(crate) fn parse_owner(field: &str, owner: &str) -> Result<Option<MemberId>, DomainError> {
     if owner.is_empty() {
         return Ok(None);
     }
     MemberId::parse(field, owner).map(Some)
 }
 
-pub fn parse_note_id(field: &str, id: &str) -> Result<NoteId, DomainError> {
+pub(crate) fn parse_note_id(field: &str, id: &str) -> Result<NoteId, DomainError> {
     NoteId::parse(field, id)
 }
 
@@ -121,7 +124,7 @@ pub fn parse_note_id(field: &str, id: &str) -> Result<NoteId, DomainError> {
 /// The request key's fingerprint covers the whole request (without its
 /// request id) and the caller, so a retry by someone else, or with other
 /// content, is a different request.
-pub fn parse_add_request(
+pub(crate) fn parse_add_request(
     principal: &Principal,
     request: &pb::AddNoteRequest,
 ) -> Result<(NoteDraft, Option<RequestKey>), DomainError> {
@@ -195,7 +198,7 @@ const UPDATABLE_FIELDS: &[&str] = &[
 ];
 
 /// The parsed UpdateNote request: which note, the patch, and the etag.
-pub fn parse_update_request(
+pub(crate) fn parse_update_request(
     request: &pb::UpdateNoteRequest,
 ) -> Result<(NoteId, NotePatch, Option<String>), DomainError> {
     let note = request
@@ -314,7 +317,7 @@ fn parse_range(field: &str, range: Option<&pb::TimeRange>) -> Result<TimeRange, 
     TimeRange::parse(field, start, end)
 }
 
-pub fn parse_list_filter(request: &pb::ListNotesRequest) -> Result<NoteFilter, DomainError> {
+pub(crate) fn parse_list_filter(request: &pb::ListNotesRequest) -> Result<NoteFilter, DomainError> {
     Ok(NoteFilter {
         subject: request
             .subject
@@ -340,7 +343,7 @@ pub fn parse_list_filter(request: &pb::ListNotesRequest) -> Result<NoteFilter, D
 
 /// Moves the note into its message: a body can be megabytes, and a page
 /// is hundreds of strings, none of which need copying.
-pub fn note_to_proto(note: Note) -> pb::Note {
+pub(crate) fn note_to_proto(note: Note) -> pb::Note {
     let etag = note.etag();
     let (text, html) = note.body.into_parts();
     pb::Note {
@@ -405,7 +408,7 @@ fn subject_to_proto(subject: Subject) -> pb::Subject {
     }
 }
 
-pub fn revision_to_proto(revision: Revision) -> pb::NoteRevision {
+pub(crate) fn revision_to_proto(revision: Revision) -> pb::NoteRevision {
     pb::NoteRevision {
         revision: revision.revision,
         change_kind: match revision.change_kind {
@@ -466,7 +469,7 @@ fn value_to_json(field: &str, value: &Value) -> Result<Json, DomainError> {
 
 /// google.protobuf.Struct -> JSON object, for output of what the server
 /// stored (already valid); a number without a JSON form becomes null.
-pub fn struct_to_json_object(value: &Struct) -> Map<String, Json> {
+pub(crate) fn struct_to_json_object(value: &Struct) -> Map<String, Json> {
     value
         .fields
         .iter()
@@ -488,7 +491,7 @@ fn output_value_to_json(value: &Value) -> Json {
 }
 
 /// JSON object -> google.protobuf.Struct.
-pub fn json_to_struct(map: &Map<String, Json>) -> Struct {
+pub(crate) fn json_to_struct(map: &Map<String, Json>) -> Struct {
     Struct {
         fields: map
             .iter()

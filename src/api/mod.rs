@@ -18,16 +18,16 @@ use crate::service::Notes;
 /// NotesService does after authentication, and what the vendor facades call
 /// with the RPC request types they build.
 #[derive(Debug, Clone)]
-pub struct NotesApi {
+pub(crate) struct NotesApi {
     notes: Notes,
 }
 
 impl NotesApi {
-    pub fn new(notes: Notes) -> Self {
+    pub(crate) fn new(notes: Notes) -> Self {
         Self { notes }
     }
 
-    pub async fn add_note(
+    pub(crate) async fn add_note(
         &self,
         principal: &Principal,
         request: &pb::AddNoteRequest,
@@ -43,7 +43,7 @@ impl NotesApi {
         Ok(convert::note_to_proto(note))
     }
 
-    pub async fn update_note(
+    pub(crate) async fn update_note(
         &self,
         principal: &Principal,
         request: &pb::UpdateNoteRequest,
@@ -61,7 +61,7 @@ impl NotesApi {
         Ok(convert::note_to_proto(note))
     }
 
-    pub async fn get_note(
+    pub(crate) async fn get_note(
         &self,
         principal: &Principal,
         request: &pb::GetNoteRequest,
@@ -71,7 +71,7 @@ impl NotesApi {
         Ok(convert::note_to_proto(note))
     }
 
-    pub async fn list_notes(
+    pub(crate) async fn list_notes(
         &self,
         principal: &Principal,
         request: &pb::ListNotesRequest,
@@ -100,7 +100,7 @@ impl NotesApi {
         })
     }
 
-    pub async fn delete_note(
+    pub(crate) async fn delete_note(
         &self,
         principal: &Principal,
         request: &pb::DeleteNoteRequest,
@@ -111,7 +111,7 @@ impl NotesApi {
         Ok(convert::note_to_proto(note))
     }
 
-    pub async fn undelete_note(
+    pub(crate) async fn undelete_note(
         &self,
         principal: &Principal,
         request: &pb::UndeleteNoteRequest,
@@ -125,7 +125,7 @@ impl NotesApi {
     /// The notes a caller may read about `subject` or naming it among
     /// their related subjects, newest first: at most `page_size` and within
     /// the response budget (a Capillary customer found by any identifier).
-    pub async fn list_notes_about(
+    pub(crate) async fn list_notes_about(
         &self,
         principal: &Principal,
         subject: &pb::Subject,
@@ -146,7 +146,7 @@ impl NotesApi {
 
     /// The numbers (the integer ids of Capillary and Fernand) of these
     /// notes, in their order; a note gets one the first time it is asked.
-    pub async fn note_numbers(
+    pub(crate) async fn note_numbers(
         &self,
         principal: &Principal,
         ids: &[&str],
@@ -166,7 +166,7 @@ impl NotesApi {
     }
 
     /// The id of the note with this number; NOT_FOUND when there is none.
-    pub async fn note_id_for_number(
+    pub(crate) async fn note_id_for_number(
         &self,
         principal: &Principal,
         number: i64,
@@ -177,7 +177,7 @@ impl NotesApi {
 
     /// The id of the note imported from `system` with this id; NOT_FOUND
     /// when there is none.
-    pub async fn note_id_for_source(
+    pub(crate) async fn note_id_for_source(
         &self,
         principal: &Principal,
         system: &str,
@@ -190,7 +190,7 @@ impl NotesApi {
         Ok(id.to_string())
     }
 
-    pub async fn list_note_revisions(
+    pub(crate) async fn list_note_revisions(
         &self,
         principal: &Principal,
         request: &pb::ListNoteRevisionsRequest,
@@ -247,7 +247,7 @@ async fn blocking<T: Send + 'static>(
 
 /// The largest gRPC message accepted or sent. A note body is at most
 /// 10 MiB of HTML plus its derived text, with room for the rest.
-pub const MAX_MESSAGE_BYTES: usize = 32 * 1024 * 1024;
+pub(crate) const MAX_MESSAGE_BYTES: usize = 32 * 1024 * 1024;
 
 /// A page holds fewer items than asked (AIP-158 allows it) when the items
 /// would make the response larger than this; large bodies then page by size.

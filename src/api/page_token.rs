@@ -131,7 +131,7 @@ fn decode(
     Ok(bytes[9..].to_vec())
 }
 
-pub fn encode_notes(filter: &NoteFilter, cursor: &NoteCursor) -> String {
+pub(super) fn encode_notes(filter: &NoteFilter, cursor: &NoteCursor) -> String {
     let mut bytes = vec![NOTES_V1];
     bytes.extend(filter_scope(filter));
     bytes.extend(cursor.occurred_at.timestamp_micros().to_be_bytes());
@@ -139,7 +139,10 @@ pub fn encode_notes(filter: &NoteFilter, cursor: &NoteCursor) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-pub fn decode_notes(filter: &NoteFilter, token: &str) -> Result<Option<NoteCursor>, DomainError> {
+pub(super) fn decode_notes(
+    filter: &NoteFilter,
+    token: &str,
+) -> Result<Option<NoteCursor>, DomainError> {
     if token.is_empty() {
         return Ok(None);
     }
@@ -154,14 +157,14 @@ pub fn decode_notes(filter: &NoteFilter, token: &str) -> Result<Option<NoteCurso
     }))
 }
 
-pub fn encode_revisions(note: NoteId, before_revision: i64) -> String {
+pub(super) fn encode_revisions(note: NoteId, before_revision: i64) -> String {
     let mut bytes = vec![REVISIONS_V1];
     bytes.extend(scope_digest(&note.to_string()));
     bytes.extend(before_revision.to_be_bytes());
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-pub fn decode_revisions(note: NoteId, token: &str) -> Result<Option<i64>, DomainError> {
+pub(super) fn decode_revisions(note: NoteId, token: &str) -> Result<Option<i64>, DomainError> {
     if token.is_empty() {
         return Ok(None);
     }

@@ -20,7 +20,7 @@ use uuid::Uuid;
 use crate::storage::ApiKeyRecord;
 
 /// The channel the `api_keys_changed` trigger notifies, with the key's id.
-pub const KEY_CHANGES_CHANNEL: &str = "notesd_api_keys";
+pub(super) const KEY_CHANGES_CHANNEL: &str = "notesd_api_keys";
 
 const MAX_AGE: Duration = Duration::from_secs(60);
 /// More keys than this in use at once: the cache starts over.

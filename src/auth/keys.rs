@@ -141,7 +141,7 @@ const TOUCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 /// `trusted_proxies`; then the last `x-forwarded-for` hop (from
 /// `forwarded_for`, the header's values in order) that is not a trusted
 /// proxy itself. Entries further left are the client's to forge.
-pub fn client_address<'a>(
+pub(crate) fn client_address<'a>(
     peer: IpAddr,
     forwarded_for: impl Iterator<Item = &'a str>,
     trusted_proxies: &[IpNet],

@@ -34,15 +34,15 @@ use crate::domain::list::MAX_PAGE_SIZE;
 use crate::domain::{DomainError, ErrorKind, Principal, Subject};
 use crate::proto::notes::v1 as pb;
 
-pub const NOTES_PATH: &str = "/v1.1/customer/notes";
+pub(crate) const NOTES_PATH: &str = "/v1.1/customer/notes";
 
 /// Capillary's limit on a note's description, in characters.
-pub const MAX_DESCRIPTION_CHARS: usize = 255;
+pub(crate) const MAX_DESCRIPTION_CHARS: usize = 255;
 
 /// The subject type of every Capillary customer.
-pub const SUBJECT_TYPE: &str = "customer";
+pub(crate) const SUBJECT_TYPE: &str = "customer";
 
-pub fn routes() -> Router<CompatState> {
+pub(crate) fn routes() -> Router<CompatState> {
     Router::new().route(
         NOTES_PATH,
         get(list_notes)
@@ -54,7 +54,7 @@ pub fn routes() -> Router<CompatState> {
 /// The largest request body read, after authentication. Capillary
 /// documents none; descriptions are at most 255 characters, so 2 MiB holds
 /// thousands of notes.
-pub const BODY_LIMIT: usize = 2 * 1024 * 1024;
+pub(crate) const BODY_LIMIT: usize = 2 * 1024 * 1024;
 
 /// The Capillary facade, for the shared refusals: Capillary's
 /// request-level `response.status`.
@@ -73,21 +73,21 @@ impl Vendor for Capillary {
 // besides 1000, so the error codes are notesd's own; see the docs.
 // ---------------------------------------------------------------------------
 
-pub const CODE_SUCCESS: u32 = 1000;
-pub const CODE_IDENTIFIER_MISSING: u32 = 1101;
-pub const CODE_INVALID_CUSTOMER: u32 = 1102;
-pub const CODE_NOTES_MISSING: u32 = 1103;
-pub const CODE_DESCRIPTION_MISSING: u32 = 1201;
-pub const CODE_DESCRIPTION_TOO_LONG: u32 = 1202;
-pub const CODE_INVALID_DATE: u32 = 1203;
-pub const CODE_INVALID_NOTE_ID: u32 = 1204;
-pub const CODE_NOTE_NOT_FOUND: u32 = 1205;
-pub const CODE_NOT_ALLOWED: u32 = 1206;
-pub const CODE_NOTE_DELETED: u32 = 1207;
-pub const CODE_INVALID_NOTE: u32 = 1208;
-pub const CODE_CONFLICT: u32 = 1209;
-pub const CODE_UNAVAILABLE: u32 = 1298;
-pub const CODE_INTERNAL: u32 = 1299;
+pub(crate) const CODE_SUCCESS: u32 = 1000;
+pub(crate) const CODE_IDENTIFIER_MISSING: u32 = 1101;
+pub(crate) const CODE_INVALID_CUSTOMER: u32 = 1102;
+pub(crate) const CODE_NOTES_MISSING: u32 = 1103;
+pub(crate) const CODE_DESCRIPTION_MISSING: u32 = 1201;
+pub(crate) const CODE_DESCRIPTION_TOO_LONG: u32 = 1202;
+pub(crate) const CODE_INVALID_DATE: u32 = 1203;
+pub(crate) const CODE_INVALID_NOTE_ID: u32 = 1204;
+pub(crate) const CODE_NOTE_NOT_FOUND: u32 = 1205;
+pub(crate) const CODE_NOT_ALLOWED: u32 = 1206;
+pub(crate) const CODE_NOTE_DELETED: u32 = 1207;
+pub(crate) const CODE_INVALID_NOTE: u32 = 1208;
+pub(crate) const CODE_CONFLICT: u32 = 1209;
+pub(crate) const CODE_UNAVAILABLE: u32 = 1298;
+pub(crate) const CODE_INTERNAL: u32 = 1299;
 
 /// Why one customer or one note was not written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -249,7 +249,7 @@ struct NoteIn {
 /// The identifiers a customer may carry, in the order that picks the
 /// subject among several.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IdentifierKind {
+pub(crate) enum IdentifierKind {
     Mobile,
     Email,
     ExternalId,
@@ -267,7 +267,7 @@ impl IdentifierKind {
     ];
 
     /// The field name, also the prefix of the subject id.
-    pub fn key(self) -> &'static str {
+    pub(crate) fn key(self) -> &'static str {
         match self {
             Self::Mobile => "mobile",
             Self::Email => "email",
@@ -300,7 +300,7 @@ impl IdentifierKind {
     }
 
     /// The subject of the customer with this identifier.
-    pub fn subject(self, value: &str) -> Result<Subject, DomainError> {
+    pub(crate) fn subject(self, value: &str) -> Result<Subject, DomainError> {
         Subject::parse(
             self.key(),
             SUBJECT_TYPE,
@@ -382,7 +382,7 @@ fn subject_to_proto(subject: &Subject) -> pb::Subject {
 const DATE_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
 
 /// `YYYY-MM-DD HH:MM:SS`, or `YYYY-MM-DD` (midnight), read as UTC.
-pub fn parse_date(value: &str) -> Option<DateTime<Utc>> {
+pub(crate) fn parse_date(value: &str) -> Option<DateTime<Utc>> {
     let value = value.trim();
     NaiveDateTime::parse_from_str(value, DATE_FORMAT)
         .ok()
@@ -394,7 +394,7 @@ pub fn parse_date(value: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.and_utc())
 }
 
-pub fn format_date(time: DateTime<Utc>) -> String {
+pub(crate) fn format_date(time: DateTime<Utc>) -> String {
     time.format(DATE_FORMAT).to_string()
 }
 

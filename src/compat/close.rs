@@ -51,7 +51,7 @@ const SCAN_PAGE: i32 = 1000;
 /// bodies (text and HTML) with JSON escaping.
 const BODY_LIMIT: usize = 48 * 1024 * 1024;
 
-pub fn routes() -> Router<CompatState> {
+pub(crate) fn routes() -> Router<CompatState> {
     Router::new()
         .route(
             "/api/v1/activity/note/",
@@ -86,7 +86,7 @@ impl Vendor for Close {
 
 /// Close's `Note` activity, as every endpoint answers it.
 #[derive(Debug, Serialize)]
-pub struct CloseNote {
+pub(crate) struct CloseNote {
     #[serde(rename = "_type")]
     pub kind: &'static str,
     pub id: String,
@@ -112,7 +112,7 @@ pub struct CloseNote {
 }
 
 #[derive(Debug, Serialize)]
-pub struct CloseAttachmentOut {
+pub(crate) struct CloseAttachmentOut {
     pub url: String,
     pub filename: String,
     pub content_type: String,
@@ -124,7 +124,7 @@ pub struct CloseAttachmentOut {
 /// accepted so a note read from Close (or from here) can be sent back.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CloseAttachmentIn {
+pub(crate) struct CloseAttachmentIn {
     pub url: String,
     #[serde(default)]
     pub filename: Option<String>,
@@ -247,7 +247,7 @@ impl Input {
 
 /// An error answered the Close way: a status and a JSON body.
 #[derive(Debug)]
-pub struct Failure {
+pub(crate) struct Failure {
     status: StatusCode,
     body: Value,
 }
@@ -449,7 +449,7 @@ async fn note_id(state: &CompatState, principal: &Principal, id: &str) -> Result
 
 /// The Close id of a note: its imported Close id, or `acti_` and the 32
 /// hex digits of its UUID.
-pub fn close_id(note: &pb::Note) -> String {
+pub(crate) fn close_id(note: &pb::Note) -> String {
     if let Some(source) = note.source.as_ref().filter(|s| s.system == SOURCE_SYSTEM) {
         return source.id.clone();
     }
@@ -518,7 +518,7 @@ fn contact_of(note: &pb::Note) -> Option<&str> {
 }
 
 /// A note in Close's shape.
-pub fn to_close(note: &pb::Note, organization: &str) -> CloseNote {
+pub(crate) fn to_close(note: &pb::Note, organization: &str) -> CloseNote {
     let body = note.body.clone().unwrap_or_default();
     CloseNote {
         kind: "Note",
@@ -591,7 +591,7 @@ async fn fetch(
 // ---------------------------------------------------------------------------
 
 /// The AddNote request for a POST body.
-pub fn add_request(
+pub(crate) fn add_request(
     input_body: &Bytes,
     principal: &Principal,
 ) -> Result<pb::AddNoteRequest, Failure> {
@@ -667,7 +667,7 @@ async fn get_one(
 
 /// The UpdateNote request for a PUT body against the current note: only
 /// the fields the body sends change.
-pub fn update_request(
+pub(crate) fn update_request(
     input_body: &Bytes,
     principal: &Principal,
     current: &pb::Note,

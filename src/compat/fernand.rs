@@ -34,10 +34,10 @@ use crate::domain::{DomainError, ErrorKind, Principal};
 use crate::proto::notes::v1 as pb;
 
 /// The subject type of a Fernand conversation.
-pub const SUBJECT_TYPE: &str = "conversation";
+pub(crate) const SUBJECT_TYPE: &str = "conversation";
 
 /// Fernand's limit on `content`: "Maximum string length: 10485760".
-pub const MAX_CONTENT_CHARS: usize = 10_485_760;
+pub(crate) const MAX_CONTENT_CHARS: usize = 10_485_760;
 
 /// The largest request body read. A `content` of the largest size fits
 /// even when every character is sent as a six-byte JSON escape (Go's
@@ -47,7 +47,7 @@ const MAX_REQUEST_BYTES: usize = 6 * MAX_CONTENT_CHARS + 1024 * 1024;
 /// Fernand's `type` of a note entry.
 const ENTRY_TYPE: &str = "NOTE";
 
-pub fn routes() -> Router<CompatState> {
+pub(crate) fn routes() -> Router<CompatState> {
     Router::new()
         .route(
             "/conversations/{id}/notes",
@@ -80,7 +80,7 @@ impl Vendor for Fernand {
 /// refused (422): a misspelt field must not be dropped silently.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AddNoteBody {
+pub(crate) struct AddNoteBody {
     /// HTML; required, at most 10485760 characters.
     pub content: Option<String>,
     /// Agent ids (strings, or integers) or `everyone`.
@@ -100,7 +100,7 @@ pub struct AddNoteBody {
 /// The body of `PATCH /conversations/{id}/notes/{note_id}`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct EditNoteBody {
+pub(crate) struct EditNoteBody {
     pub content: Option<String>,
     pub mentions: Option<Vec<Mention>>,
 }
@@ -109,7 +109,7 @@ pub struct EditNoteBody {
 /// sent as JSON integers mean the same and are taken too.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
-pub enum Mention {
+pub(crate) enum Mention {
     Text(String),
     Number(i64),
 }
@@ -125,7 +125,7 @@ impl Mention {
 
 /// A note as Fernand answers it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct NoteResponse {
+pub(crate) struct NoteResponse {
     /// `n-<number>`.
     pub id: String,
     pub conversation_id: i64,
@@ -150,7 +150,7 @@ pub struct NoteResponse {
 // ---------------------------------------------------------------------------
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FernandError {
+pub(crate) struct FernandError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
@@ -258,14 +258,14 @@ impl IntoResponse for FernandError {
 // ---------------------------------------------------------------------------
 
 /// A conversation id from the path: a positive int64.
-pub fn parse_conversation_id(raw: &str) -> Result<i64, FernandError> {
+pub(crate) fn parse_conversation_id(raw: &str) -> Result<i64, FernandError> {
     parse_path_id(raw).ok_or_else(|| {
         FernandError::bad_path("id", "the conversation id must be a positive integer")
     })
 }
 
 /// A note id from the path: the number of `n-<number>`, a positive int64.
-pub fn parse_note_number(raw: &str) -> Result<i64, FernandError> {
+pub(crate) fn parse_note_number(raw: &str) -> Result<i64, FernandError> {
     parse_path_id(raw).ok_or_else(|| {
         FernandError::bad_path(
             "note_id",
@@ -283,7 +283,7 @@ fn parse_path_id(raw: &str) -> Option<i64> {
 
 /// Parses a JSON body: 400 when it is not JSON, 422 when it is JSON of the
 /// wrong shape (an unknown field, a wrong type).
-pub fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FernandError> {
+pub(crate) fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FernandError> {
     serde_json::from_slice(bytes).map_err(|err| {
         // serde_json appends "at line L column C": keep the message only.
         let message = err.to_string();
@@ -305,7 +305,7 @@ pub fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FernandError> 
 }
 
 /// `content`: required, non-blank, at most Fernand's 10485760 characters.
-pub fn check_content(content: Option<&str>) -> Result<&str, FernandError> {
+pub(crate) fn check_content(content: Option<&str>) -> Result<&str, FernandError> {
     let content = content.unwrap_or_default();
     if content.trim().is_empty() {
         return Err(FernandError::validation(
@@ -345,7 +345,11 @@ fn mentions(mentions: Option<Vec<Mention>>) -> Option<Vec<String>> {
 
 /// The AddNote request for a new Fernand note: TEAM-visible, editable by
 /// its author only, owned by the caller.
-pub fn add_request(conversation: i64, body: AddNoteBody, content: &str) -> pb::AddNoteRequest {
+pub(crate) fn add_request(
+    conversation: i64,
+    body: AddNoteBody,
+    content: &str,
+) -> pb::AddNoteRequest {
     pb::AddNoteRequest {
         request_id: String::new(),
         note: Some(pb::Note {
@@ -365,7 +369,7 @@ pub fn add_request(conversation: i64, body: AddNoteBody, content: &str) -> pb::A
 /// The UpdateNote request of a POST naming `note` in `note_id`: the
 /// content, and what else the POST sends, replace the note's; a draft is
 /// published unless the POST says `draft: true` again.
-pub fn repost_request(
+pub(crate) fn repost_request(
     note: &pb::Note,
     body: AddNoteBody,
     content: &str,
@@ -405,7 +409,11 @@ pub fn repost_request(
 
 /// The UpdateNote request of a PATCH: the content, and the mentions when
 /// sent.
-pub fn edit_request(note_id: &str, body: EditNoteBody, content: &str) -> pb::UpdateNoteRequest {
+pub(crate) fn edit_request(
+    note_id: &str,
+    body: EditNoteBody,
+    content: &str,
+) -> pb::UpdateNoteRequest {
     let mut paths = vec!["body"];
     let mut changes = pb::Note {
         id: note_id.to_owned(),
@@ -434,7 +442,7 @@ fn update_request(note: pb::Note, paths: &[&str]) -> pb::UpdateNoteRequest {
 
 /// A note as Fernand shows it. `generated_id` is the one the request sent,
 /// or else the note's stored client reference, if any.
-pub fn note_response(
+pub(crate) fn note_response(
     note: &pb::Note,
     number: i64,
     conversation: i64,

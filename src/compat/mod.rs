@@ -10,11 +10,11 @@
 //! [`NotesApi`]: the same parsing, rules and storage as gRPC.
 //! `docs/compat.md` maps every field.
 
-pub mod capillary;
-pub mod close;
+pub(crate) mod capillary;
+pub(crate) mod close;
 mod common;
-pub mod fernand;
-pub mod zyntro;
+pub(crate) mod fernand;
+pub(crate) mod zyntro;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -30,7 +30,7 @@ use crate::service::Subjects;
 
 /// What every facade handler works with.
 #[derive(Debug, Clone)]
-pub struct CompatState {
+pub(crate) struct CompatState {
     pub api: NotesApi,
     pub subjects: Subjects,
     pub auth: Authenticator,
@@ -40,7 +40,7 @@ pub struct CompatState {
 impl CompatState {
     /// The caller's address: the TCP peer, or behind a trusted proxy the
     /// last untrusted `x-forwarded-for` hop (as for gRPC).
-    pub fn client_ip(&self, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+    pub(crate) fn client_ip(&self, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
         let forwarded = headers
             .get_all("x-forwarded-for")
             .iter()
@@ -51,7 +51,7 @@ impl CompatState {
     /// Authenticates a notesd key presented the vendor's way. `actor` is
     /// the acting member for a service key (each vendor says where it
     /// comes from).
-    pub async fn authenticate(
+    pub(crate) async fn authenticate(
         &self,
         key: Option<&str>,
         actor: Option<&str>,
@@ -74,7 +74,7 @@ impl CompatState {
 }
 
 /// Every facade, at its vendor's paths.
-pub fn router(state: CompatState) -> Router {
+pub(crate) fn router(state: CompatState) -> Router {
     Router::new()
         .merge(capillary::routes())
         .merge(fernand::routes())

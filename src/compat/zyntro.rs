@@ -26,16 +26,16 @@ use crate::domain::{DomainError, ErrorKind, Principal, Subject};
 use crate::proto::notes::v1 as pb;
 
 /// Zyntro's path for adding (or updating) a note on a contact.
-pub const PATH: &str = "/apis/v2/public/crm/addNotestoContact";
+pub(crate) const PATH: &str = "/apis/v2/public/crm/addNotestoContact";
 
 /// The subject type Zyntro contacts are registered under.
-pub const CONTACT_SUBJECT_TYPE: &str = "contact";
+pub(crate) const CONTACT_SUBJECT_TYPE: &str = "contact";
 
 /// The largest request body read: a note is at most 10 MiB; JSON escaping
 /// can double it.
 const BODY_LIMIT: usize = 21 * 1024 * 1024;
 
-pub fn routes() -> Router<CompatState> {
+pub(crate) fn routes() -> Router<CompatState> {
     Router::new().route(
         PATH,
         post(add_notes_to_contact).fallback(method_not_allowed::<Zyntro>),
@@ -77,7 +77,7 @@ impl Vendor for Zyntro {
 /// No `Debug`: it holds the developer secret.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct AddNotesToContactRequest {
+pub(crate) struct AddNotesToContactRequest {
     pub api_key: Option<String>,
     pub developer_secret: Option<String>,
     pub org_id: Option<String>,
@@ -94,7 +94,7 @@ pub struct AddNotesToContactRequest {
 
 /// The `data` of a success.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct NoteData {
+pub(crate) struct NoteData {
     pub note_id: String,
     pub contact_id: String,
     pub note_content: String,
@@ -124,7 +124,7 @@ struct ErrorBody<'a> {
 
 /// An answer with `status: error`.
 #[derive(Debug)]
-pub struct ZyntroError {
+pub(crate) struct ZyntroError {
     pub code: &'static str,
     pub messages: Vec<String>,
     pub http: StatusCode,
@@ -277,7 +277,7 @@ fn flag(field: &str, value: Option<i64>) -> Result<Option<bool>, ZyntroError> {
 /// The body's note fields once Zyntro's checks passed: all required
 /// fields present, flags 0 or 1.
 #[derive(Debug)]
-pub struct ContactNote<'a> {
+pub(crate) struct ContactNote<'a> {
     pub org_id: &'a str,
     pub contact_id: &'a str,
     pub note: &'a str,
@@ -305,7 +305,7 @@ impl AddNotesToContactRequest {
     }
 
     /// The note fields, or MISSING_FIELDS naming every missing one.
-    pub fn contact_note(&self) -> Result<ContactNote<'_>, ZyntroError> {
+    pub(crate) fn contact_note(&self) -> Result<ContactNote<'_>, ZyntroError> {
         let missing = self.missing_fields();
         // `member_id` is required here; it was read as the actor already.
         let (Some(org_id), Some(_), Some(contact_id), Some(_)) = (
@@ -365,7 +365,7 @@ fn text_body(text: &str) -> pb::NoteBody {
 
 /// A new note on the contact; the flags default to Zyntro's defaults
 /// (private, read-only), not notesd's (team-visible).
-pub fn add_request(note: &ContactNote<'_>) -> pb::AddNoteRequest {
+pub(crate) fn add_request(note: &ContactNote<'_>) -> pb::AddNoteRequest {
     pb::AddNoteRequest {
         request_id: String::new(),
         note: Some(pb::Note {
@@ -380,7 +380,7 @@ pub fn add_request(note: &ContactNote<'_>) -> pb::AddNoteRequest {
 
 /// An update of note `id`: its content, and the flags that were sent
 /// (a flag left out keeps its value).
-pub fn update_request(id: &str, note: &ContactNote<'_>) -> pb::UpdateNoteRequest {
+pub(crate) fn update_request(id: &str, note: &ContactNote<'_>) -> pb::UpdateNoteRequest {
     let mut paths = vec!["body".to_owned()];
     let mut changes = pb::Note {
         id: id.to_owned(),
@@ -402,7 +402,7 @@ pub fn update_request(id: &str, note: &ContactNote<'_>) -> pb::UpdateNoteRequest
 }
 
 /// A note as Zyntro returns it.
-pub fn note_data(note: &pb::Note) -> NoteData {
+pub(crate) fn note_data(note: &pb::Note) -> NoteData {
     NoteData {
         note_id: note.id.clone(),
         contact_id: note

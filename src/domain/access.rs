@@ -5,7 +5,7 @@ use super::{DomainError, EditPolicy, MemberId, Note, Principal, SubjectRegistrat
 /// A note is readable by its owner; by every member of its tenant when it
 /// is TEAM-visible and not a draft; by the tenant's admins; by nobody of
 /// another tenant.
-pub fn can_read(principal: &Principal, note: &Note) -> bool {
+pub(crate) fn can_read(principal: &Principal, note: &Note) -> bool {
     if principal.tenant != note.tenant {
         return false;
     }
@@ -17,7 +17,7 @@ pub fn can_read(principal: &Principal, note: &Note) -> bool {
 /// Checks that `principal` may change `note`. A note the caller cannot read
 /// is NOT_FOUND, so its existence does not leak; a readable note that the
 /// caller may not change is NOT_OWNER.
-pub fn ensure_can_edit(principal: &Principal, note: &Note) -> Result<(), DomainError> {
+pub(crate) fn ensure_can_edit(principal: &Principal, note: &Note) -> Result<(), DomainError> {
     if !can_read(principal, note) {
         return Err(DomainError::NoteNotFound);
     }
@@ -31,7 +31,7 @@ pub fn ensure_can_edit(principal: &Principal, note: &Note) -> Result<(), DomainE
 }
 
 /// Owner, visibility, edit policy and draft state are the owner's alone.
-pub fn ensure_is_owner(principal: &Principal, note: &Note) -> Result<(), DomainError> {
+pub(crate) fn ensure_is_owner(principal: &Principal, note: &Note) -> Result<(), DomainError> {
     if principal.is_admin() || note.owner == principal.member {
         return Ok(());
     }
@@ -42,7 +42,10 @@ pub fn ensure_is_owner(principal: &Principal, note: &Note) -> Result<(), DomainE
 
 /// A note is created for its creator, unless an admin creates it for
 /// someone else (an import).
-pub fn ensure_may_create_for(principal: &Principal, owner: &MemberId) -> Result<(), DomainError> {
+pub(crate) fn ensure_may_create_for(
+    principal: &Principal,
+    owner: &MemberId,
+) -> Result<(), DomainError> {
     if principal.is_admin() || *owner == principal.member {
         return Ok(());
     }
@@ -59,7 +62,7 @@ pub fn ensure_may_create_for(principal: &Principal, owner: &MemberId) -> Result<
 /// subject is owner-only, its creator is not the subject's owner, and
 /// `may_add_notes_to_any_subject` is false for its creator; the refusal is
 /// `subject_takes_owner_notes_only`.
-pub fn ensure_may_add_notes_to(
+pub(crate) fn ensure_may_add_notes_to(
     principal: &Principal,
     registration: Option<&SubjectRegistration>,
 ) -> Result<(), DomainError> {
@@ -77,18 +80,18 @@ pub fn ensure_may_add_notes_to(
 
 /// Whether the owner-only rule of `ensure_may_add_notes_to` spares
 /// `principal`: admins add notes to any subject.
-pub fn may_add_notes_to_any_subject(principal: &Principal) -> bool {
+pub(crate) fn may_add_notes_to_any_subject(principal: &Principal) -> bool {
     principal.is_admin()
 }
 
 /// The refusal of `ensure_may_add_notes_to`.
-pub fn subject_takes_owner_notes_only() -> DomainError {
+pub(crate) fn subject_takes_owner_notes_only() -> DomainError {
     DomainError::NotOwner("only the subject's owner may add notes to it")
 }
 
 /// A subject is registered by its owner, or by an admin for anyone; once
 /// registered, only its owner (or an admin) changes the registration.
-pub fn ensure_may_register(
+pub(crate) fn ensure_may_register(
     principal: &Principal,
     existing: Option<&SubjectRegistration>,
     new_owner: &MemberId,

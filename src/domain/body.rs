@@ -6,12 +6,12 @@ use super::DomainError;
 
 /// The largest body accepted, in bytes of UTF-8, for the text and for the
 /// HTML alike (Fernand's limit, the largest of the vendors').
-pub const MAX_BODY_BYTES: usize = 10_485_760;
+pub(crate) const MAX_BODY_BYTES: usize = 10_485_760;
 
 /// A note's content: plain text, and the sanitized HTML it was derived from
 /// when the note was written as HTML.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Body {
+pub(crate) struct Body {
     text: String,
     html: Option<String>,
 }
@@ -23,7 +23,7 @@ impl Body {
     /// When `html` is non-empty it wins: it is sanitized and the plain text
     /// is derived from it. Otherwise `text` is the body, and must be
     /// non-empty.
-    pub fn parse(field: &str, text: &str, html: &str) -> Result<Self, DomainError> {
+    pub(crate) fn parse(field: &str, text: &str, html: &str) -> Result<Self, DomainError> {
         if !html.is_empty() {
             check_size(&format!("{field}.html"), html)?;
             return Ok(Self::from_html(html));
@@ -43,7 +43,7 @@ impl Body {
     }
 
     /// Sanitizes `html` and derives the plain text from the result.
-    pub fn from_html(html: &str) -> Self {
+    pub(crate) fn from_html(html: &str) -> Self {
         let clean = SANITIZER.clean(html).to_string();
         let text = html_to_text(&clean);
         Self {
@@ -53,20 +53,20 @@ impl Body {
     }
 
     /// Rebuilds a body that was parsed before it was stored.
-    pub fn from_stored(text: String, html: Option<String>) -> Self {
+    pub(crate) fn from_stored(text: String, html: Option<String>) -> Self {
         Self { text, html }
     }
 
-    pub fn text(&self) -> &str {
+    pub(crate) fn text(&self) -> &str {
         &self.text
     }
 
-    pub fn html(&self) -> Option<&str> {
+    pub(crate) fn html(&self) -> Option<&str> {
         self.html.as_deref()
     }
 
     /// The text and the HTML, moved out.
-    pub fn into_parts(self) -> (String, Option<String>) {
+    pub(crate) fn into_parts(self) -> (String, Option<String>) {
         (self.text, self.html)
     }
 }

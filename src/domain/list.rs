@@ -4,12 +4,12 @@ use chrono::{DateTime, Utc};
 
 use super::{DomainError, MemberId, NoteId, Subject};
 
-pub const DEFAULT_PAGE_SIZE: usize = 50;
-pub const MAX_PAGE_SIZE: usize = 1000;
+pub(crate) const DEFAULT_PAGE_SIZE: usize = 50;
+pub(crate) const MAX_PAGE_SIZE: usize = 1000;
 
 /// Parses a page size: 0 means the default, larger than the cap is capped,
 /// negative is an error (AIP-158).
-pub fn page_size(field: &str, requested: i32) -> Result<usize, DomainError> {
+pub(crate) fn page_size(field: &str, requested: i32) -> Result<usize, DomainError> {
     match requested {
         n if n < 0 => Err(DomainError::invalid(
             field,
@@ -22,13 +22,13 @@ pub fn page_size(field: &str, requested: i32) -> Result<usize, DomainError> {
 
 /// A half-open interval [start, end); a missing bound is unbounded.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub struct TimeRange {
+pub(crate) struct TimeRange {
     pub start: Option<DateTime<Utc>>,
     pub end: Option<DateTime<Utc>>,
 }
 
 impl TimeRange {
-    pub fn parse(
+    pub(crate) fn parse(
         field: &str,
         start: Option<DateTime<Utc>>,
         end: Option<DateTime<Utc>>,
@@ -48,7 +48,7 @@ impl TimeRange {
 /// Which notes to list. Filters combine with AND; on top of them the caller
 /// only ever sees notes it may read.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub struct NoteFilter {
+pub(crate) struct NoteFilter {
     pub subject: Option<Subject>,
     /// Notes about a subject of this type.
     pub subject_type: Option<String>,
@@ -67,14 +67,14 @@ pub struct NoteFilter {
 /// Where a page of notes starts: just after this note in newest-first
 /// (occurred_at, id) order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NoteCursor {
+pub(crate) struct NoteCursor {
     pub occurred_at: DateTime<Utc>,
     pub id: NoteId,
 }
 
 /// A page of results and the cursor of the next page, if there is one.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Page<T, C> {
+pub(crate) struct Page<T, C> {
     pub items: Vec<T>,
     pub next: Option<C>,
 }

@@ -3,15 +3,16 @@
 //! Values are parsed at the edge (`grpc`, `compat`) into these types; once a
 //! value is here it is valid.
 
-pub mod access;
-pub mod body;
-pub mod error;
-pub mod list;
-pub mod note;
-pub mod principal;
-pub mod subject;
+pub(crate) mod access;
+pub(crate) mod body;
+pub(crate) mod error;
+pub(crate) mod list;
+pub(crate) mod note;
+pub(crate) mod principal;
+pub(crate) mod subject;
 
-pub use error::{DomainError, ErrorKind, FieldViolation};
-pub use note::*;
-pub use principal::{MemberId, Principal, Role, TenantId};
-pub use subject::SubjectRegistration;
+pub(crate) use error::{DomainError, ErrorKind, FieldViolation};
+pub(crate) use note::*;
+pub use principal::{MemberId, TenantId};
+pub(crate) use principal::{Principal, Role};
+pub(crate) use subject::SubjectRegistration;

@@ -9,14 +9,14 @@ use super::{DomainError, MemberId, TenantId};
 
 /// Collections on a note (related subjects, mentions, actions, attachments)
 /// hold at most this many items.
-pub const MAX_LIST_ITEMS: usize = 100;
+pub(crate) const MAX_LIST_ITEMS: usize = 100;
 
 /// Server-assigned, time-ordered note id (UUIDv7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct NoteId(pub Uuid);
+pub(crate) struct NoteId(pub Uuid);
 
 impl NoteId {
-    pub fn parse(field: &str, value: &str) -> Result<Self, DomainError> {
+    pub(crate) fn parse(field: &str, value: &str) -> Result<Self, DomainError> {
         if value.is_empty() {
             return Err(DomainError::missing(field));
         }
@@ -33,19 +33,19 @@ impl std::fmt::Display for NoteId {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Visibility {
+pub(crate) enum Visibility {
     Private,
     Team,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EditPolicy {
+pub(crate) enum EditPolicy {
     OwnerOnly,
     Team,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChangeKind {
+pub(crate) enum ChangeKind {
     Created,
     Updated,
     Deleted,
@@ -53,7 +53,11 @@ pub enum ChangeKind {
 }
 
 /// Checks a free-text field: at most `max_chars` characters, no NUL.
-pub fn parse_text(field: &str, value: &str, max_chars: usize) -> Result<String, DomainError> {
+pub(crate) fn parse_text(
+    field: &str,
+    value: &str,
+    max_chars: usize,
+) -> Result<String, DomainError> {
     if value.contains('\0') {
         return Err(DomainError::invalid(
             field,
@@ -70,7 +74,7 @@ pub fn parse_text(field: &str, value: &str, max_chars: usize) -> Result<String, 
 }
 
 /// Checks the length of a repeated field.
-pub fn check_list_len<T>(field: &str, items: &[T]) -> Result<(), DomainError> {
+pub(crate) fn check_list_len<T>(field: &str, items: &[T]) -> Result<(), DomainError> {
     if items.len() > MAX_LIST_ITEMS {
         return Err(DomainError::too_large(
             field,
@@ -82,7 +86,7 @@ pub fn check_list_len<T>(field: &str, items: &[T]) -> Result<(), DomainError> {
 
 /// What a note is about: a type of record and its id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub struct Subject {
+pub(crate) struct Subject {
     #[serde(rename = "type")]
     pub kind: String,
     pub id: String,
@@ -90,7 +94,7 @@ pub struct Subject {
 
 impl Subject {
     /// `kind` matches `[a-z][a-z0-9_.-]{0,63}`; `id` is 1 to 256 characters.
-    pub fn parse(field: &str, kind: &str, id: &str) -> Result<Self, DomainError> {
+    pub(crate) fn parse(field: &str, kind: &str, id: &str) -> Result<Self, DomainError> {
         Self::parse_kind(&format!("{field}.type"), kind)?;
         let id_field = format!("{field}.id");
         if id.is_empty() {
@@ -104,7 +108,7 @@ impl Subject {
     }
 
     /// A subject type alone (`field` names it): `[a-z][a-z0-9_.-]{0,63}`.
-    pub fn parse_kind(field: &str, kind: &str) -> Result<String, DomainError> {
+    pub(crate) fn parse_kind(field: &str, kind: &str) -> Result<String, DomainError> {
         if kind.is_empty() {
             return Err(DomainError::missing(field));
         }
@@ -124,7 +128,7 @@ impl Subject {
 
 /// Metadata of an attached file.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Attachment {
+pub(crate) struct Attachment {
     pub url: String,
     pub filename: String,
     pub content_type: String,
@@ -148,7 +152,7 @@ fn parse_https_url(field: &str, value: &str) -> Result<String, DomainError> {
 }
 
 impl Attachment {
-    pub fn parse(
+    pub(crate) fn parse(
         field: &str,
         url: &str,
         filename: &str,
@@ -184,13 +188,13 @@ impl Attachment {
 
 /// The system a note came from and its id there.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Source {
+pub(crate) struct Source {
     pub system: String,
     pub id: String,
 }
 
 impl Source {
-    pub fn parse(field: &str, system: &str, id: &str) -> Result<Self, DomainError> {
+    pub(crate) fn parse(field: &str, system: &str, id: &str) -> Result<Self, DomainError> {
         let system_field = format!("{field}.system");
         if system.is_empty() {
             return Err(DomainError::missing(&system_field));
@@ -207,7 +211,7 @@ impl Source {
 }
 
 /// A mention: a member id, or `everyone`.
-pub fn parse_mentions(field: &str, mentions: &[String]) -> Result<Vec<String>, DomainError> {
+pub(crate) fn parse_mentions(field: &str, mentions: &[String]) -> Result<Vec<String>, DomainError> {
     check_list_len(field, mentions)?;
     mentions
         .iter()
@@ -217,11 +221,11 @@ pub fn parse_mentions(field: &str, mentions: &[String]) -> Result<Vec<String>, D
 }
 
 /// Actions are opaque JSON objects kept and echoed.
-pub type Action = Map<String, Value>;
+pub(crate) type Action = Map<String, Value>;
 
 /// A stored note.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Note {
+pub(crate) struct Note {
     pub tenant: TenantId,
     pub id: NoteId,
     pub subject: Subject,
@@ -251,12 +255,12 @@ pub struct Note {
 
 impl Note {
     /// The opaque etag of this state of the note: it changes on every write.
-    pub fn etag(&self) -> String {
+    pub(crate) fn etag(&self) -> String {
         self.revision.to_string()
     }
 
     /// This note's place in newest-first list order.
-    pub fn cursor(&self) -> super::list::NoteCursor {
+    pub(crate) fn cursor(&self) -> super::list::NoteCursor {
         super::list::NoteCursor {
             occurred_at: self.occurred_at,
             id: self.id,
@@ -266,7 +270,7 @@ impl Note {
 
 /// The caller-supplied content of a new note, parsed.
 #[derive(Debug, Clone, PartialEq)]
-pub struct NoteDraft {
+pub(crate) struct NoteDraft {
     pub subject: Subject,
     pub related_subjects: Vec<Subject>,
     pub owner: Option<MemberId>,
@@ -287,14 +291,14 @@ pub struct NoteDraft {
 /// A client-chosen id that makes AddNote retries safe, with a fingerprint
 /// of the request it was first used for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestKey {
+pub(crate) struct RequestKey {
     pub id: Uuid,
     pub fingerprint: [u8; 32],
 }
 
 /// The field values an update sets; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct NotePatch {
+pub(crate) struct NotePatch {
     pub subject: Option<Subject>,
     pub related_subjects: Option<Vec<Subject>>,
     pub owner: Option<MemberId>,
@@ -315,7 +319,7 @@ impl NotePatch {
     /// Whether the patch changes fields only the owner may change: owner,
     /// visibility, edit policy and draft state. Setting one to the value it
     /// already has is no change.
-    pub fn changes_owner_fields(&self, note: &Note) -> bool {
+    pub(crate) fn changes_owner_fields(&self, note: &Note) -> bool {
         self.owner.as_ref().is_some_and(|v| *v != note.owner)
             || self.visibility.is_some_and(|v| v != note.visibility)
             || self.edit_policy.is_some_and(|v| v != note.edit_policy)
@@ -325,7 +329,7 @@ impl NotePatch {
     /// Applies the patch at `now` by `actor`. Returns whether anything
     /// changed. A change of content (body, title, mentions, actions,
     /// attachments) sets the edit time; pinning sets the pin time.
-    pub fn apply(self, note: &mut Note, actor: &MemberId, now: DateTime<Utc>) -> bool {
+    pub(crate) fn apply(self, note: &mut Note, actor: &MemberId, now: DateTime<Utc>) -> bool {
         let before = note.clone();
         let mut content_changed = false;
         macro_rules! set {
@@ -375,7 +379,7 @@ impl NotePatch {
 
 /// One recorded state of a note: the note as it was after a change.
 #[derive(Debug, Clone)]
-pub struct Revision {
+pub(crate) struct Revision {
     pub revision: i64,
     pub change_kind: ChangeKind,
     pub actor: MemberId,

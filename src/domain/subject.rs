@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use super::{MemberId, Subject};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SubjectRegistration {
+pub(crate) struct SubjectRegistration {
     pub subject: Subject,
     pub owner: MemberId,
     pub owner_only_notes: bool,

@@ -33,13 +33,13 @@ const AUTHENTICATED_PREFIX: &str = "/notes.v1.";
 
 /// Authenticates calls from their headers and peer.
 #[derive(Debug, Clone)]
-pub struct Callers {
+pub(crate) struct Callers {
     auth: Authenticator,
     trusted_proxies: Vec<IpNet>,
 }
 
 impl Callers {
-    pub fn new(auth: Authenticator, trusted_proxies: Vec<IpNet>) -> Self {
+    pub(crate) fn new(auth: Authenticator, trusted_proxies: Vec<IpNet>) -> Self {
         Self {
             auth,
             trusted_proxies,
@@ -97,12 +97,12 @@ fn api_key(headers: &HeaderMap) -> Option<&str> {
 /// The tower layer that authenticates every notes.v1 call before its body
 /// is read.
 #[derive(Debug, Clone)]
-pub struct AuthenticateLayer {
+pub(crate) struct AuthenticateLayer {
     callers: Callers,
 }
 
 impl AuthenticateLayer {
-    pub fn new(callers: Callers) -> Self {
+    pub(crate) fn new(callers: Callers) -> Self {
         Self { callers }
     }
 }
@@ -119,7 +119,7 @@ impl<S> tower::Layer<S> for AuthenticateLayer {
 }
 
 #[derive(Debug, Clone)]
-pub struct Authenticate<S> {
+pub(crate) struct Authenticate<S> {
     inner: S,
     callers: Callers,
 }

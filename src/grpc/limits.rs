@@ -28,13 +28,13 @@ const REASON_MESSAGE_TOO_LARGE: &str = "MESSAGE_TOO_LARGE";
 
 /// The layer; one per server, its budget shared by every connection.
 #[derive(Debug, Clone)]
-pub struct CallLimitsLayer {
+pub(crate) struct CallLimitsLayer {
     in_flight: Arc<Semaphore>,
     max_message_bytes: usize,
 }
 
 impl CallLimitsLayer {
-    pub fn new(max_in_flight: usize, max_message_bytes: usize) -> Self {
+    pub(crate) fn new(max_in_flight: usize, max_message_bytes: usize) -> Self {
         Self {
             in_flight: Arc::new(Semaphore::new(max_in_flight)),
             max_message_bytes,
@@ -54,7 +54,7 @@ impl<S> tower::Layer<S> for CallLimitsLayer {
 }
 
 #[derive(Debug, Clone)]
-pub struct CallLimits<S> {
+pub(crate) struct CallLimits<S> {
     inner: S,
     limits: CallLimitsLayer,
 }

@@ -7,9 +7,9 @@ mod limits;
 mod status;
 mod subjects;
 
-pub use callers::{AuthenticateLayer, Callers};
-pub use limits::CallLimitsLayer;
-pub use subjects::SubjectsGrpc;
+pub(crate) use callers::{AuthenticateLayer, Callers};
+pub(crate) use limits::CallLimitsLayer;
+pub(crate) use subjects::SubjectsGrpc;
 
 use tonic::{Request, Response, Status};
 
@@ -20,12 +20,12 @@ use crate::proto::notes::v1::notes_service_server::NotesService;
 /// NotesService: hands each call, authenticated by [`AuthenticateLayer`],
 /// to [`NotesApi`].
 #[derive(Debug, Clone)]
-pub struct NotesGrpc {
+pub(crate) struct NotesGrpc {
     api: NotesApi,
 }
 
 impl NotesGrpc {
-    pub fn new(api: NotesApi) -> Self {
+    pub(crate) fn new(api: NotesApi) -> Self {
         Self { api }
     }
 }

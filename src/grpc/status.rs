@@ -10,7 +10,7 @@ use tonic_types::{ErrorDetails, StatusExt as _};
 use crate::domain::{DomainError, ErrorKind};
 
 /// The ErrorInfo domain of every notesd error.
-pub const ERROR_DOMAIN: &str = "notesd.dev";
+pub(super) const ERROR_DOMAIN: &str = "notesd.dev";
 
 impl From<DomainError> for Status {
     fn from(err: DomainError) -> Self {

@@ -11,12 +11,12 @@ use crate::service::Subjects;
 
 /// SubjectsService: calls authenticated by the callers layer.
 #[derive(Debug, Clone)]
-pub struct SubjectsGrpc {
+pub(crate) struct SubjectsGrpc {
     subjects: Subjects,
 }
 
 impl SubjectsGrpc {
-    pub fn new(subjects: Subjects) -> Self {
+    pub(crate) fn new(subjects: Subjects) -> Self {
         Self { subjects }
     }
 }

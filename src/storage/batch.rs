@@ -56,7 +56,7 @@ impl Default for BatchSettings {
 
 /// What inserting a note with a request id came to.
 #[derive(Debug)]
-pub enum InsertOutcome {
+pub(crate) enum InsertOutcome {
     Created(Note),
     /// The request id was used before by the same request: its note.
     Replayed(Note),
@@ -77,7 +77,7 @@ struct PendingAdd {
 /// Hands adds to the batching task. Cloning it is cheap; the task ends when
 /// the last clone is dropped, after writing what it was given.
 #[derive(Debug, Clone)]
-pub struct AddBatcher {
+pub(super) struct AddBatcher {
     queue: mpsc::Sender<PendingAdd>,
 }
 
@@ -86,7 +86,11 @@ const QUEUE_CAPACITY: usize = 8192;
 
 impl AddBatcher {
     /// Starts the batching task on the current Tokio runtime.
-    pub fn start(pool: PgPool, settings: BatchSettings, observer: Arc<dyn BatchObserver>) -> Self {
+    pub(super) fn start(
+        pool: PgPool,
+        settings: BatchSettings,
+        observer: Arc<dyn BatchObserver>,
+    ) -> Self {
         let (queue, adds) = mpsc::channel(QUEUE_CAPACITY);
         let writer = Writer { pool, observer };
         tokio::spawn(collect(writer, settings, adds));
@@ -94,7 +98,7 @@ impl AddBatcher {
     }
 
     /// Writes `note` in the next batch; see `NoteStore::insert`.
-    pub async fn insert(
+    pub(super) async fn insert(
         &self,
         note: Note,
         request: Option<RequestKey>,
@@ -232,12 +236,12 @@ const ADD_NOTES: &str = "select add_index, outcome, replayed_note from notesd_ad
 
 /// `notesd_add_notes`'s outcome codes.
 mod code {
-    pub const CREATED: i16 = 1;
-    pub const REPLAYED: i16 = 2;
-    pub const REQUEST_CONFLICT: i16 = 3;
-    pub const SUBJECT_OWNER_ONLY: i16 = 4;
-    pub const SOURCE_EXISTS: i16 = 5;
-    pub const REQUEST_UNRECORDED: i16 = 6;
+    pub(super) const CREATED: i16 = 1;
+    pub(super) const REPLAYED: i16 = 2;
+    pub(super) const REQUEST_CONFLICT: i16 = 3;
+    pub(super) const SUBJECT_OWNER_ONLY: i16 = 4;
+    pub(super) const SOURCE_EXISTS: i16 = 5;
+    pub(super) const REQUEST_UNRECORDED: i16 = 6;
 }
 
 /// Writes `adds` (one tenant, distinct request ids) in one transaction and

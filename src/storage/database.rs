@@ -6,7 +6,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 
 /// The migrations in `migrations/`, embedded in the binary.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// How to reach the database. Its `Debug` shows the URL without its
 /// password.
@@ -49,13 +49,13 @@ pub const APP_ROLE: &str = "notesd_app";
 
 /// The connection pool of one notesd database.
 #[derive(Debug, Clone)]
-pub struct Database {
+pub(crate) struct Database {
     pool: PgPool,
 }
 
 impl Database {
     /// Connects (creating the database and migrating it when asked).
-    pub async fn connect(options: &DatabaseOptions) -> anyhow::Result<Self> {
+    pub(crate) async fn connect(options: &DatabaseOptions) -> anyhow::Result<Self> {
         let connect = PgConnectOptions::from_str(&options.url)
             .context("DATABASE_URL is not a valid postgres URL")?
             .log_statements(tracing::log::LevelFilter::Debug)
@@ -108,7 +108,7 @@ impl Database {
         Ok(Self { pool })
     }
 
-    pub fn pool(&self) -> &PgPool {
+    pub(crate) fn pool(&self) -> &PgPool {
         &self.pool
     }
 }

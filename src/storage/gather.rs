@@ -91,7 +91,7 @@ where
 }
 
 /// Told of every batch, written or read, for metrics.
-pub trait BatchObserver: Send + Sync + 'static {
+pub(crate) trait BatchObserver: Send + Sync + 'static {
     /// A batch of `rows` adds was written (each add with its own outcome).
     fn batch_written(&self, rows: usize);
     /// A batch failed as a whole; its adds are written one at a time.

@@ -10,12 +10,15 @@ mod reads;
 mod rows;
 mod subjects;
 
-pub use batch::{BatchSettings, InsertOutcome};
-pub use database::{APP_ROLE, Database, DatabaseOptions};
-pub use gather::BatchObserver;
-pub use keys::{ApiKeyRecord, ApiKeyStore, NewApiKey};
-pub use notes::NoteStore;
-pub use subjects::SubjectStore;
+pub use batch::BatchSettings;
+pub(crate) use batch::InsertOutcome;
+pub(crate) use database::Database;
+pub use database::{APP_ROLE, DatabaseOptions};
+pub(crate) use gather::BatchObserver;
+pub use keys::ApiKeyStore;
+pub(crate) use keys::{ApiKeyRecord, NewApiKey};
+pub(crate) use notes::NoteStore;
+pub(crate) use subjects::SubjectStore;
 
 use sqlx::{PgPool, Postgres, Transaction};
 

@@ -31,7 +31,7 @@ type RevisionRow = (
 );
 
 #[derive(Debug, Clone)]
-pub struct NoteStore {
+pub(crate) struct NoteStore {
     pool: PgPool,
     batcher: AddBatcher,
     reader: GetBatcher,
@@ -40,7 +40,11 @@ pub struct NoteStore {
 impl NoteStore {
     /// Also starts the write batcher for adds and the read batcher for
     /// reads by id, on the current runtime.
-    pub fn new(pool: PgPool, batching: BatchSettings, observer: Arc<dyn BatchObserver>) -> Self {
+    pub(crate) fn new(
+        pool: PgPool,
+        batching: BatchSettings,
+        observer: Arc<dyn BatchObserver>,
+    ) -> Self {
         Self {
             batcher: AddBatcher::start(pool.clone(), batching, Arc::clone(&observer)),
             reader: GetBatcher::start(pool.clone(), observer),
@@ -54,7 +58,7 @@ impl NoteStore {
     /// is applied in that transaction, with `any_subject` from
     /// `access::may_add_notes_to_any_subject` for the note's creator; a
     /// retry of an earlier request is answered without it.
-    pub async fn insert(
+    pub(crate) async fn insert(
         &self,
         note: Note,
         request: Option<RequestKey>,
@@ -65,14 +69,18 @@ impl NoteStore {
 
     /// The note, read in the next batch of reads by id (see `reads`): one
     /// round trip, shared with the reads queued beside it.
-    pub async fn get(&self, tenant: &TenantId, id: NoteId) -> Result<Option<Note>, DomainError> {
+    pub(crate) async fn get(
+        &self,
+        tenant: &TenantId,
+        id: NoteId,
+    ) -> Result<Option<Note>, DomainError> {
         self.reader.get(tenant, id).await
     }
 
     /// Reads and locks a note, lets `change` decide its new state, and
     /// writes that state with a revision and an event, in one transaction.
     /// `change` returns `None` to leave the note as it is.
-    pub async fn modify<F>(
+    pub(crate) async fn modify<F>(
         &self,
         tenant: &TenantId,
         id: NoteId,
@@ -96,7 +104,7 @@ impl NoteStore {
 
     /// The numbers of these notes (see the `note_numbers` migration),
     /// giving one to each note that has none yet.
-    pub async fn numbers(
+    pub(crate) async fn numbers(
         &self,
         tenant: &TenantId,
         ids: &[NoteId],
@@ -124,7 +132,7 @@ impl NoteStore {
     }
 
     /// The note that has this number, if any.
-    pub async fn id_for_number(
+    pub(crate) async fn id_for_number(
         &self,
         tenant: &TenantId,
         number: i64,
@@ -142,7 +150,7 @@ impl NoteStore {
     }
 
     /// The note imported from (or written through) `system` with this id.
-    pub async fn id_for_source(
+    pub(crate) async fn id_for_source(
         &self,
         tenant: &TenantId,
         system: &str,
@@ -164,7 +172,7 @@ impl NoteStore {
     /// A page of the notes that match `filter`, newest `occurred_at` first:
     /// those `viewer` may read, or every one when `viewer` is `None` (an
     /// admin).
-    pub async fn list(
+    pub(crate) async fn list(
         &self,
         tenant: &TenantId,
         viewer: Option<&MemberId>,
@@ -263,7 +271,7 @@ impl NoteStore {
 
     /// A page of a note's revisions, newest first, starting below
     /// `before_revision` when given.
-    pub async fn revisions(
+    pub(crate) async fn revisions(
         &self,
         tenant: &TenantId,
         id: NoteId,

@@ -37,20 +37,20 @@ struct PendingGet {
 /// Hands reads to the batching task. Cloning it is cheap; the task ends
 /// when the last clone is dropped.
 #[derive(Debug, Clone)]
-pub struct GetBatcher {
+pub(super) struct GetBatcher {
     queue: mpsc::Sender<PendingGet>,
 }
 
 impl GetBatcher {
     /// Starts the batching task on the current Tokio runtime.
-    pub fn start(pool: PgPool, observer: Arc<dyn BatchObserver>) -> Self {
+    pub(super) fn start(pool: PgPool, observer: Arc<dyn BatchObserver>) -> Self {
         let (queue, gets) = mpsc::channel(QUEUE_CAPACITY);
         tokio::spawn(collect(pool, observer, gets));
         Self { queue }
     }
 
     /// The note, if it exists in the tenant, read in the next batch.
-    pub async fn get(&self, tenant: &TenantId, id: NoteId) -> ReadOutcome {
+    pub(super) async fn get(&self, tenant: &TenantId, id: NoteId) -> ReadOutcome {
         let (reply, outcome) = oneshot::channel();
         let get = PendingGet {
             tenant: tenant.clone(),

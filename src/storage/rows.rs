@@ -18,7 +18,7 @@ use crate::domain::{
 /// A `notes` row. Also the shape of a revision's snapshot (`to_jsonb` of
 /// the row), hence `Deserialize`.
 #[derive(Debug, serde::Deserialize)]
-pub struct NoteRow {
+pub(crate) struct NoteRow {
     pub tenant_id: String,
     pub id: Uuid,
     pub subject_type: String,
@@ -103,21 +103,21 @@ impl FromRow<'_, PgRow> for NoteRow {
     }
 }
 
-pub fn visibility_code(v: Visibility) -> i16 {
+pub(super) fn visibility_code(v: Visibility) -> i16 {
     match v {
         Visibility::Private => 1,
         Visibility::Team => 2,
     }
 }
 
-pub fn edit_policy_code(p: EditPolicy) -> i16 {
+pub(super) fn edit_policy_code(p: EditPolicy) -> i16 {
     match p {
         EditPolicy::OwnerOnly => 1,
         EditPolicy::Team => 2,
     }
 }
 
-pub fn change_kind_code(k: ChangeKind) -> i16 {
+pub(super) fn change_kind_code(k: ChangeKind) -> i16 {
     match k {
         ChangeKind::Created => 1,
         ChangeKind::Updated => 2,
@@ -126,7 +126,7 @@ pub fn change_kind_code(k: ChangeKind) -> i16 {
     }
 }
 
-pub fn change_kind_from_code(code: i16) -> anyhow::Result<ChangeKind> {
+pub(super) fn change_kind_from_code(code: i16) -> anyhow::Result<ChangeKind> {
     Ok(match code {
         1 => ChangeKind::Created,
         2 => ChangeKind::Updated,

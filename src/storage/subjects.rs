@@ -49,16 +49,16 @@ pub(crate) async fn fetch_registration(
 }
 
 #[derive(Debug, Clone)]
-pub struct SubjectStore {
+pub(crate) struct SubjectStore {
     pool: PgPool,
 }
 
 impl SubjectStore {
-    pub fn new(pool: PgPool) -> Self {
+    pub(crate) fn new(pool: PgPool) -> Self {
         Self { pool }
     }
 
-    pub async fn get(
+    pub(crate) async fn get(
         &self,
         tenant: &TenantId,
         subject: &Subject,
@@ -71,7 +71,7 @@ impl SubjectStore {
 
     /// Whether another tenant has registered `subject` (yes or no only;
     /// see the `notesd_subject_registered_elsewhere` migration).
-    pub async fn registered_elsewhere(
+    pub(crate) async fn registered_elsewhere(
         &self,
         tenant: &TenantId,
         subject: &Subject,
@@ -91,7 +91,7 @@ impl SubjectStore {
     /// Creates or replaces a registration, in one transaction with the
     /// current one locked; `decide` sees the current registration (if any)
     /// and may refuse the change.
-    pub async fn upsert<F>(
+    pub(crate) async fn upsert<F>(
         &self,
         tenant: &TenantId,
         subject: &Subject,

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use futures::future::join_all;
-use notesd::proto::notes::v1 as pb;
 use notesd::BatchSettings;
+use notesd::proto::notes::v1 as pb;
 use tonic::Code;
 
 use crate::helpers::*;

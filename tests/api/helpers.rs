@@ -4,11 +4,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use notesd::{Authenticator, KeyKind, KeySpec, MemberId, TenantId};
 use notesd::proto::notes::v1 as pb;
 use notesd::proto::notes::v1::notes_service_client::NotesServiceClient;
 use notesd::startup::{Application, CallLimits, Settings};
 use notesd::{APP_ROLE, ApiKeyStore, BatchSettings, DatabaseOptions};
+use notesd::{Authenticator, KeyKind, KeySpec, MemberId, TenantId};
 use sqlx::PgPool;
 use tokio::sync::oneshot;
 use tonic::metadata::MetadataValue;

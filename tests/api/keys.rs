@@ -4,8 +4,8 @@
 use std::process::Output;
 
 use chrono::{DateTime, Utc};
-use notesd::{KeyKind, KeySpec};
 use notesd::proto::notes::v1 as pb;
+use notesd::{KeyKind, KeySpec};
 use tonic::Code;
 use uuid::Uuid;
 

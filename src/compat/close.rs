@@ -24,7 +24,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::CompatState;
-use super::common::{Rejection, Vendor, VendorPath, WRITE_ATTEMPTS, method_not_allowed, read_body};
+use super::common::{Rejection, Vendor, VendorPath, method_not_allowed, read_body, update_as_read};
 use crate::auth::ACTOR_HEADER;
 use crate::domain::{DomainError, ErrorKind, Principal};
 use crate::proto::notes::v1 as pb;
@@ -676,7 +676,6 @@ pub(crate) fn update_request(
     input.check_organization(principal)?;
     let mut note = pb::Note {
         id: current.id.clone(),
-        etag: current.etag.clone(),
         ..Default::default()
     };
     let mut paths: Vec<&str> = Vec::new();
@@ -748,26 +747,20 @@ async fn update(
 ) -> Result<Json<Value>, Failure> {
     let principal = caller(&state, peer, &headers).await?;
     let body = read_body::<Close>(body, BODY_LIMIT).await?;
-    // The change is computed from the note as read (a PUT of `contact_id`
-    // keeps the other related subjects) and sent with the etag read: a
-    // change made in between fails it, and it is computed again from the
-    // note as it is now, so neither change is lost.
-    let mut attempt = 1;
-    loop {
-        let current = fetch(&state, &principal, &id).await?;
-        let request = update_request(&body, &principal, &current)?;
-        let unchanged = request
+    // The change is computed from the note as read: a PUT of `contact_id`
+    // keeps the other related subjects.
+    let (state, principal, id, body) = (&state, &principal, &id, &body);
+    let note = update_as_read(&state.api, principal, || async move {
+        let current = fetch(state, principal, id).await?;
+        let request = update_request(body, principal, &current)?;
+        let changes = request
             .update_mask
             .as_ref()
-            .is_none_or(|mask| mask.paths.is_empty());
-        if unchanged {
-            return Ok(Json(render(&current, &principal)));
-        }
-        match state.api.update_note(&principal, &request).await {
-            Err(DomainError::EtagMismatch) if attempt < WRITE_ATTEMPTS => attempt += 1,
-            result => return Ok(Json(render(&result?, &principal))),
-        }
-    }
+            .is_some_and(|mask| !mask.paths.is_empty());
+        Ok::<_, Failure>((current, changes.then_some(request)))
+    })
+    .await?;
+    Ok(Json(render(&note, principal)))
 }
 
 async fn remove(

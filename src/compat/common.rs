@@ -8,6 +8,7 @@
 //! then, with [`read_body`]: a caller without a key never makes notesd
 //! buffer a body.
 
+use std::future::Future;
 use std::marker::PhantomData;
 
 use axum::body::{Body, Bytes};
@@ -18,21 +19,44 @@ use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-/// How many times a facade's read-modify-write of a note (read it, check
-/// or merge, write with the etag read) runs when a concurrent change makes
-/// the write fail with ETAG_MISMATCH, before the error is answered. Each
-/// run starts from the note as it is then, so no change is lost.
-pub(crate) const WRITE_ATTEMPTS: usize = 3;
+use crate::api::NotesApi;
+use crate::domain::{DomainError, Principal};
+use crate::proto::notes::v1 as pb;
 
-/// `request` sent only if the note still has `etag`.
-pub(crate) fn with_etag(
-    mut request: crate::proto::notes::v1::UpdateNoteRequest,
-    etag: &str,
-) -> crate::proto::notes::v1::UpdateNoteRequest {
-    if let Some(note) = request.note.as_mut() {
-        note.etag = etag.to_owned();
+/// How many times a facade's read-modify-write of a note runs when a
+/// concurrent change makes its write fail with ETAG_MISMATCH, before that
+/// error is answered.
+const WRITE_ATTEMPTS: usize = 3;
+
+/// A facade's read-modify-write of one note, that loses no concurrent
+/// change: `read_and_change` reads the note, checks or merges, and answers
+/// the note as read with the change to make (`None`: nothing to change,
+/// the note is answered as read). The change is written only if the note
+/// still has the etag read; if it changed in between, all of it runs again
+/// from a fresh read, [`WRITE_ATTEMPTS`] times at most.
+pub(crate) async fn update_as_read<E, F>(
+    api: &NotesApi,
+    principal: &Principal,
+    mut read_and_change: impl FnMut() -> F,
+) -> Result<pb::Note, E>
+where
+    E: From<DomainError>,
+    F: Future<Output = Result<(pb::Note, Option<pb::UpdateNoteRequest>), E>>,
+{
+    let mut attempt = 1;
+    loop {
+        let (current, change) = read_and_change().await?;
+        let Some(mut request) = change else {
+            return Ok(current);
+        };
+        if let Some(note) = request.note.as_mut() {
+            note.etag = current.etag;
+        }
+        match api.update_note(principal, &request).await {
+            Err(DomainError::EtagMismatch) if attempt < WRITE_ATTEMPTS => attempt += 1,
+            written => return written.map_err(E::from),
+        }
     }
-    request
 }
 
 /// A refusal made before (or instead of) a vendor's handler.

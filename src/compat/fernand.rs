@@ -25,9 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
 use super::CompatState;
-use super::common::{
-    Rejection, Vendor, VendorPath, WRITE_ATTEMPTS, method_not_allowed, read_body, with_etag,
-};
+use super::common::{Rejection, Vendor, VendorPath, method_not_allowed, read_body, update_as_read};
 use crate::api::convert::{json_to_struct, struct_to_json_object};
 use crate::auth::{ACTOR_HEADER, API_KEY_HEADER};
 use crate::domain::{DomainError, ErrorKind, Principal};
@@ -560,21 +558,15 @@ async fn add_note(
     let (note, number) = match body.note_id {
         Some(number) => {
             // Checked against the note as read, written only if it is
-            // still that note (its etag); read again after a concurrent
-            // change.
-            let mut attempt = 1;
-            loop {
-                let existing =
-                    note_in_conversation(&state, &principal, conversation, number).await?;
-                let request = with_etag(
-                    repost_request(&existing, body.clone(), &content)?,
-                    &existing.etag,
-                );
-                match state.api.update_note(&principal, &request).await {
-                    Err(DomainError::EtagMismatch) if attempt < WRITE_ATTEMPTS => attempt += 1,
-                    result => break (result?, number),
-                }
-            }
+            // still that note.
+            let (state, principal, body, content) = (&state, &principal, &body, &content);
+            let note = update_as_read(&state.api, principal, || async move {
+                let existing = note_in_conversation(state, principal, conversation, number).await?;
+                let request = repost_request(&existing, body.clone(), content)?;
+                Ok::<_, FernandError>((existing, Some(request)))
+            })
+            .await?;
+            (note, number)
         }
         None => {
             let request = add_request(conversation, body, &content);
@@ -604,18 +596,13 @@ async fn update_note(
     let body: EditNoteBody = parse_body(&read_body::<Fernand>(body, MAX_REQUEST_BYTES).await?)?;
     let content = check_content(body.content.as_deref())?.to_owned();
     // As for a repost: the note checked is the note written.
-    let mut attempt = 1;
-    let note = loop {
-        let existing = note_in_conversation(&state, &principal, conversation, number).await?;
-        let request = with_etag(
-            edit_request(&existing.id, body.clone(), &content),
-            &existing.etag,
-        );
-        match state.api.update_note(&principal, &request).await {
-            Err(DomainError::EtagMismatch) if attempt < WRITE_ATTEMPTS => attempt += 1,
-            result => break result?,
-        }
-    };
+    let (state, principal, body, content) = (&state, &principal, &body, &content);
+    let note = update_as_read(&state.api, principal, || async move {
+        let existing = note_in_conversation(state, principal, conversation, number).await?;
+        let request = edit_request(&existing.id, body.clone(), content);
+        Ok::<_, FernandError>((existing, Some(request)))
+    })
+    .await?;
     Ok(axum::Json(note_response(&note, number, conversation, None)))
 }
 

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::CompatState;
-use super::common::{Rejection, Vendor, WRITE_ATTEMPTS, method_not_allowed, read_body, with_etag};
+use super::common::{Rejection, Vendor, method_not_allowed, read_body, update_as_read};
 use crate::domain::{DomainError, ErrorKind, Principal, Subject};
 use crate::proto::notes::v1 as pb;
 
@@ -469,14 +469,13 @@ async fn handle(
         Some(note_id) => {
             // The note must be one of this contact's: Zyntro updates a
             // note on the contact named, never moves one across. It is
-            // written only if it is still the note checked (its etag), and
-            // read again after a concurrent change.
-            let mut attempt = 1;
-            loop {
+            // written only if it is still the note checked.
+            let (principal, note) = (&principal, &note);
+            update_as_read(&state.api, principal, || async move {
                 let current = state
                     .api
                     .get_note(
-                        &principal,
+                        principal,
                         &pb::GetNoteRequest {
                             id: note_id.to_owned(),
                         },
@@ -489,12 +488,10 @@ async fn handle(
                 if current.subject.as_ref() != Some(&contact_subject(note.contact_id)) {
                     return Err(ZyntroError::note_not_found());
                 }
-                let request = with_etag(update_request(&current.id, &note), &current.etag);
-                match state.api.update_note(&principal, &request).await {
-                    Err(DomainError::EtagMismatch) if attempt < WRITE_ATTEMPTS => attempt += 1,
-                    result => break result?,
-                }
-            }
+                let request = update_request(&current.id, note);
+                Ok((current, Some(request)))
+            })
+            .await?
         }
     };
     Ok(note_data(&written))

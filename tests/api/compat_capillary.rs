@@ -8,35 +8,6 @@ use notesd::proto::notes::v1 as pb;
 
 const TENANT: &str = "capillary-tenant";
 
-/// How a test presents its key.
-enum Auth<'a> {
-    None,
-    Basic(&'a str),
-    Bearer(&'a str),
-    Header(&'a str),
-    /// `X-API-Key` and `X-Actor-Id`.
-    Actor(&'a str, &'a str),
-}
-
-fn with_auth(request: reqwest::RequestBuilder, auth: &Auth<'_>) -> reqwest::RequestBuilder {
-    match auth {
-        Auth::None => request,
-        Auth::Basic(key) => request.basic_auth(key, Some("")),
-        Auth::Bearer(key) => request.bearer_auth(key),
-        Auth::Header(key) => request.header("x-api-key", *key),
-        Auth::Actor(key, actor) => request
-            .header("x-api-key", *key)
-            .header("x-actor-id", *actor),
-    }
-}
-
-async fn answer(response: reqwest::Response) -> (u16, Value) {
-    let status = response.status().as_u16();
-    let text = response.text().await.expect("a body");
-    let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("JSON body, got {text}"));
-    (status, body)
-}
-
 /// POST /v1.1/customer/notes?format=json with `body`.
 async fn post_notes(app: &TestApp, auth: Auth<'_>, body: &Value) -> (u16, Value) {
     post_raw(app, "?format=json", auth, body.to_string()).await
@@ -47,26 +18,14 @@ async fn post_raw(app: &TestApp, query: &str, auth: Auth<'_>, body: String) -> (
         .post(app.http_url(&format!("/v1.1/customer/notes{query}")))
         .header("content-type", "application/json")
         .body(body);
-    answer(
-        with_auth(request, &auth)
-            .send()
-            .await
-            .expect("the facade answers"),
-    )
-    .await
+    json_answer(auth.apply(request)).await
 }
 
 /// GET /v1.1/customer/notes?{query}.
 async fn get_notes(app: &TestApp, auth: Auth<'_>, query: &str) -> (u16, Value) {
     let request =
         reqwest::Client::new().get(app.http_url(&format!("/v1.1/customer/notes?{query}")));
-    answer(
-        with_auth(request, &auth)
-            .send()
-            .await
-            .expect("the facade answers"),
-    )
-    .await
+    json_answer(auth.apply(request)).await
 }
 
 /// The items of a value that is one object or an array of them.
@@ -610,7 +569,7 @@ async fn calls_without_a_valid_key_are_refused_with_capillary_401() {
             .contains("MISSING_ACTOR"),
         "{body}"
     );
-    let (status, body) = post_notes(&app, Auth::Actor(&service, "store-42"), &request).await;
+    let (status, body) = post_notes(&app, Auth::HeaderActor(&service, "store-42"), &request).await;
     assert_eq!(status, 200, "{body}");
     let mut admin = app.client(&app.admin_key(TENANT, "root").await).await;
     let stored = grpc_notes(&mut admin, "mobile:800").await;

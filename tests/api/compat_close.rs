@@ -10,16 +10,6 @@ const USER: &str = "user_N6KhMpzHRCYQHdn4gRNIFNN5JExnsrprKA6ekxM63XA";
 const LEAD: &str = "lead_s6vHFTK1TSRoH6otXOexWDO9jM4xyb1kELHDoU7Fdsp";
 const NOTES: &str = "/api/v1/activity/note/";
 
-/// How a call authenticates.
-#[derive(Clone, Copy)]
-enum Auth<'a> {
-    None,
-    Basic(&'a str),
-    Bearer(&'a str),
-    /// Bearer with `x-actor-id`.
-    Actor(&'a str, &'a str),
-}
-
 async fn call(
     app: &TestApp,
     method: reqwest::Method,
@@ -27,21 +17,11 @@ async fn call(
     auth: Auth<'_>,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut request = reqwest::Client::new().request(method, app.http_url(path));
-    request = match auth {
-        Auth::None => request,
-        Auth::Basic(key) => request.basic_auth(key, Some("")),
-        Auth::Bearer(key) => request.bearer_auth(key),
-        Auth::Actor(key, actor) => request.bearer_auth(key).header("x-actor-id", actor),
-    };
+    let mut request = auth.apply(reqwest::Client::new().request(method, app.http_url(path)));
     if let Some(body) = body {
         request = request.json(&body);
     }
-    let response = request.send().await.expect("the facade answers");
-    let status = response.status().as_u16();
-    let text = response.text().await.expect("a body");
-    let json = serde_json::from_str(&text).unwrap_or_else(|_| panic!("a JSON body: {text:?}"));
-    (status, json)
+    json_answer(request).await
 }
 
 async fn post(app: &TestApp, key: &str, body: Value) -> (u16, Value) {
@@ -549,7 +529,7 @@ async fn a_service_key_acts_as_the_member_in_x_actor_id_and_is_401_without_it() 
         &app,
         reqwest::Method::POST,
         NOTES,
-        Auth::Actor(&service, "user_bot"),
+        Auth::BearerActor(&service, "user_bot"),
         Some(body),
     )
     .await;

@@ -54,10 +54,10 @@ impl Vendor {
     /// Adds the vendor's credentials for `key` to a request.
     fn authenticated(self, request: reqwest::RequestBuilder, key: &str) -> reqwest::RequestBuilder {
         match self {
-            Self::Capillary | Self::Fernand => request.header("x-api-key", key),
-            Self::Close => request.basic_auth(key, Some("")),
+            Self::Capillary | Self::Fernand => Auth::Header(key).apply(request),
+            Self::Close => Auth::Basic(key).apply(request),
             // Zyntro's credentials travel in the body.
-            Self::Zyntro => request,
+            Self::Zyntro => Auth::None.apply(request),
         }
     }
 
@@ -84,41 +84,22 @@ impl Vendor {
     }
 }
 
-/// Sends `request` and returns the status and the JSON body, asserting
-/// that the body is JSON.
-async fn answer(request: reqwest::RequestBuilder) -> (u16, Value) {
-    let response = request.send().await.expect("the facade answers");
-    let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    let text = response.text().await.unwrap();
-    assert!(
-        content_type.starts_with("application/json"),
-        "{status} answered as {content_type:?}: {text:?}"
-    );
-    let json = serde_json::from_str(&text).unwrap_or_else(|_| panic!("a JSON body: {text:?}"));
-    (status, json)
-}
-
 #[tokio::test]
 async fn unknown_paths_and_wrong_methods_answer_in_each_vendors_shape() {
     let app = spawn_app().await;
     let http = reqwest::Client::new();
     for vendor in VENDORS {
-        let (status, body) = answer(http.get(app.http_url(vendor.unknown_path()))).await;
+        let (status, body) = json_answer(http.get(app.http_url(vendor.unknown_path()))).await;
         assert_eq!(status, 404, "{vendor:?}: {body}");
         vendor.assert_error_shape(status, &body);
 
         let (_, path) = vendor.served();
-        let (status, body) = answer(http.delete(app.http_url(path))).await;
+        let (status, body) = json_answer(http.delete(app.http_url(path))).await;
         assert_eq!(status, 405, "{vendor:?}: {body}");
         vendor.assert_error_shape(status, &body);
     }
     // Outside every vendor's paths: still JSON, never an empty body.
-    let (status, body) = answer(http.get(app.http_url("/nothing/here"))).await;
+    let (status, body) = json_answer(http.get(app.http_url("/nothing/here"))).await;
     assert_eq!((status, body["code"].as_str()), (404, Some("NOT_FOUND")));
 }
 
@@ -151,7 +132,7 @@ async fn a_path_segment_that_is_not_utf8_answers_in_the_vendors_shape() {
     ];
     for (vendor, method, path) in cases {
         let request = vendor.authenticated(http.request(method, app.http_url(path)), &key);
-        let (status, body) = answer(request.json(&json!({}))).await;
+        let (status, body) = json_answer(request.json(&json!({}))).await;
         assert_eq!(status, 400, "{path}: {body}");
         vendor.assert_error_shape(status, &body);
     }
@@ -176,7 +157,7 @@ async fn a_body_over_each_vendors_limit_answers_in_its_shape() {
             .authenticated(http.request(method, app.http_url(path)), &key)
             .header("content-type", "application/json")
             .body(vec![b' '; limit + 1]);
-        let (status, body) = answer(request).await;
+        let (status, body) = json_answer(request).await;
         assert_eq!(status, expected, "{vendor:?}: {body}");
         vendor.assert_error_shape(status, &body);
         assert!(
@@ -269,7 +250,7 @@ async fn an_unreachable_database_is_a_503_in_each_vendors_shape() {
     for (vendor, body) in bodies {
         let (method, path) = vendor.served();
         let request = vendor.authenticated(http.request(method, app.http_url(path)), &key);
-        let (status, answered) = answer(request.json(&body)).await;
+        let (status, answered) = json_answer(request.json(&body)).await;
         assert_eq!(status, 503, "{vendor:?}: {answered}");
         vendor.assert_error_shape(status, &answered);
         assert!(
@@ -415,7 +396,7 @@ async fn a_close_listing_by_contact_reads_only_that_contacts_notes() {
     }
 
     let before = proxy.bytes_from_database();
-    let (status, listed) = answer(
+    let (status, listed) = json_answer(
         http.get(app.http_url("/api/v1/activity/note/?contact_id=cont_wanted"))
             .basic_auth(&key, Some("")),
     )
@@ -434,7 +415,7 @@ async fn a_close_listing_by_contact_reads_only_that_contacts_notes() {
     // A listing of every lead note pages in SQL too: one page of 2 notes
     // reads 3 (the extra one tells has_more), not the tenant.
     let before = proxy.bytes_from_database();
-    let (status, listed) = answer(
+    let (status, listed) = json_answer(
         http.get(app.http_url("/api/v1/activity/note/?_limit=2"))
             .basic_auth(&key, Some("")),
     )
@@ -466,7 +447,7 @@ async fn a_capillary_customer_is_found_by_any_identifier_it_was_written_with() {
 
     for query in ["mobile=919999999999", "email=ada@example.com"] {
         let before = proxy.bytes_from_database();
-        let (status, listed) = answer(
+        let (status, listed) = json_answer(
             http.get(app.http_url(&format!("/v1.1/customer/notes?{query}")))
                 .header("x-api-key", &key),
         )

@@ -60,11 +60,7 @@ async fn send(
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let response = request.send().await.expect("the facade answers");
-    let status = response.status().as_u16();
-    let text = response.text().await.expect("a body");
-    let body = serde_json::from_str(&text)
-        .unwrap_or_else(|_| panic!("a JSON body, got {status} {text:?}"));
+    let (status, body) = json_answer(request).await;
     Answer { status, body }
 }
 

@@ -7,8 +7,8 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::helpers::{
-    TestApp, body_text, get, key_spec, member_kind, register_subject, registration, spawn_app,
-    text_note, try_add,
+    TestApp, body_text, get, json_answer, key_spec, member_kind, register_subject, registration,
+    spawn_app, text_note, try_add,
 };
 
 const PATH: &str = "/apis/v2/public/crm/addNotestoContact";
@@ -115,14 +115,8 @@ impl Zyntro {
 }
 
 async fn post_with(client: &reqwest::Client, app: &TestApp, body: &Value) -> (StatusCode, Value) {
-    let response = client
-        .post(app.http_url(PATH))
-        .json(body)
-        .send()
-        .await
-        .expect("the facade answers");
-    let status = response.status();
-    (status, response.json().await.expect("a JSON answer"))
+    let (status, body) = json_answer(client.post(app.http_url(PATH)).json(body)).await;
+    (StatusCode::from_u16(status).unwrap(), body)
 }
 
 /// Zyntro's error shape: HTTP 200, `status: error`, the messages in

@@ -888,3 +888,59 @@ impl NotesdProcess {
             .expect("VmHWM in /proc/<pid>/status")
     }
 }
+
+// ---------------------------------------------------------------------------
+// The vendor facades over HTTP: one way to present a key, one way to read
+// an answer, for every facade's tests.
+// ---------------------------------------------------------------------------
+
+/// How a facade call presents its notesd key.
+#[derive(Clone, Copy)]
+pub enum Auth<'a> {
+    None,
+    /// HTTP Basic, the key as user name and an empty password.
+    Basic(&'a str),
+    /// `Authorization: Bearer <key>`.
+    Bearer(&'a str),
+    /// `X-API-Key: <key>`.
+    Header(&'a str),
+    /// `X-API-Key` and `X-Actor-Id`.
+    HeaderActor(&'a str, &'a str),
+    /// `Authorization: Bearer` and `X-Actor-Id`.
+    BearerActor(&'a str, &'a str),
+}
+
+impl Auth<'_> {
+    pub fn apply(self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match self {
+            Self::None => request,
+            Self::Basic(key) => request.basic_auth(key, Some("")),
+            Self::Bearer(key) => request.bearer_auth(key),
+            Self::Header(key) => request.header("x-api-key", key),
+            Self::HeaderActor(key, actor) => {
+                request.header("x-api-key", key).header("x-actor-id", actor)
+            }
+            Self::BearerActor(key, actor) => request.bearer_auth(key).header("x-actor-id", actor),
+        }
+    }
+}
+
+/// Sends a facade request; its status and its body, which must be JSON
+/// and say so in its content type.
+pub async fn json_answer(request: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
+    let response = request.send().await.expect("the facade answers");
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap_or_default().to_owned())
+        .unwrap_or_default();
+    let text = response.text().await.expect("a body");
+    assert!(
+        content_type.starts_with("application/json"),
+        "{status} answered as {content_type:?}: {text:?}"
+    );
+    let body = serde_json::from_str(&text)
+        .unwrap_or_else(|_| panic!("a JSON body, got {status} {text:?}"));
+    (status, body)
+}

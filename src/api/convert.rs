@@ -179,23 +179,82 @@ pub(crate) fn parse_add_request(
     Ok((draft, request_key))
 }
 
-/// The fields UpdateNote may change, by their name in `Note`.
-const UPDATABLE_FIELDS: &[&str] = &[
-    "subject",
-    "related_subjects",
-    "owner_id",
-    "visibility",
-    "edit_policy",
-    "body",
-    "title",
-    "mentions",
-    "actions",
-    "attachments",
-    "pinned",
-    "occur_time",
-    "draft",
-    "client_reference",
-];
+/// A field of a note that UpdateNote may change: the paths of an update
+/// mask, typed. Every edge builds its masks from these, and the API parses
+/// a mask into them, so a path is spelt in one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NoteField {
+    Subject,
+    RelatedSubjects,
+    OwnerId,
+    Visibility,
+    EditPolicy,
+    Body,
+    Title,
+    Mentions,
+    Actions,
+    Attachments,
+    Pinned,
+    OccurTime,
+    Draft,
+    ClientReference,
+}
+
+impl NoteField {
+    /// Every updatable field, in the order of `*` and of AIP-134's implied
+    /// mask.
+    pub(crate) const ALL: [Self; 14] = [
+        Self::Subject,
+        Self::RelatedSubjects,
+        Self::OwnerId,
+        Self::Visibility,
+        Self::EditPolicy,
+        Self::Body,
+        Self::Title,
+        Self::Mentions,
+        Self::Actions,
+        Self::Attachments,
+        Self::Pinned,
+        Self::OccurTime,
+        Self::Draft,
+        Self::ClientReference,
+    ];
+
+    /// The field's path in an update mask.
+    pub(crate) fn path(self) -> &'static str {
+        match self {
+            Self::Subject => "subject",
+            Self::RelatedSubjects => "related_subjects",
+            Self::OwnerId => "owner_id",
+            Self::Visibility => "visibility",
+            Self::EditPolicy => "edit_policy",
+            Self::Body => "body",
+            Self::Title => "title",
+            Self::Mentions => "mentions",
+            Self::Actions => "actions",
+            Self::Attachments => "attachments",
+            Self::Pinned => "pinned",
+            Self::OccurTime => "occur_time",
+            Self::Draft => "draft",
+            Self::ClientReference => "client_reference",
+        }
+    }
+
+    fn from_path(path: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|field| field.path() == path)
+    }
+}
+
+/// The UpdateNote request that changes `fields` of the note `changes`
+/// names by its id, to the values `changes` holds.
+pub(crate) fn update_of(changes: pb::Note, fields: &[NoteField]) -> pb::UpdateNoteRequest {
+    pb::UpdateNoteRequest {
+        note: Some(changes),
+        update_mask: Some(prost_types::FieldMask {
+            paths: fields.iter().map(|f| f.path().to_owned()).collect(),
+        }),
+    }
+}
 
 /// The parsed UpdateNote request: which note, the patch, and the etag.
 pub(crate) fn parse_update_request(
@@ -206,68 +265,79 @@ pub(crate) fn parse_update_request(
         .as_ref()
         .ok_or_else(|| DomainError::missing("note"))?;
     let id = parse_note_id("note.id", &note.id)?;
-    let paths: Vec<&str> = match &request.update_mask {
+    let fields: Vec<NoteField> = match &request.update_mask {
         Some(mask) if !mask.paths.is_empty() => {
             if mask.paths.iter().any(|p| p == "*") {
-                UPDATABLE_FIELDS.to_vec()
+                NoteField::ALL.to_vec()
             } else {
-                mask.paths.iter().map(String::as_str).collect()
+                mask.paths
+                    .iter()
+                    .map(|path| {
+                        NoteField::from_path(path).ok_or_else(|| {
+                            let updatable: Vec<&str> =
+                                NoteField::ALL.iter().map(|f| f.path()).collect();
+                            DomainError::invalid(
+                                "update_mask",
+                                format!(
+                                    "update_mask names `{path}`, which cannot be updated; \
+                                     updatable: {}",
+                                    updatable.join(", ")
+                                ),
+                            )
+                        })
+                    })
+                    .collect::<Result<_, _>>()?
             }
         }
         _ => implied_mask(note),
     };
     let mut patch = NotePatch::default();
-    for path in paths {
-        let field = format!("note.{path}");
+    for note_field in fields {
+        let field = format!("note.{}", note_field.path());
         let field = field.as_str();
-        match path {
-            "subject" => patch.subject = Some(parse_subject(field, note.subject.as_ref())?),
-            "related_subjects" => {
+        match note_field {
+            NoteField::Subject => {
+                patch.subject = Some(parse_subject(field, note.subject.as_ref())?)
+            }
+            NoteField::RelatedSubjects => {
                 patch.related_subjects = Some(parse_related(field, &note.related_subjects)?)
             }
-            "owner_id" => {
+            NoteField::OwnerId => {
                 patch.owner = Some(
                     parse_owner(field, &note.owner_id)?
                         .ok_or_else(|| DomainError::missing(field))?,
                 )
             }
-            "visibility" => {
+            NoteField::Visibility => {
                 patch.visibility =
                     Some(parse_visibility(field, note.visibility)?.ok_or_else(|| {
                         DomainError::invalid(field, format!("{field} must be set"))
                     })?)
             }
-            "edit_policy" => {
+            NoteField::EditPolicy => {
                 patch.edit_policy =
                     Some(parse_edit_policy(field, note.edit_policy)?.ok_or_else(|| {
                         DomainError::invalid(field, format!("{field} must be set"))
                     })?)
             }
-            "body" => patch.body = Some(parse_body(field, note.body.as_ref())?),
-            "title" => patch.title = Some(parse_text(field, &note.title, 1024)?),
-            "mentions" => patch.mentions = Some(parse_mentions(field, &note.mentions)?),
-            "actions" => patch.actions = Some(parse_actions(field, &note.actions)?),
-            "attachments" => patch.attachments = Some(parse_attachments(field, &note.attachments)?),
-            "pinned" => patch.pinned = Some(note.pinned),
-            "occur_time" => {
+            NoteField::Body => patch.body = Some(parse_body(field, note.body.as_ref())?),
+            NoteField::Title => patch.title = Some(parse_text(field, &note.title, 1024)?),
+            NoteField::Mentions => patch.mentions = Some(parse_mentions(field, &note.mentions)?),
+            NoteField::Actions => patch.actions = Some(parse_actions(field, &note.actions)?),
+            NoteField::Attachments => {
+                patch.attachments = Some(parse_attachments(field, &note.attachments)?)
+            }
+            NoteField::Pinned => patch.pinned = Some(note.pinned),
+            NoteField::OccurTime => {
                 let t = note
                     .occur_time
                     .as_ref()
                     .ok_or_else(|| DomainError::missing(field))?;
                 patch.occurred_at = Some(parse_timestamp(field, t)?)
             }
-            "draft" => patch.draft = Some(note.draft),
-            "client_reference" => {
+            NoteField::Draft => patch.draft = Some(note.draft),
+            NoteField::ClientReference => {
                 patch.client_reference = Some(parse_text(field, &note.client_reference, 256)?)
-            }
-            other => {
-                return Err(DomainError::invalid(
-                    "update_mask",
-                    format!(
-                        "update_mask names `{other}`, which cannot be updated; updatable: {}",
-                        UPDATABLE_FIELDS.join(", ")
-                    ),
-                ));
             }
         }
     }
@@ -276,7 +346,7 @@ pub(crate) fn parse_update_request(
 }
 
 /// AIP-134: without a mask, every field set to a non-default value.
-fn implied_mask(note: &pb::Note) -> Vec<&'static str> {
+fn implied_mask(note: &pb::Note) -> Vec<NoteField> {
     let set = [
         note.subject.is_some(),
         !note.related_subjects.is_empty(),
@@ -293,10 +363,10 @@ fn implied_mask(note: &pb::Note) -> Vec<&'static str> {
         note.draft,
         !note.client_reference.is_empty(),
     ];
-    UPDATABLE_FIELDS
-        .iter()
+    NoteField::ALL
+        .into_iter()
         .zip(set)
-        .filter_map(|(name, set)| set.then_some(*name))
+        .filter_map(|(field, set)| set.then_some(field))
         .collect()
 }
 
@@ -512,4 +582,38 @@ fn json_to_value(value: &Json) -> Value {
         Json::Object(map) => Kind::StructValue(json_to_struct(map)),
     };
     Value { kind: Some(kind) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_note_field_is_a_path_the_api_takes_and_parses_back() {
+        let note = pb::Note {
+            id: uuid::Uuid::now_v7().to_string(),
+            ..Default::default()
+        };
+        for field in NoteField::ALL {
+            assert_eq!(NoteField::from_path(field.path()), Some(field));
+            let request = update_of(note.clone(), &[field]);
+            // A field may be refused for its (empty) value, never as a
+            // path the mask cannot name.
+            if let Err(err) = parse_update_request(&request) {
+                assert_ne!(
+                    err.violation().map(|v| v.field.as_str()),
+                    Some("update_mask"),
+                    "{field:?}: {err}"
+                );
+            }
+        }
+        let unknown = pb::UpdateNoteRequest {
+            note: Some(note),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["etag".to_owned()],
+            }),
+        };
+        let err = parse_update_request(&unknown).unwrap_err();
+        assert_eq!(err.violation().unwrap().field, "update_mask");
+    }
 }

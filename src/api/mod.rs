@@ -7,6 +7,8 @@
 pub(crate) mod convert;
 mod page_token;
 
+pub(crate) use convert::{NoteField, update_of};
+
 use std::collections::HashMap;
 
 use crate::domain::list::{self, NoteCursor, NoteFilter};

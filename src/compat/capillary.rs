@@ -29,6 +29,7 @@ use serde_json::{Map, Value, json};
 
 use super::CompatState;
 use super::common::{Rejection, Vendor, method_not_allowed, read_body};
+use crate::api::{NoteField, update_of};
 use crate::auth::{ACTOR_HEADER, API_KEY_HEADER};
 use crate::domain::list::MAX_PAGE_SIZE;
 use crate::domain::{DomainError, ErrorKind, Principal, Subject};
@@ -513,21 +514,21 @@ async fn write_note(
             if !customer.owns(&current) {
                 return Err(DomainError::NoteNotFound.into());
             }
-            let mut paths = vec!["body".to_owned()];
+            let mut fields = vec![NoteField::Body];
             if occur_time.is_some() {
-                paths.push("occur_time".to_owned());
+                fields.push(NoteField::OccurTime);
             }
-            let request = pb::UpdateNoteRequest {
-                note: Some(pb::Note {
+            let request = update_of(
+                pb::Note {
                     id: current.id,
                     // Nobody changed it between the check and the update.
                     etag: current.etag,
                     body,
                     occur_time,
                     ..Default::default()
-                }),
-                update_mask: Some(prost_types::FieldMask { paths }),
-            };
+                },
+                &fields,
+            );
             (state.api.update_note(principal, &request).await?, true)
         }
     };

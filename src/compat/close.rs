@@ -25,6 +25,7 @@ use uuid::Uuid;
 
 use super::CompatState;
 use super::common::{Rejection, Vendor, VendorPath, method_not_allowed, read_body, update_as_read};
+use crate::api::{NoteField, update_of};
 use crate::auth::ACTOR_HEADER;
 use crate::domain::{DomainError, ErrorKind, Principal};
 use crate::proto::notes::v1 as pb;
@@ -678,10 +679,10 @@ pub(crate) fn update_request(
         id: current.id.clone(),
         ..Default::default()
     };
-    let mut paths: Vec<&str> = Vec::new();
+    let mut fields = Vec::new();
     if input.has("lead_id") {
         note.subject = lead_subject(input.string("lead_id")?.unwrap_or_default());
-        paths.push("subject");
+        fields.push(NoteField::Subject);
     }
     if input.has("contact_id") {
         // Other related subjects (written over gRPC) are kept.
@@ -697,30 +698,30 @@ pub(crate) fn update_request(
                     .map(contact_subject),
             )
             .collect();
-        paths.push("related_subjects");
+        fields.push(NoteField::RelatedSubjects);
     }
     if input.has("user_id") {
         note.owner_id = input.string("user_id")?.unwrap_or_default();
-        paths.push("owner_id");
+        fields.push(NoteField::OwnerId);
     }
     if input.has("note") || input.has("note_html") {
         note.body = Some(pb::NoteBody {
             text: input.string("note")?.unwrap_or_default(),
             html: input.string("note_html")?.unwrap_or_default(),
         });
-        paths.push("body");
+        fields.push(NoteField::Body);
     }
     if input.has("title") {
         note.title = input.string("title")?.unwrap_or_default();
-        paths.push("title");
+        fields.push(NoteField::Title);
     }
     if input.has("pinned") {
         note.pinned = input.get::<bool>("pinned")?.unwrap_or(false);
-        paths.push("pinned");
+        fields.push(NoteField::Pinned);
     }
     if input.has("attachments") {
         note.attachments = input.attachments()?;
-        paths.push("attachments");
+        fields.push(NoteField::Attachments);
     }
     if input.has("activity_at") {
         note.occur_time = Some(
@@ -728,14 +729,9 @@ pub(crate) fn update_request(
                 .time("activity_at")?
                 .ok_or_else(|| Failure::field("activity_at", "may not be null"))?,
         );
-        paths.push("occur_time");
+        fields.push(NoteField::OccurTime);
     }
-    Ok(pb::UpdateNoteRequest {
-        note: Some(note),
-        update_mask: Some(prost_types::FieldMask {
-            paths: paths.into_iter().map(str::to_owned).collect(),
-        }),
-    })
+    Ok(update_of(note, &fields))
 }
 
 async fn update(

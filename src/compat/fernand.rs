@@ -27,6 +27,7 @@ use serde_json::{Map, Value as Json};
 use super::CompatState;
 use super::common::{Rejection, Vendor, VendorPath, method_not_allowed, read_body, update_as_read};
 use crate::api::convert::{json_to_struct, struct_to_json_object};
+use crate::api::{NoteField, update_of};
 use crate::auth::{ACTOR_HEADER, API_KEY_HEADER};
 use crate::domain::{DomainError, ErrorKind, Principal};
 use crate::proto::notes::v1 as pb;
@@ -372,22 +373,22 @@ pub(crate) fn repost_request(
     body: AddNoteBody,
     content: &str,
 ) -> Result<pb::UpdateNoteRequest, FernandError> {
-    let mut paths = vec!["body"];
+    let mut fields = vec![NoteField::Body];
     let mut changes = pb::Note {
         id: note.id.clone(),
         body: Some(html_body(content)),
         ..Default::default()
     };
     if let Some(mentions) = mentions(body.mentions) {
-        paths.push("mentions");
+        fields.push(NoteField::Mentions);
         changes.mentions = mentions;
     }
     if let Some(actions) = &body.actions {
-        paths.push("actions");
+        fields.push(NoteField::Actions);
         changes.actions = actions.iter().map(json_to_struct).collect();
     }
     if let Some(generated_id) = body.generated_id {
-        paths.push("client_reference");
+        fields.push(NoteField::ClientReference);
         changes.client_reference = generated_id;
     }
     let draft = body.draft.unwrap_or(false);
@@ -399,10 +400,10 @@ pub(crate) fn repost_request(
         ));
     }
     if draft != note.draft {
-        paths.push("draft");
+        fields.push(NoteField::Draft);
         changes.draft = draft;
     }
-    Ok(update_request(changes, &paths))
+    Ok(update_of(changes, &fields))
 }
 
 /// The UpdateNote request of a PATCH: the content, and the mentions when
@@ -412,26 +413,17 @@ pub(crate) fn edit_request(
     body: EditNoteBody,
     content: &str,
 ) -> pb::UpdateNoteRequest {
-    let mut paths = vec!["body"];
+    let mut fields = vec![NoteField::Body];
     let mut changes = pb::Note {
         id: note_id.to_owned(),
         body: Some(html_body(content)),
         ..Default::default()
     };
     if let Some(mentions) = mentions(body.mentions) {
-        paths.push("mentions");
+        fields.push(NoteField::Mentions);
         changes.mentions = mentions;
     }
-    update_request(changes, &paths)
-}
-
-fn update_request(note: pb::Note, paths: &[&str]) -> pb::UpdateNoteRequest {
-    pb::UpdateNoteRequest {
-        note: Some(note),
-        update_mask: Some(prost_types::FieldMask {
-            paths: paths.iter().map(|p| (*p).to_owned()).collect(),
-        }),
-    }
+    update_of(changes, &fields)
 }
 
 // ---------------------------------------------------------------------------

@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use super::CompatState;
 use super::common::{Rejection, Vendor, method_not_allowed, read_body, update_as_read};
+use crate::api::{NoteField, update_of};
 use crate::domain::{DomainError, ErrorKind, Principal, Subject};
 use crate::proto::notes::v1 as pb;
 
@@ -381,7 +382,7 @@ pub(crate) fn add_request(note: &ContactNote<'_>) -> pb::AddNoteRequest {
 /// An update of note `id`: its content, and the flags that were sent
 /// (a flag left out keeps its value).
 pub(crate) fn update_request(id: &str, note: &ContactNote<'_>) -> pb::UpdateNoteRequest {
-    let mut paths = vec!["body".to_owned()];
+    let mut fields = vec![NoteField::Body];
     let mut changes = pb::Note {
         id: id.to_owned(),
         body: Some(text_body(note.note)),
@@ -389,16 +390,13 @@ pub(crate) fn update_request(id: &str, note: &ContactNote<'_>) -> pb::UpdateNote
     };
     if let Some(visible) = note.visible {
         changes.visibility = visibility(visible) as i32;
-        paths.push("visibility".to_owned());
+        fields.push(NoteField::Visibility);
     }
     if let Some(editable) = note.editable {
         changes.edit_policy = edit_policy(editable) as i32;
-        paths.push("edit_policy".to_owned());
+        fields.push(NoteField::EditPolicy);
     }
-    pb::UpdateNoteRequest {
-        note: Some(changes),
-        update_mask: Some(prost_types::FieldMask { paths }),
-    }
+    update_of(changes, &fields)
 }
 
 /// A note as Zyntro returns it.

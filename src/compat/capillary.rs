@@ -13,11 +13,10 @@
 //! related subjects. Note ids are the notes' numbers (`note_numbers`).
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -28,9 +27,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::CompatState;
-use super::common::{Rejection, Vendor, method_not_allowed, read_body};
+use super::common::{Caller, KeySource, Rejection, Vendor, method_not_allowed, read_body};
 use crate::api::{NoteField, update_of};
-use crate::auth::{ACTOR_HEADER, API_KEY_HEADER};
+use crate::auth::API_KEY_HEADER;
 use crate::domain::list::MAX_PAGE_SIZE;
 use crate::domain::{DomainError, ErrorKind, Principal, Subject};
 use crate::proto::notes::v1 as pb;
@@ -665,18 +664,14 @@ fn presented_key(headers: &HeaderMap) -> Option<String> {
     None
 }
 
-async fn authenticate(
-    state: &CompatState,
-    peer: SocketAddr,
-    headers: &HeaderMap,
-) -> Result<Principal, Response> {
-    let key = presented_key(headers);
-    let actor = headers.get(ACTOR_HEADER).and_then(|v| v.to_str().ok());
-    let ip = state.client_ip(peer, headers);
-    state
-        .authenticate(key.as_deref(), actor, ip)
-        .await
-        .map_err(request_failure)
+impl KeySource for Capillary {
+    fn key(headers: &HeaderMap) -> Result<Option<String>, DomainError> {
+        Ok(presented_key(headers))
+    }
+
+    fn refuse(err: DomainError) -> Response {
+        request_failure(err)
+    }
 }
 
 fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
@@ -702,15 +697,10 @@ fn format_refusal(value: &str) -> Option<Response> {
 /// `POST /v1.1/customer/notes`: adds and updates notes.
 async fn add_or_update_notes(
     State(state): State<CompatState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Caller(principal, _): Caller<Capillary>,
     RawQuery(query): RawQuery,
-    headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let principal = match authenticate(&state, peer, &headers).await {
-        Ok(principal) => principal,
-        Err(response) => return response,
-    };
     let body = match read_body::<Capillary>(body, BODY_LIMIT).await {
         Ok(body) => body,
         Err(response) => return response,
@@ -945,14 +935,9 @@ fn written_echo(written: &Written) -> Value {
 /// newest first (at most [`MAX_PAGE_SIZE`]).
 async fn list_notes(
     State(state): State<CompatState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Caller(principal, _): Caller<Capillary>,
     RawQuery(query): RawQuery,
-    headers: HeaderMap,
 ) -> Response {
-    let principal = match authenticate(&state, peer, &headers).await {
-        Ok(principal) => principal,
-        Err(response) => return response,
-    };
     let mut identifiers = Vec::new();
     let mut seen = HashSet::new();
     for (name, value) in query_pairs(query.as_deref()) {

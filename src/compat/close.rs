@@ -7,12 +7,10 @@
 //!
 //! [`NotesApi`]: crate::api::NotesApi
 
-use std::net::SocketAddr;
-
 use axum::Json;
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -24,9 +22,10 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::CompatState;
-use super::common::{Rejection, Vendor, VendorPath, method_not_allowed, read_body, update_as_read};
+use super::common::{
+    Caller, KeySource, Rejection, Vendor, VendorPath, method_not_allowed, read_body, update_as_read,
+};
 use crate::api::{NoteField, update_of};
-use crate::auth::ACTOR_HEADER;
 use crate::domain::{DomainError, ErrorKind, Principal};
 use crate::proto::notes::v1 as pb;
 
@@ -410,15 +409,14 @@ fn presented_key(headers: &HeaderMap) -> Result<Option<String>, DomainError> {
     Err(DomainError::ApiKeyInvalid)
 }
 
-async fn caller(
-    state: &CompatState,
-    peer: SocketAddr,
-    headers: &HeaderMap,
-) -> Result<Principal, Failure> {
-    let key = presented_key(headers)?;
-    let actor = headers.get(ACTOR_HEADER).and_then(|v| v.to_str().ok());
-    let ip = state.client_ip(peer, headers);
-    Ok(state.authenticate(key.as_deref(), actor, ip).await?)
+impl KeySource for Close {
+    fn key(headers: &HeaderMap) -> Result<Option<String>, DomainError> {
+        presented_key(headers)
+    }
+
+    fn refuse(err: DomainError) -> Failure {
+        err.into()
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -642,11 +640,9 @@ pub(crate) fn add_request(
 
 async fn create(
     State(state): State<CompatState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Caller(principal, _): Caller<Close>,
     body: Body,
 ) -> Result<Json<Value>, Failure> {
-    let principal = caller(&state, peer, &headers).await?;
     let body = read_body::<Close>(body, BODY_LIMIT).await?;
     let request = add_request(&body, &principal)?;
     let note = state.api.add_note(&principal, &request).await?;
@@ -655,12 +651,10 @@ async fn create(
 
 async fn get_one(
     State(state): State<CompatState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Caller(principal, _): Caller<Close>,
     VendorPath(id, _): VendorPath<Close, String>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, Failure> {
-    let principal = caller(&state, peer, &headers).await?;
     let fields = fields_param(query.as_deref())?;
     let note = fetch(&state, &principal, &id).await?;
     Ok(Json(select_fields(render(&note, &principal), &fields)))
@@ -736,12 +730,10 @@ pub(crate) fn update_request(
 
 async fn update(
     State(state): State<CompatState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Caller(principal, _): Caller<Close>,
     VendorPath(id, _): VendorPath<Close, String>,
     body: Body,
 ) -> Result<Json<Value>, Failure> {
-    let principal = caller(&state, peer, &headers).await?;
     let body = read_body::<Close>(body, BODY_LIMIT).await?;
     // The change is computed from the note as read: a PUT of `contact_id`
     // keeps the other related subjects.
@@ -761,11 +753,9 @@ async fn update(
 
 async fn remove(
     State(state): State<CompatState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Caller(principal, _): Caller<Close>,
     VendorPath(id, _): VendorPath<Close, String>,
 ) -> Result<Json<Value>, Failure> {
-    let principal = caller(&state, peer, &headers).await?;
     let current = fetch(&state, &principal, &id).await?;
     state
         .api
@@ -1042,11 +1032,9 @@ async fn matching_notes(
 
 async fn list(
     State(state): State<CompatState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Caller(principal, _): Caller<Close>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, Failure> {
-    let principal = caller(&state, peer, &headers).await?;
     let query = list_query(query.as_deref())?;
     let mut notes = matching_notes(&state, &principal, &query).await?;
     let has_more = notes.len() > query.limit;

@@ -4,22 +4,26 @@
 //! never as the framework's plain text; the path extractor and the bounded
 //! body read that produce them.
 //!
-//! A handler authenticates from the headers first and reads its body only
-//! then, with [`read_body`]: a caller without a key never makes notesd
-//! buffer a body.
+//! A handler takes its caller as a [`Caller`], an extractor that reads the
+//! vendor's key from the headers alone and authenticates; the body comes
+//! after, read with [`read_body`] (axum runs extractors in order, the body
+//! last). A caller without a key never makes notesd buffer a body.
 
 use std::future::Future;
 use std::marker::PhantomData;
+use std::net::SocketAddr;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequestParts, Path};
+use axum::extract::{ConnectInfo, FromRequestParts, Path};
 use axum::http::request::Parts;
-use axum::http::{StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use super::CompatState;
 use crate::api::NotesApi;
+use crate::auth::ACTOR_HEADER;
 use crate::domain::{DomainError, Principal};
 use crate::proto::notes::v1 as pb;
 
@@ -56,6 +60,52 @@ where
             Err(DomainError::EtagMismatch) if attempt < WRITE_ATTEMPTS => attempt += 1,
             written => return written.map_err(E::from),
         }
+    }
+}
+
+/// Where a vendor's clients present their notesd key, and how the vendor
+/// answers a caller it does not accept.
+pub(crate) trait KeySource: Vendor {
+    /// The key, from the headers alone (`Ok(None)`: none was sent).
+    fn key(headers: &HeaderMap) -> Result<Option<String>, DomainError>;
+
+    /// An authentication failure (or an unreachable database), the
+    /// vendor's way.
+    fn refuse(err: DomainError) -> Self::Error;
+}
+
+/// The authenticated caller of a facade call: the key the vendor's way,
+/// the acting member from `x-actor-id` (for a service key), the address
+/// from the connection or a trusted proxy.
+pub(crate) struct Caller<V>(pub Principal, pub PhantomData<V>);
+
+impl<V: KeySource> FromRequestParts<CompatState> for Caller<V> {
+    type Rejection = V::Error;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &CompatState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(peer)| *peer)
+            .ok_or_else(|| {
+                V::refuse(DomainError::Internal(anyhow::anyhow!(
+                    "the HTTP server gave no peer address"
+                )))
+            })?;
+        let key = V::key(&parts.headers).map_err(V::refuse)?;
+        let actor = parts
+            .headers
+            .get(ACTOR_HEADER)
+            .and_then(|v| v.to_str().ok());
+        let ip = state.client_ip(peer, &parts.headers);
+        let principal = state
+            .authenticate(key.as_deref(), actor, ip)
+            .await
+            .map_err(V::refuse)?;
+        Ok(Self(principal, PhantomData))
     }
 }
 

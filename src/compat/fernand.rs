@@ -10,11 +10,9 @@
 //! A note's Fernand id is `n-<number>`, its number from `note_numbers`;
 //! PATCH and `note_id` take the number alone, as Fernand's int64 `note_id`.
 
-use std::net::SocketAddr;
-
 use axum::Router;
 use axum::body::Body as HttpBody;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{patch, post};
@@ -25,10 +23,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
 use super::CompatState;
-use super::common::{Rejection, Vendor, VendorPath, method_not_allowed, read_body, update_as_read};
+use super::common::{
+    Caller, KeySource, Rejection, Vendor, VendorPath, method_not_allowed, read_body, update_as_read,
+};
 use crate::api::convert::{json_to_struct, struct_to_json_object};
 use crate::api::{NoteField, update_of};
-use crate::auth::{ACTOR_HEADER, API_KEY_HEADER};
+use crate::auth::API_KEY_HEADER;
 use crate::domain::{DomainError, ErrorKind, Principal};
 use crate::proto::notes::v1 as pb;
 
@@ -492,17 +492,19 @@ fn format_time(t: &Timestamp) -> String {
 // Handlers.
 // ---------------------------------------------------------------------------
 
-/// The caller, from `X-API-Key` (and `X-Actor-Id` for a service key).
-async fn authenticate(
-    state: &CompatState,
-    peer: SocketAddr,
-    headers: &HeaderMap,
-) -> Result<Principal, FernandError> {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let ip = state.client_ip(peer, headers);
-    Ok(state
-        .authenticate(header(API_KEY_HEADER), header(ACTOR_HEADER), ip)
-        .await?)
+/// The key from `X-API-Key` (and the actor of a service key from
+/// `X-Actor-Id`, as everywhere).
+impl KeySource for Fernand {
+    fn key(headers: &HeaderMap) -> Result<Option<String>, DomainError> {
+        Ok(headers
+            .get(API_KEY_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned))
+    }
+
+    fn refuse(err: DomainError) -> FernandError {
+        err.into()
+    }
 }
 
 /// The note numbered `number`, if it is about `conversation` and the
@@ -537,12 +539,10 @@ async fn number_of(
 
 async fn add_note(
     State(state): State<CompatState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Caller(principal, _): Caller<Fernand>,
     VendorPath(conversation, _): VendorPath<Fernand, String>,
     body: HttpBody,
 ) -> Result<axum::Json<NoteResponse>, FernandError> {
-    let principal = authenticate(&state, peer, &headers).await?;
     let conversation = parse_conversation_id(&conversation)?;
     let body: AddNoteBody = parse_body(&read_body::<Fernand>(body, MAX_REQUEST_BYTES).await?)?;
     let content = check_content(body.content.as_deref())?.to_owned();
@@ -577,12 +577,10 @@ async fn add_note(
 
 async fn update_note(
     State(state): State<CompatState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Caller(principal, _): Caller<Fernand>,
     VendorPath((conversation, note_id), _): VendorPath<Fernand, (String, String)>,
     body: HttpBody,
 ) -> Result<axum::Json<NoteResponse>, FernandError> {
-    let principal = authenticate(&state, peer, &headers).await?;
     let conversation = parse_conversation_id(&conversation)?;
     let number = parse_note_number(&note_id)?;
     let body: EditNoteBody = parse_body(&read_body::<Fernand>(body, MAX_REQUEST_BYTES).await?)?;

@@ -5,10 +5,14 @@
 //!
 //! Each vendor module holds serde types shaped exactly like the vendor's
 //! JSON, one function from the vendor's request to the notes.v1 request
-//! type(s), one from a `pb::Note` to the vendor's response, and the axum
-//! handlers. Handlers authenticate the vendor's way, then call
-//! [`NotesApi`]: the same parsing, rules and storage as gRPC.
-//! `docs/compat.md` maps every field.
+//! type(s), one from a `pb::Note` to the vendor's response, its error
+//! rendering, and the axum handlers. Handlers take their caller from the
+//! vendor's key source ([`common::Caller`], headers only; Zyntro's key is
+//! in its body), read the body after, and call [`NotesApi`]: the same
+//! parsing, rules and storage as gRPC. `common` holds what the vendors
+//! share: the framework's refusals in each vendor's shape, bounded body
+//! reads, read-modify-writes with etags. `docs/compat.md` maps every
+//! field.
 
 pub(crate) mod capillary;
 pub(crate) mod close;

@@ -27,7 +27,10 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::CompatState;
-use super::common::{Caller, KeySource, Rejection, Vendor, method_not_allowed, read_body};
+use super::common::{
+    Caller, KeySource, Rejection, Vendor, from_timestamp, method_not_allowed, read_body,
+    to_timestamp,
+};
 use crate::api::{NoteField, update_of};
 use crate::auth::API_KEY_HEADER;
 use crate::domain::list::MAX_PAGE_SIZE;
@@ -398,17 +401,6 @@ pub(crate) fn format_date(time: DateTime<Utc>) -> String {
     time.format(DATE_FORMAT).to_string()
 }
 
-fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: time.timestamp(),
-        nanos: time.timestamp_subsec_nanos() as i32,
-    }
-}
-
-fn from_timestamp(ts: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {
-    ts.and_then(|ts| DateTime::from_timestamp(ts.seconds, ts.nanos.max(0) as u32))
-}
-
 /// What a valid note asks for.
 #[derive(Debug)]
 struct NoteChange {
@@ -484,7 +476,7 @@ async fn write_note(
         text: change.description,
         html: String::new(),
     });
-    let occur_time = change.occurred_at.map(timestamp);
+    let occur_time = change.occurred_at.map(to_timestamp);
     let (note, updated) = match change.number {
         None => {
             let request = pb::AddNoteRequest {

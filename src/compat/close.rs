@@ -23,7 +23,8 @@ use uuid::Uuid;
 
 use super::CompatState;
 use super::common::{
-    Caller, KeySource, Rejection, Vendor, VendorPath, method_not_allowed, read_body, update_as_read,
+    Caller, KeySource, Rejection, Vendor, VendorPath, from_timestamp, method_not_allowed,
+    read_body, to_timestamp, update_as_read,
 };
 use crate::api::{NoteField, update_of};
 use crate::domain::{DomainError, ErrorKind, Principal};
@@ -210,7 +211,7 @@ impl Input {
     /// A time field (ISO 8601).
     fn time(&self, name: &str) -> Result<Option<prost_types::Timestamp>, Failure> {
         self.string(name)?
-            .map(|s| parse_time(name, &s).map(timestamp))
+            .map(|s| parse_time(name, &s).map(to_timestamp))
             .transpose()
     }
 
@@ -475,20 +476,9 @@ fn parse_time(field: &str, value: &str) -> Result<DateTime<Utc>, Failure> {
     Err(Failure::field(field, "not a valid ISO 8601 date-time"))
 }
 
-fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: t.timestamp_subsec_nanos() as i32,
-    }
-}
-
-fn to_chrono(t: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
-    DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?)
-}
-
 /// Close's time format: `2013-02-20T06:39:57.266000+00:00`.
 fn format_time(t: Option<&prost_types::Timestamp>) -> Option<String> {
-    to_chrono(t?).map(|t| t.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string())
+    from_timestamp(t).map(|t| t.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string())
 }
 
 fn non_empty(s: &str) -> Option<String> {
@@ -808,7 +798,7 @@ impl Bounds {
     }
 
     fn contains(&self, t: Option<&prost_types::Timestamp>) -> bool {
-        let Some(t) = t.and_then(to_chrono) else {
+        let Some(t) = from_timestamp(t) else {
             return self.start.is_none() && self.end.is_none();
         };
         self.start.is_none_or(|s| t >= s) && self.end.is_none_or(|e| t < e)
@@ -816,8 +806,8 @@ impl Bounds {
 
     fn to_proto(self) -> Option<pb::TimeRange> {
         (self.start.is_some() || self.end.is_some()).then(|| pb::TimeRange {
-            start_time: self.start.map(timestamp),
-            end_time: self.end.map(timestamp),
+            start_time: self.start.map(to_timestamp),
+            end_time: self.end.map(to_timestamp),
         })
     }
 }
@@ -974,7 +964,7 @@ impl ListQuery {
 
 /// Newest `occur_time` first, then newest id, as ListNotes orders.
 fn newest_first(a: &pb::Note, b: &pb::Note) -> std::cmp::Ordering {
-    let key = |n: &pb::Note| (n.occur_time.as_ref().and_then(to_chrono), n.id.clone());
+    let key = |n: &pb::Note| (from_timestamp(n.occur_time.as_ref()), n.id.clone());
     key(b).cmp(&key(a))
 }
 

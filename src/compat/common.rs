@@ -18,6 +18,7 @@ use axum::extract::{ConnectInfo, FromRequestParts, Path};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
@@ -62,6 +63,18 @@ where
         }
     }
 }
+
+/// Times between a vendor's wire and notes.v1, one policy for every
+/// facade: every vendor time is UTC; a notes.v1 timestamp converts exactly
+/// (nanoseconds kept), and one that names no instant reads as absent.
+/// Each vendor's own text format stays with the vendor.
+pub(crate) fn from_timestamp(t: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {
+    let t = t?;
+    let nanos = u32::try_from(t.nanos).ok().filter(|n| *n < 1_000_000_000)?;
+    DateTime::from_timestamp(t.seconds, nanos)
+}
+
+pub(crate) use crate::api::convert::timestamp as to_timestamp;
 
 /// Where a vendor's clients present their notesd key, and how the vendor
 /// answers a caller it does not accept.

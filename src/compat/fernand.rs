@@ -16,7 +16,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{patch, post};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::SecondsFormat;
 use prost_types::Timestamp;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -24,7 +24,8 @@ use serde_json::{Map, Value as Json};
 
 use super::CompatState;
 use super::common::{
-    Caller, KeySource, Rejection, Vendor, VendorPath, method_not_allowed, read_body, update_as_read,
+    Caller, KeySource, Rejection, Vendor, VendorPath, from_timestamp, method_not_allowed,
+    read_body, update_as_read,
 };
 use crate::api::convert::{json_to_struct, struct_to_json_object};
 use crate::api::{NoteField, update_of};
@@ -483,7 +484,7 @@ fn message_html(body: &pb::NoteBody) -> String {
 
 /// ISO 8601 in UTC with `Z`, fractional seconds only when there are any.
 fn format_time(t: &Timestamp) -> String {
-    DateTime::<Utc>::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or_default())
+    from_timestamp(Some(t))
         .map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
         .unwrap_or_default()
 }

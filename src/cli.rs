@@ -116,8 +116,9 @@ struct ServeArgs {
     #[arg(long, env = "NOTESD_BATCH_WRITERS", default_value_t = BatchSettings::default().writers)]
     batch_writers: usize,
 
-    /// gRPC calls handled at once across all connections; a call beyond
-    /// that is refused at once with RESOURCE_EXHAUSTED (reason OVERLOADED).
+    /// Calls handled at once, gRPC calls and facade requests together; one
+    /// beyond that is refused at once (gRPC RESOURCE_EXHAUSTED, reason
+    /// OVERLOADED; a facade's 503 in its vendor's shape).
     #[arg(long, env = "NOTESD_MAX_IN_FLIGHT_CALLS", default_value_t = CallLimits::default().max_in_flight)]
     max_in_flight_calls: usize,
 

@@ -48,8 +48,8 @@ pub struct Settings {
 /// "Resource bounds").
 #[derive(Debug, Clone, Copy)]
 pub struct CallLimits {
-    /// gRPC calls handled at once across all connections; more are shed
-    /// with RESOURCE_EXHAUSTED (reason `OVERLOADED`).
+    /// Calls handled at once, gRPC and facade requests together; more are
+    /// shed (gRPC RESOURCE_EXHAUSTED `OVERLOADED`, a facade's 503).
     pub max_in_flight: usize,
     /// HTTP/2 streams a client may open at once on one connection
     /// (SETTINGS_MAX_CONCURRENT_STREAMS).
@@ -127,11 +127,14 @@ impl Application {
         let notes = NotesGrpc::new(notes_api.clone());
         let subjects_service = Subjects::new(SubjectStore::new(pool.clone()));
         let subjects = SubjectsGrpc::new(subjects_service.clone());
+        // One budget of calls in flight for both ports.
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(self.limits.max_in_flight));
         let compat = CompatState {
             api: notes_api,
             subjects: subjects_service,
             auth: authenticator,
             trusted_proxies: Arc::new(self.trusted_proxies),
+            in_flight: in_flight.clone(),
         };
         let ready = Arc::new(AtomicBool::new(true));
 
@@ -176,10 +179,7 @@ impl Application {
                     .on_response(crate::telemetry::on_grpc_response)
                     .on_failure(DefaultOnFailure::new().level(tracing::Level::WARN)),
             )
-            .layer(CallLimitsLayer::new(
-                self.limits.max_in_flight,
-                MAX_MESSAGE_BYTES,
-            ))
+            .layer(CallLimitsLayer::new(in_flight, MAX_MESSAGE_BYTES))
             .layer(AuthenticateLayer::new(callers))
             .add_service(health_service)
             .add_service(reflection_v1)

@@ -135,6 +135,8 @@ pub(crate) enum Rejection {
     BodyTooLarge(usize),
     /// The body could not be read: the client stopped sending mid-body.
     BodyUnreadable,
+    /// Too many calls in flight: shed before anything is read.
+    Overloaded,
 }
 
 impl Rejection {
@@ -146,6 +148,7 @@ impl Rejection {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::BadPathSegment | Self::BodyUnreadable => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -157,6 +160,7 @@ impl Rejection {
             Self::BadPathSegment => "INVALID_FIELD",
             Self::BodyTooLarge(_) => "FIELD_TOO_LARGE",
             Self::BodyUnreadable => "INVALID_BODY",
+            Self::Overloaded => "OVERLOADED",
         }
     }
 
@@ -170,6 +174,9 @@ impl Rejection {
                 format!("the request body is larger than {limit} bytes")
             }
             Self::BodyUnreadable => "the request body could not be read".to_owned(),
+            Self::Overloaded => {
+                "the server has too many requests in flight; retry with backoff".to_owned()
+            }
         }
     }
 }
@@ -219,23 +226,41 @@ pub(crate) async fn method_not_allowed<V: Vendor>() -> Response {
     V::reject(Rejection::MethodNotAllowed).into_response()
 }
 
-/// The answer to a path nothing serves: in the shape of the vendor whose
+/// A refusal of a request to `path`, in the shape of the vendor whose
 /// paths it is under, else a small JSON error.
-pub(crate) async fn unknown_route(uri: Uri) -> Response {
-    let path = uri.path();
+fn refuse_at(path: &str, rejection: Rejection) -> Response {
     if path.starts_with("/v1.1/") {
-        super::capillary::Capillary::reject(Rejection::UnknownRoute).into_response()
+        super::capillary::Capillary::reject(rejection).into_response()
     } else if path.starts_with("/conversations/") {
-        super::fernand::Fernand::reject(Rejection::UnknownRoute).into_response()
+        super::fernand::Fernand::reject(rejection).into_response()
     } else if path.starts_with("/api/v1/") {
-        super::close::Close::reject(Rejection::UnknownRoute).into_response()
+        super::close::Close::reject(rejection).into_response()
     } else if path.starts_with("/apis/") {
-        super::zyntro::Zyntro::reject(Rejection::UnknownRoute).into_response()
+        super::zyntro::Zyntro::reject(rejection).into_response()
     } else {
         (
-            StatusCode::NOT_FOUND,
-            axum::Json(json!({ "error": Rejection::UnknownRoute.message(), "code": "NOT_FOUND" })),
+            rejection.status(),
+            axum::Json(json!({ "error": rejection.message(), "code": rejection.code() })),
         )
             .into_response()
     }
+}
+
+/// The answer to a path nothing serves.
+pub(crate) async fn unknown_route(uri: Uri) -> Response {
+    refuse_at(uri.path(), Rejection::UnknownRoute)
+}
+
+/// Takes a permit of the budget of calls in flight for the whole of a
+/// facade request, or refuses it at once, before anything of it is read,
+/// in its vendor's shape (503 `OVERLOADED`).
+pub(crate) async fn shed_load(
+    axum::extract::State(state): axum::extract::State<CompatState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
+        return refuse_at(request.uri().path(), Rejection::Overloaded);
+    };
+    next.run(request).await
 }

@@ -39,6 +39,8 @@ pub(crate) struct CompatState {
     pub subjects: Subjects,
     pub auth: Authenticator,
     pub trusted_proxies: Arc<Vec<IpNet>>,
+    /// The budget of calls in flight, shared with gRPC.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl CompatState {
@@ -85,5 +87,9 @@ pub(crate) fn router(state: CompatState) -> Router {
         .merge(close::routes())
         .merge(zyntro::routes())
         .fallback(common::unknown_route)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            common::shed_load,
+        ))
         .with_state(state)
 }

@@ -54,7 +54,9 @@ impl Vendor for Zyntro {
 
     fn reject(rejection: Rejection) -> ZyntroError {
         let http = match rejection {
-            Rejection::UnknownRoute | Rejection::MethodNotAllowed => rejection.status(),
+            Rejection::UnknownRoute | Rejection::MethodNotAllowed | Rejection::Overloaded => {
+                rejection.status()
+            }
             Rejection::BadPathSegment | Rejection::BodyTooLarge(_) | Rejection::BodyUnreadable => {
                 StatusCode::OK
             }

@@ -2,7 +2,8 @@
 //! service:
 //!
 //! - at most `max_in_flight` calls are handled at once across all
-//!   connections; a call beyond that is answered RESOURCE_EXHAUSTED
+//!   connections (a budget the HTTP facades share); a call beyond that is
+//!   answered RESOURCE_EXHAUSTED
 //!   (reason `OVERLOADED`) at once, before its body is read, so a burst
 //!   sheds load instead of queueing memory;
 //! - a request message over the size limit, which tonic refuses from its
@@ -34,9 +35,11 @@ pub(crate) struct CallLimitsLayer {
 }
 
 impl CallLimitsLayer {
-    pub(crate) fn new(max_in_flight: usize, max_message_bytes: usize) -> Self {
+    /// `in_flight` holds a permit for each call that may be handled at
+    /// once (shared with the HTTP facades).
+    pub(crate) fn new(in_flight: Arc<Semaphore>, max_message_bytes: usize) -> Self {
         Self {
-            in_flight: Arc::new(Semaphore::new(max_in_flight)),
+            in_flight,
             max_message_bytes,
         }
     }

@@ -462,3 +462,26 @@ async fn a_capillary_customer_is_found_by_any_identifier_it_was_written_with() {
         );
     }
 }
+
+#[tokio::test]
+async fn facade_calls_beyond_the_in_flight_budget_are_shed_in_each_vendors_shape() {
+    let app = spawn_app_with(|settings| settings.limits.max_in_flight = 0).await;
+    let key = app.member_key("acme", "alice").await;
+    let http = reqwest::Client::new();
+    for vendor in VENDORS {
+        let (method, path) = vendor.served();
+        let request = vendor.authenticated(http.request(method, app.http_url(path)), &key);
+        let (status, body) = json_answer(request.json(&json!({}))).await;
+        assert_eq!(status, 503, "{vendor:?}: {body}");
+        vendor.assert_error_shape(status, &body);
+        assert!(body.to_string().contains("too many"), "{vendor:?}: {body}");
+    }
+    let stored: i64 = sqlx::query_scalar("select count(*) from notes")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0);
+    // Health and metrics are never shed: they are how an operator sees it.
+    let health = http.get(app.http_url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+}

@@ -717,14 +717,14 @@ async fn add_or_update_notes(
     let total = customers.len();
     let mut succeeded = 0;
     let (mut written, mut failed) = (0, 0);
-    let mut unavailable = false;
+    let mut unavailable = 0;
     let mut echoes = Vec::with_capacity(total);
     for raw in customers {
         let outcome = handle_customer(&state, &principal, raw).await;
         succeeded += usize::from(outcome.failed == 0);
         written += outcome.written;
         failed += outcome.failed;
-        unavailable |= outcome.unavailable;
+        unavailable += outcome.unavailable;
         echoes.push(outcome.echo);
     }
 
@@ -733,9 +733,9 @@ async fn add_or_update_notes(
     // customers, as Capillary's samples do.
     let (http, code, success, message) = if failed == 0 {
         (StatusCode::OK, 200, "true", "Success")
-    } else if written == 0 && unavailable {
-        // Nothing written because the database is out of reach: a retry
-        // of the same request may succeed.
+    } else if written == 0 && unavailable == failed {
+        // Nothing written, and only because the database is out of reach:
+        // the same request, sent again, may succeed whole.
         (
             StatusCode::SERVICE_UNAVAILABLE,
             503,
@@ -778,8 +778,8 @@ struct CustomerOutcome {
     echo: Value,
     written: usize,
     failed: usize,
-    /// Whether a note failed because the database was unavailable.
-    unavailable: bool,
+    /// How many notes failed because the database was unavailable.
+    unavailable: usize,
 }
 
 impl CustomerOutcome {
@@ -788,7 +788,7 @@ impl CustomerOutcome {
             echo: Value::Object(echo),
             written: 0,
             failed: notes.max(1),
-            unavailable: false,
+            unavailable: 0,
         }
     }
 }
@@ -847,7 +847,7 @@ async fn handle_customer(
     let mut notes = Vec::with_capacity(raw_notes.len());
     let mut first_error: Option<ItemError> = None;
     let mut failed = 0;
-    let mut unavailable = false;
+    let mut unavailable = 0;
     let (mut added, mut updated) = (0, 0);
     for raw_note in raw_notes {
         let result = match serde_json::from_value::<NoteIn>(raw_note.clone()) {
@@ -868,7 +868,7 @@ async fn handle_customer(
             }
             Err(err) => {
                 failed += 1;
-                unavailable |= err.code == CODE_UNAVAILABLE;
+                unavailable += usize::from(err.code == CODE_UNAVAILABLE);
                 notes.push(note_echo(&raw_note, Err(&err)));
                 first_error.get_or_insert(err);
             }

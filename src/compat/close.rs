@@ -358,6 +358,7 @@ fn close_field(path: &str) -> String {
         ("note.occur_time", "activity_at"),
         ("note.source", "id"),
         ("note.id", "id"),
+        ("related_subject", "contact_id"),
         ("subject", "lead_id"),
         ("owner_id", "user_id"),
         ("occur_time_range", "activity_at"),
@@ -746,6 +747,8 @@ async fn remove(
     Caller(principal, _): Caller<Close>,
     VendorPath(id, _): VendorPath<Close, String>,
 ) -> Result<Json<Value>, Failure> {
+    // Deleted only if it is still the note checked (a Close lead note);
+    // a concurrent change makes it a 409, nothing deleted.
     let current = fetch(&state, &principal, &id).await?;
     state
         .api
@@ -753,7 +756,7 @@ async fn remove(
             &principal,
             &pb::DeleteNoteRequest {
                 id: current.id,
-                etag: String::new(),
+                etag: current.etag,
             },
         )
         .await?;
@@ -1052,6 +1055,7 @@ mod tests {
             "attachments[0].size"
         );
         assert_eq!(close_field("occur_time_range"), "activity_at");
+        assert_eq!(close_field("related_subject.id"), "contact_id");
         assert_eq!(close_field("note.titles"), "note.titles");
     }
 

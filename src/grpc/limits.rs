@@ -1,8 +1,9 @@
 //! Bounds on the gRPC calls in flight, as a tower layer in front of every
 //! service:
 //!
-//! - at most `max_in_flight` calls are handled at once across all
-//!   connections (a budget the HTTP facades share); a call beyond that is
+//! - at most `max_in_flight` notes.v1 calls are handled at once across
+//!   all connections (a budget the HTTP facades share), each holding its
+//!   permit until its response body has been sent; a call beyond that is
 //!   answered RESOURCE_EXHAUSTED
 //!   (reason `OVERLOADED`) at once, before its body is read, so a burst
 //!   sheds load instead of queueing memory;
@@ -11,16 +12,24 @@
 //!   RESOURCE_EXHAUSTED with reason `MESSAGE_TOO_LARGE`, as gRPC's
 //!   convention has it. notesd's handlers never answer OUT_OF_RANGE, so the
 //!   code identifies tonic's refusal.
+//!
+//! Health and reflection are outside the budget: a probe must answer
+//! under load, and a health watch would hold a permit for as long as it
+//! runs.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Code;
 
 use super::status::edge_status;
+
+/// The calls that take a permit of the budget: notes.v1, not health or
+/// reflection.
+const BUDGETED_PREFIX: &str = "/notes.v1.";
 
 /// The ErrorInfo reason of a call shed because too many are in flight.
 const REASON_OVERLOADED: &str = "OVERLOADED";
@@ -69,15 +78,19 @@ where
     S::Error: Send + 'static,
     R: Default + Send + 'static,
 {
-    type Response = S::Response;
+    type Response = http::Response<HeldBody<R>>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if !request.uri().path().starts_with(BUDGETED_PREFIX) {
+            let response = self.inner.call(request);
+            return Box::pin(async move { Ok(response.await?.map(HeldBody::unbounded)) });
+        }
         let Ok(permit) = self.limits.in_flight.clone().try_acquire_owned() else {
             let status = edge_status(
                 Code::ResourceExhausted,
@@ -90,7 +103,6 @@ where
         let response = self.inner.call(request);
         Box::pin(async move {
             let response = response.await?;
-            drop(permit);
             let refused_size = response
                 .headers()
                 .get("grpc-status")
@@ -103,7 +115,55 @@ where
                 );
                 return Ok(status.into_http());
             }
-            Ok(response)
+            Ok(response.map(|body| HeldBody::new(body, permit)))
         })
+    }
+}
+
+/// A response body that holds its call's permit until it is dropped: the
+/// memory of a reply (a page of notes, say) counts against the budget until
+/// it has been sent.
+#[derive(Debug, Default)]
+pub(crate) struct HeldBody<B> {
+    inner: B,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl<B> HeldBody<B> {
+    fn new(inner: B, permit: OwnedSemaphorePermit) -> Self {
+        Self {
+            inner,
+            _permit: Some(permit),
+        }
+    }
+
+    fn unbounded(inner: B) -> Self {
+        Self {
+            inner,
+            _permit: None,
+        }
+    }
+}
+
+impl<B> http_body::Body for HeldBody<B>
+where
+    B: http_body::Body + Unpin,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }

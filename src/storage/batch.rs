@@ -189,6 +189,17 @@ impl Writer {
                 let add = adds.into_iter().next().expect("one add");
                 add.answer(Err(err));
             }
+            // The database is out of reach: writing the adds one at a
+            // time would only meet it again, each after its own wait. Each
+            // add is answered UNAVAILABLE at once (its caller may retry,
+            // with its request id to stay idempotent).
+            Err(DomainError::DatabaseUnavailable(cause)) => {
+                let message = format!("{cause:#}");
+                for add in adds {
+                    let cause = anyhow::anyhow!("{message}");
+                    add.answer(Err(DomainError::DatabaseUnavailable(cause)));
+                }
+            }
             Err(err) => {
                 tracing::warn!(
                     adds = adds.len(),

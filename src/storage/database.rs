@@ -146,16 +146,27 @@ async fn create_database_if_missing(target: &PgConnectOptions) -> anyhow::Result
     Ok(())
 }
 
-/// The URL without its password, for messages.
+/// The URL without its password, for messages: neither the one in the
+/// user part nor a `password` (or `sslpassword`) query parameter.
 fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        Ok(parsed) => parsed.to_string(),
-        Err(_) => "(unparseable url)".to_owned(),
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return "(unparseable url)".to_owned();
+    };
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("***"));
     }
+    let secret = |name: &str| matches!(name, "password" | "sslpassword");
+    if parsed.query_pairs().any(|(name, _)| secret(&name)) {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(name, value)| {
+                let value = if secret(&name) { "***".into() } else { value };
+                (name.into_owned(), value.into_owned())
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string()
 }
 
 #[cfg(test)]
@@ -174,5 +185,9 @@ mod tests {
         let printed = format!("{options:?}");
         assert!(!printed.contains("s3cret-pw"), "{printed}");
         assert!(printed.contains("db.example"), "{printed}");
+        let in_query =
+            redact_url("postgres://notesd@db.example/notesd?sslmode=require&password=qu3ry-pw");
+        assert!(!in_query.contains("qu3ry-pw"), "{in_query}");
+        assert!(in_query.contains("sslmode=require"), "{in_query}");
     }
 }

@@ -149,6 +149,19 @@ async fn calls_beyond_the_in_flight_budget_are_shed_at_once() {
         .await
         .unwrap();
     assert_eq!(stored, 0, "a shed call writes nothing");
+
+    // Health answers whatever the load: probes are outside the budget.
+    let health = tonic_health::pb::health_client::HealthClient::new(app.channel().await)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "notes.v1.NotesService".to_owned(),
+        })
+        .await
+        .expect("health is not shed")
+        .into_inner();
+    assert_eq!(
+        health.status(),
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

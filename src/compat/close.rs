@@ -23,8 +23,8 @@ use uuid::Uuid;
 
 use super::CompatState;
 use super::common::{
-    Caller, KeySource, Rejection, Vendor, VendorPath, from_timestamp, method_not_allowed,
-    read_body, to_timestamp, update_as_read,
+    Caller, FieldName, KeySource, Rejection, Vendor, VendorPath, from_timestamp,
+    method_not_allowed, read_body, to_timestamp, update_as_read, vendor_field,
 };
 use crate::api::{NoteField, update_of};
 use crate::domain::{DomainError, ErrorKind, Principal};
@@ -344,41 +344,40 @@ impl From<DomainError> for Failure {
     }
 }
 
-/// The Close request field behind a notes.v1 field path.
-fn close_field(path: &str) -> String {
-    const NAMES: &[(&str, &str)] = &[
-        ("note.subject", "lead_id"),
-        ("note.related_subjects", "contact_id"),
-        ("note.owner_id", "user_id"),
-        ("note.body.html", "note_html"),
-        ("note.body.text", "note"),
-        ("note.body", "note"),
-        ("note.title", "title"),
-        ("note.attachments", "attachments"),
-        ("note.occur_time", "activity_at"),
-        ("note.source", "id"),
-        ("note.id", "id"),
-        ("related_subject", "contact_id"),
-        ("subject", "lead_id"),
-        ("owner_id", "user_id"),
-        ("occur_time_range", "activity_at"),
-        ("create_time_range", "date_created"),
-        ("page_size", "_limit"),
-        ("page_token", "_skip"),
-    ];
-    for (prefix, name) in NAMES {
-        let Some(rest) = path.strip_prefix(prefix) else {
-            continue;
-        };
-        if !(rest.is_empty() || rest.starts_with('.') || rest.starts_with('[')) {
-            continue;
-        }
-        if *name == "attachments" {
-            return format!("attachments{}", rest.replace("size_bytes", "size"));
-        }
-        return (*name).to_owned();
+/// Close's names for the notes.v1 fields its requests fill.
+const FIELD_NAMES: &[FieldName] = &[
+    field("note.subject", "lead_id", false),
+    field("note.related_subjects", "contact_id", false),
+    field("note.owner_id", "user_id", false),
+    field("note.body.html", "note_html", false),
+    field("note.body.text", "note", false),
+    field("note.body", "note", false),
+    field("note.title", "title", false),
+    field("note.attachments", "attachments", true),
+    field("note.occur_time", "activity_at", false),
+    field("note.source", "id", false),
+    field("note.id", "id", false),
+    field("related_subject", "contact_id", false),
+    field("subject", "lead_id", false),
+    field("owner_id", "user_id", false),
+    field("occur_time_range", "activity_at", false),
+    field("create_time_range", "date_created", false),
+    field("page_size", "_limit", false),
+    field("page_token", "_skip", false),
+];
+
+const fn field(notesd: &'static str, vendor: &'static str, keep_rest: bool) -> FieldName {
+    FieldName {
+        notesd,
+        vendor,
+        keep_rest,
     }
-    path.to_owned()
+}
+
+/// The Close request field behind a notes.v1 field path (an attachment's
+/// `size_bytes` is Close's `size`).
+fn close_field(path: &str) -> String {
+    vendor_field(path, FIELD_NAMES).replace("size_bytes", "size")
 }
 
 // ---------------------------------------------------------------------------

@@ -76,6 +76,37 @@ pub(crate) fn from_timestamp(t: Option<&prost_types::Timestamp>) -> Option<DateT
 
 pub(crate) use crate::api::convert::timestamp as to_timestamp;
 
+/// How a vendor names a notes.v1 field its requests fill.
+pub(crate) struct FieldName {
+    /// The notes.v1 path (`note.body.html`).
+    pub(crate) notesd: &'static str,
+    /// The vendor's name for it (`content`).
+    pub(crate) vendor: &'static str,
+    /// Whether what follows the path (`[2].url`) is kept after the name.
+    pub(crate) keep_rest: bool,
+}
+
+/// A notes.v1 field path in a vendor's words: the first of `names` whose
+/// path is the field's, or a whole leading part of it (followed by `.` or
+/// `[`), names it; a path no name covers stays as it is. `names` lists
+/// longer paths first.
+pub(crate) fn vendor_field(path: &str, names: &[FieldName]) -> String {
+    for name in names {
+        let Some(rest) = path.strip_prefix(name.notesd) else {
+            continue;
+        };
+        if !(rest.is_empty() || rest.starts_with('.') || rest.starts_with('[')) {
+            continue;
+        }
+        return if name.keep_rest {
+            format!("{}{rest}", name.vendor)
+        } else {
+            name.vendor.to_owned()
+        };
+    }
+    path.to_owned()
+}
+
 /// Where a vendor's clients present their notesd key, and how the vendor
 /// answers a caller it does not accept.
 pub(crate) trait KeySource: Vendor {

@@ -24,8 +24,8 @@ use serde_json::{Map, Value as Json};
 
 use super::CompatState;
 use super::common::{
-    Caller, KeySource, Rejection, Vendor, VendorPath, from_timestamp, method_not_allowed,
-    read_body, update_as_read,
+    Caller, FieldName, KeySource, Rejection, Vendor, VendorPath, from_timestamp,
+    method_not_allowed, read_body, update_as_read, vendor_field,
 };
 use crate::api::convert::{json_to_struct, struct_to_json_object};
 use crate::api::{NoteField, update_of};
@@ -185,27 +185,40 @@ impl FernandError {
     }
 }
 
-/// The notes.v1 field paths a validation error may name, and the Fernand
-/// field each came from; longest first, so `note.body.html` is matched
-/// before `note.body`.
-const FIELD_NAMES: &[(&str, &str)] = &[
-    ("note.body.html", "content"),
-    ("note.body.text", "content"),
-    ("note.body", "content"),
-    ("note.mentions", "mentions"),
-    ("note.actions", "actions"),
-    ("note.client_reference", "generated_id"),
+/// Fernand's names for the notes.v1 fields its requests fill; longest
+/// first, so `note.body.html` is matched before `note.body`.
+const FIELD_NAMES: &[FieldName] = &[
+    FieldName {
+        notesd: "note.body.html",
+        vendor: "content",
+        keep_rest: false,
+    },
+    FieldName {
+        notesd: "note.body.text",
+        vendor: "content",
+        keep_rest: false,
+    },
+    FieldName {
+        notesd: "note.body",
+        vendor: "content",
+        keep_rest: false,
+    },
+    FieldName {
+        notesd: "note.mentions",
+        vendor: "mentions",
+        keep_rest: true,
+    },
+    FieldName {
+        notesd: "note.actions",
+        vendor: "actions",
+        keep_rest: true,
+    },
+    FieldName {
+        notesd: "note.client_reference",
+        vendor: "generated_id",
+        keep_rest: false,
+    },
 ];
-
-/// Names a notes.v1 field as the Fernand request named it, in a field path
-/// or a message.
-fn fernand_names(text: &str) -> String {
-    FIELD_NAMES
-        .iter()
-        .fold(text.to_owned(), |text, (grpc, fernand)| {
-            text.replace(grpc, fernand)
-        })
-}
 
 impl From<DomainError> for FernandError {
     fn from(err: DomainError) -> Self {
@@ -230,13 +243,20 @@ impl From<DomainError> for FernandError {
             DomainError::ActorMissing => {
                 "a service key must name the acting agent in `X-Actor-Id`".to_owned()
             }
-            other => fernand_names(&other.to_string()),
+            other => match other.violation() {
+                // The message names the field as the request did.
+                Some(violation) => violation.description.replace(
+                    &violation.field,
+                    &vendor_field(&violation.field, FIELD_NAMES),
+                ),
+                None => other.to_string(),
+            },
         };
         Self {
             status,
             code: err.reason(),
             message,
-            field: err.violation().map(|v| fernand_names(&v.field)),
+            field: err.violation().map(|v| vendor_field(&v.field, FIELD_NAMES)),
         }
     }
 }

@@ -346,33 +346,25 @@ impl From<DomainError> for Failure {
 
 /// Close's names for the notes.v1 fields its requests fill.
 const FIELD_NAMES: &[FieldName] = &[
-    field("note.subject", "lead_id", false),
-    field("note.related_subjects", "contact_id", false),
-    field("note.owner_id", "user_id", false),
-    field("note.body.html", "note_html", false),
-    field("note.body.text", "note", false),
-    field("note.body", "note", false),
-    field("note.title", "title", false),
-    field("note.attachments", "attachments", true),
-    field("note.occur_time", "activity_at", false),
-    field("note.source", "id", false),
-    field("note.id", "id", false),
-    field("related_subject", "contact_id", false),
-    field("subject", "lead_id", false),
-    field("owner_id", "user_id", false),
-    field("occur_time_range", "activity_at", false),
-    field("create_time_range", "date_created", false),
-    field("page_size", "_limit", false),
-    field("page_token", "_skip", false),
+    FieldName::new("note.subject", "lead_id", false),
+    FieldName::new("note.related_subjects", "contact_id", false),
+    FieldName::new("note.owner_id", "user_id", false),
+    FieldName::new("note.body.html", "note_html", false),
+    FieldName::new("note.body.text", "note", false),
+    FieldName::new("note.body", "note", false),
+    FieldName::new("note.title", "title", false),
+    FieldName::new("note.attachments", "attachments", true),
+    FieldName::new("note.occur_time", "activity_at", false),
+    FieldName::new("note.source", "id", false),
+    FieldName::new("note.id", "id", false),
+    FieldName::new("related_subject", "contact_id", false),
+    FieldName::new("subject", "lead_id", false),
+    FieldName::new("owner_id", "user_id", false),
+    FieldName::new("occur_time_range", "activity_at", false),
+    FieldName::new("create_time_range", "date_created", false),
+    FieldName::new("page_size", "_limit", false),
+    FieldName::new("page_token", "_skip", false),
 ];
-
-const fn field(notesd: &'static str, vendor: &'static str, keep_rest: bool) -> FieldName {
-    FieldName {
-        notesd,
-        vendor,
-        keep_rest,
-    }
-}
 
 /// The Close request field behind a notes.v1 field path (an attachment's
 /// `size_bytes` is Close's `size`).

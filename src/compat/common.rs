@@ -86,6 +86,16 @@ pub(crate) struct FieldName {
     pub(crate) keep_rest: bool,
 }
 
+impl FieldName {
+    pub(crate) const fn new(notesd: &'static str, vendor: &'static str, keep_rest: bool) -> Self {
+        Self {
+            notesd,
+            vendor,
+            keep_rest,
+        }
+    }
+}
+
 /// A notes.v1 field path in a vendor's words: the first of `names` whose
 /// path is the field's, or a whole leading part of it (followed by `.` or
 /// `[`), names it; a path no name covers stays as it is. `names` lists

@@ -188,36 +188,12 @@ impl FernandError {
 /// Fernand's names for the notes.v1 fields its requests fill; longest
 /// first, so `note.body.html` is matched before `note.body`.
 const FIELD_NAMES: &[FieldName] = &[
-    FieldName {
-        notesd: "note.body.html",
-        vendor: "content",
-        keep_rest: false,
-    },
-    FieldName {
-        notesd: "note.body.text",
-        vendor: "content",
-        keep_rest: false,
-    },
-    FieldName {
-        notesd: "note.body",
-        vendor: "content",
-        keep_rest: false,
-    },
-    FieldName {
-        notesd: "note.mentions",
-        vendor: "mentions",
-        keep_rest: true,
-    },
-    FieldName {
-        notesd: "note.actions",
-        vendor: "actions",
-        keep_rest: true,
-    },
-    FieldName {
-        notesd: "note.client_reference",
-        vendor: "generated_id",
-        keep_rest: false,
-    },
+    FieldName::new("note.body.html", "content", false),
+    FieldName::new("note.body.text", "content", false),
+    FieldName::new("note.body", "content", false),
+    FieldName::new("note.mentions", "mentions", true),
+    FieldName::new("note.actions", "actions", true),
+    FieldName::new("note.client_reference", "generated_id", false),
 ];
 
 impl From<DomainError> for FernandError {

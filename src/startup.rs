@@ -15,9 +15,9 @@ use tonic::transport::server::TcpIncoming;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::api::{MAX_MESSAGE_BYTES, NotesApi};
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, Callers};
 use crate::compat::CompatState;
-use crate::grpc::{AuthenticateLayer, CallLimitsLayer, Callers, NotesGrpc, SubjectsGrpc};
+use crate::grpc::{AuthenticateLayer, CallLimitsLayer, NotesGrpc, SubjectsGrpc};
 use crate::http::OpsState;
 use crate::metrics::{GrpcMetricsLayer, Metrics};
 use crate::proto::notes::v1::notes_service_server::NotesServiceServer;
@@ -132,8 +132,7 @@ impl Application {
         let compat = CompatState {
             api: notes_api,
             subjects: subjects_service,
-            auth: authenticator,
-            trusted_proxies: Arc::new(self.trusted_proxies),
+            callers: callers.clone(),
             in_flight: in_flight.clone(),
         };
         let ready = Arc::new(AtomicBool::new(true));

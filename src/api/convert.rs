@@ -25,11 +25,17 @@ pub(crate) fn timestamp(t: DateTime<Utc>) -> Timestamp {
     }
 }
 
-fn parse_timestamp(field: &str, t: &Timestamp) -> Result<DateTime<Utc>, DomainError> {
+/// The instant a timestamp names, if it names one (nanoseconds in range,
+/// seconds within chrono's years).
+pub(crate) fn instant(t: &Timestamp) -> Option<DateTime<Utc>> {
     u32::try_from(t.nanos)
         .ok()
         .filter(|nanos| *nanos < 1_000_000_000)
         .and_then(|nanos| DateTime::from_timestamp(t.seconds, nanos))
+}
+
+fn parse_timestamp(field: &str, t: &Timestamp) -> Result<DateTime<Utc>, DomainError> {
+    instant(t)
         .ok_or_else(|| DomainError::invalid(field, format!("{field} is not a valid timestamp")))
 }
 

@@ -1,8 +1,10 @@
 //! API keys and the principal they stand for.
 
 mod cache;
+mod callers;
 mod keys;
 
+pub(crate) use callers::Callers;
 pub(crate) use keys::{ApiKeySecret, Credentials, client_address};
 pub use keys::{Authenticator, KeyKind, KeySpec};
 

@@ -69,9 +69,7 @@ where
 /// (nanoseconds kept), and one that names no instant reads as absent.
 /// Each vendor's own text format stays with the vendor.
 pub(crate) fn from_timestamp(t: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {
-    let t = t?;
-    let nanos = u32::try_from(t.nanos).ok().filter(|n| *n < 1_000_000_000)?;
-    DateTime::from_timestamp(t.seconds, nanos)
+    t.and_then(crate::api::convert::instant)
 }
 
 pub(crate) use crate::api::convert::timestamp as to_timestamp;
@@ -154,9 +152,9 @@ impl<V: KeySource> FromRequestParts<CompatState> for Caller<V> {
             .headers
             .get(ACTOR_HEADER)
             .and_then(|v| v.to_str().ok());
-        let ip = state.client_ip(peer, &parts.headers);
         let principal = state
-            .authenticate(key.as_deref(), actor, ip)
+            .callers
+            .authenticate(key.as_deref(), actor, &parts.headers, Some(peer.ip()))
             .await
             .map_err(V::refuse)?;
         Ok(Self(principal, PhantomData))

@@ -20,16 +20,12 @@ mod common;
 pub(crate) mod fernand;
 pub(crate) mod zyntro;
 
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Router;
-use axum::http::HeaderMap;
-use ipnet::IpNet;
 
 use crate::api::NotesApi;
-use crate::auth::{ApiKeySecret, Authenticator, Credentials, client_address};
-use crate::domain::{DomainError, Principal};
+use crate::auth::Callers;
 use crate::service::Subjects;
 
 /// What every facade handler works with.
@@ -37,46 +33,10 @@ use crate::service::Subjects;
 pub(crate) struct CompatState {
     pub api: NotesApi,
     pub subjects: Subjects,
-    pub auth: Authenticator,
-    pub trusted_proxies: Arc<Vec<IpNet>>,
+    /// Who calls: the same authentication as gRPC.
+    pub callers: Callers,
     /// The budget of calls in flight, shared with gRPC.
     pub in_flight: Arc<tokio::sync::Semaphore>,
-}
-
-impl CompatState {
-    /// The caller's address: the TCP peer, or behind a trusted proxy the
-    /// last untrusted `x-forwarded-for` hop (as for gRPC).
-    pub(crate) fn client_ip(&self, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
-        let forwarded = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok());
-        client_address(peer.ip(), forwarded, &self.trusted_proxies)
-    }
-
-    /// Authenticates a notesd key presented the vendor's way. `actor` is
-    /// the acting member for a service key (each vendor says where it
-    /// comes from).
-    pub(crate) async fn authenticate(
-        &self,
-        key: Option<&str>,
-        actor: Option<&str>,
-        peer: IpAddr,
-    ) -> Result<Principal, DomainError> {
-        self.auth
-            .authenticate(Credentials {
-                key: key
-                    .map(str::trim)
-                    .filter(|k| !k.is_empty())
-                    .map(ApiKeySecret::new),
-                actor: actor
-                    .map(str::trim)
-                    .filter(|a| !a.is_empty())
-                    .map(str::to_owned),
-                peer: Some(peer),
-            })
-            .await
-    }
 }
 
 /// Every facade, at its vendor's paths.

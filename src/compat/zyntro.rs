@@ -509,13 +509,18 @@ async fn authenticate(
     let api_key = present(&request.api_key).ok_or_else(ZyntroError::missing_api_key)?;
     let secret =
         present(&request.developer_secret).ok_or_else(ZyntroError::missing_developer_secret)?;
-    if !state.auth.key_is_live(api_key).await? {
+    if !state.callers.keys().key_is_live(api_key).await? {
         return Err(ZyntroError::invalid_api_key());
     }
     let key = format!("{api_key}_{secret}");
-    let ip = state.client_ip(peer, headers);
     state
-        .authenticate(Some(&key), present(&request.member_id), ip)
+        .callers
+        .authenticate(
+            Some(&key),
+            present(&request.member_id),
+            headers,
+            Some(peer.ip()),
+        )
         .await
         .map_err(|err| match err {
             // The key id is live, so it is the secret that is wrong.

@@ -159,6 +159,35 @@ impl DomainError {
         }
     }
 
+    /// The same error for another caller of one shared operation (a batch
+    /// that failed for all its callers): the same variant, with the cause
+    /// as text, since a cause cannot be cloned.
+    pub(crate) fn duplicate(&self) -> Self {
+        match self {
+            Self::MissingField(v) => Self::MissingField(v.clone()),
+            Self::InvalidField(v) => Self::InvalidField(v.clone()),
+            Self::FieldTooLarge(v) => Self::FieldTooLarge(v.clone()),
+            Self::InvalidPageToken(v) => Self::InvalidPageToken(v.clone()),
+            Self::ApiKeyMissing => Self::ApiKeyMissing,
+            Self::ApiKeyInvalid => Self::ApiKeyInvalid,
+            Self::ActorMissing => Self::ActorMissing,
+            Self::ActorMismatch => Self::ActorMismatch,
+            Self::IpNotAllowed => Self::IpNotAllowed,
+            Self::NoteNotFound => Self::NoteNotFound,
+            Self::SubjectNotFound => Self::SubjectNotFound,
+            Self::NotOwner(message) => Self::NotOwner(message),
+            Self::EtagMismatch => Self::EtagMismatch,
+            Self::NoteDeleted => Self::NoteDeleted,
+            Self::NoteNotDeleted => Self::NoteNotDeleted,
+            Self::RequestIdConflict => Self::RequestIdConflict,
+            Self::SourceExists => Self::SourceExists,
+            Self::DatabaseUnavailable(cause) => {
+                Self::DatabaseUnavailable(anyhow::anyhow!("{cause:#}"))
+            }
+            Self::Internal(cause) => Self::Internal(anyhow::anyhow!("{cause:#}")),
+        }
+    }
+
     /// Logs the cause of an unavailable or internal error (the caller gets
     /// a generic message); `edge` names who answered.
     pub fn log_cause(&self, edge: &'static str) {

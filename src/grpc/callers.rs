@@ -10,63 +10,20 @@
 //! Handlers read the principal with [`principal`].
 
 use std::future::Future;
-use std::net::IpAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use http::HeaderMap;
-use ipnet::IpNet;
 use tonic::transport::server::TcpConnectInfo;
 use tonic::{Request, Status};
 
-use crate::auth::{
-    ACTOR_HEADER, API_KEY_HEADER, ApiKeySecret, Authenticator, Credentials, client_address,
-};
+use crate::auth::{ACTOR_HEADER, API_KEY_HEADER, Callers};
 use crate::domain::{DomainError, Principal};
-
-const FORWARDED_FOR_HEADER: &str = "x-forwarded-for";
 
 /// The services whose calls need a caller: every notes.v1 path, served or
 /// not (an unknown method of notes.v1 is UNAUTHENTICATED without a key,
 /// UNIMPLEMENTED with one). Health and reflection stay open.
 const AUTHENTICATED_PREFIX: &str = "/notes.v1.";
-
-/// Authenticates calls from their headers and peer.
-#[derive(Debug, Clone)]
-pub(crate) struct Callers {
-    auth: Authenticator,
-    trusted_proxies: Vec<IpNet>,
-}
-
-impl Callers {
-    pub(crate) fn new(auth: Authenticator, trusted_proxies: Vec<IpNet>) -> Self {
-        Self {
-            auth,
-            trusted_proxies,
-        }
-    }
-
-    async fn authenticate(
-        &self,
-        headers: &HeaderMap,
-        peer: Option<IpAddr>,
-    ) -> Result<Principal, DomainError> {
-        let credentials = Credentials {
-            key: api_key(headers).map(ApiKeySecret::new),
-            actor: text(headers, ACTOR_HEADER).map(str::to_owned),
-            peer: peer.map(|peer| self.client_address(peer, headers)),
-        };
-        self.auth.authenticate(credentials).await
-    }
-
-    fn client_address(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-        let forwarded = headers
-            .get_all(FORWARDED_FOR_HEADER)
-            .iter()
-            .filter_map(|v| v.to_str().ok());
-        client_address(peer, forwarded, &self.trusted_proxies)
-    }
-}
 
 /// The caller of a call that passed [`AuthenticateLayer`].
 pub(crate) fn principal<T>(request: &Request<T>) -> Result<&Principal, Status> {
@@ -154,7 +111,11 @@ where
                 .get::<TcpConnectInfo>()
                 .and_then(TcpConnectInfo::remote_addr)
                 .map(|addr| addr.ip());
-            match callers.authenticate(request.headers(), peer).await {
+            let headers = request.headers();
+            let principal = callers
+                .authenticate(api_key(headers), text(headers, ACTOR_HEADER), headers, peer)
+                .await;
+            match principal {
                 Ok(principal) => {
                     request.extensions_mut().insert(principal);
                     inner.call(request).await
@@ -168,43 +129,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::ApiKeyStore;
-
-    fn callers(trusted: &[&str]) -> Callers {
-        let pool = sqlx::PgPool::connect_lazy("postgres://localhost/unused").unwrap();
-        Callers::new(
-            Authenticator::new(ApiKeyStore::new(pool)),
-            trusted.iter().map(|n| n.parse().unwrap()).collect(),
-        )
-    }
-
-    fn forwarded(value: &str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(FORWARDED_FOR_HEADER, value.parse().unwrap());
-        headers
-    }
-
-    #[tokio::test]
-    async fn forwarded_for_is_ignored_unless_the_peer_is_trusted() {
-        let callers = callers(&["10.0.0.0/8"]);
-        let peer: IpAddr = "192.0.2.1".parse().unwrap();
-        assert_eq!(
-            callers.client_address(peer, &forwarded("198.51.100.7")),
-            peer
-        );
-    }
-
-    #[tokio::test]
-    async fn the_last_untrusted_hop_is_the_client() {
-        let callers = callers(&["10.0.0.0/8"]);
-        let peer: IpAddr = "10.0.0.5".parse().unwrap();
-        let headers = forwarded("203.0.113.9, 198.51.100.7, 10.1.1.1");
-        assert_eq!(
-            callers.client_address(peer, &headers),
-            "198.51.100.7".parse::<IpAddr>().unwrap()
-        );
-        assert_eq!(callers.client_address(peer, &HeaderMap::new()), peer);
-    }
 
     #[test]
     fn the_key_comes_from_x_api_key_or_a_bearer_token() {

@@ -7,7 +7,7 @@ mod limits;
 mod status;
 mod subjects;
 
-pub(crate) use callers::{AuthenticateLayer, Callers};
+pub(crate) use callers::AuthenticateLayer;
 pub(crate) use limits::CallLimitsLayer;
 pub(crate) use subjects::SubjectsGrpc;
 

@@ -193,11 +193,9 @@ impl Writer {
             // time would only meet it again, each after its own wait. Each
             // add is answered UNAVAILABLE at once (its caller may retry,
             // with its request id to stay idempotent).
-            Err(DomainError::DatabaseUnavailable(cause)) => {
-                let message = format!("{cause:#}");
+            Err(err @ DomainError::DatabaseUnavailable(_)) => {
                 for add in adds {
-                    let cause = anyhow::anyhow!("{message}");
-                    add.answer(Err(DomainError::DatabaseUnavailable(cause)));
+                    add.answer(Err(err.duplicate()));
                 }
             }
             Err(err) => {
@@ -322,21 +320,16 @@ async fn try_write(
         .filter(|(_, outcome, _)| *outcome == code::REPLAYED)
         .filter_map(|(_, _, note)| *note)
         .collect();
-    // The error, if any, as its class (unavailable or not) and message:
-    // each replay gets its own copy.
-    let mut replay_notes: Result<HashMap<Uuid, Note>, (bool, String)> = if replayed.is_empty() {
+    // An error, if any, is answered to each replay (a copy each).
+    let mut replay_notes: Result<HashMap<Uuid, Note>, DomainError> = if replayed.is_empty() {
         Ok(HashMap::new())
     } else {
         select_notes(pool, tenant, &replayed)
             .await
-            .map_err(|e| (super::is_unavailable(&e), format!("database error: {e}")))
+            .map_err(DomainError::from)
             .and_then(|rows| {
                 rows.into_iter()
-                    .map(|row| {
-                        let id = row.id;
-                        let note = Note::try_from(row).map_err(|e| (false, format!("{e:#}")))?;
-                        Ok((id, note))
-                    })
+                    .map(|row| Ok((row.id, Note::try_from(row)?)))
                     .collect()
             })
     };
@@ -354,14 +347,7 @@ async fn try_write(
                         .ok_or_else(|| {
                             anyhow::anyhow!("request id names a missing note {id}").into()
                         }),
-                    Err((unavailable, e)) => {
-                        let cause = anyhow::anyhow!("reading the replayed note {id}: {e}");
-                        Err(if *unavailable {
-                            DomainError::DatabaseUnavailable(cause)
-                        } else {
-                            DomainError::Internal(cause)
-                        })
-                    }
+                    Err(err) => Err(err.duplicate()),
                 }
             }
             code::REQUEST_CONFLICT => Ok(Written::RequestConflict),

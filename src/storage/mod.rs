@@ -64,7 +64,7 @@ impl From<sqlx::Error> for DomainError {
 /// statement failed: a broken or refused connection, a pool that found no
 /// connection in time, or a server shutting down, starting up or out of
 /// connection slots (SQLSTATE class 08, 57P01-57P03, 53300).
-pub(crate) fn is_unavailable(err: &sqlx::Error) -> bool {
+fn is_unavailable(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)

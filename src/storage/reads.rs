@@ -97,17 +97,9 @@ async fn read(
     let rows = match rows {
         Ok(rows) => rows,
         Err(err) => {
-            // Each read gets the error's class and message (an error is
-            // not Clone).
-            let unavailable = super::is_unavailable(&err);
-            let message = format!("database error: {err}");
+            let err = DomainError::from(err);
             for get in gets {
-                let cause = anyhow::anyhow!("{message}");
-                let _ = get.reply.send(Err(if unavailable {
-                    DomainError::DatabaseUnavailable(cause)
-                } else {
-                    DomainError::Internal(cause)
-                }));
+                let _ = get.reply.send(Err(err.duplicate()));
             }
             return;
         }

@@ -13,7 +13,10 @@ use uuid::Uuid;
 use crate::auth::{Authenticator, KeyKind, KeySpec};
 use crate::domain::{MemberId, TenantId};
 use crate::startup::{Application, CallLimits, Settings, shutdown_signal};
-use crate::storage::{APP_ROLE, ApiKeyStore, BatchSettings, Database, DatabaseOptions};
+use crate::storage::{
+    APP_ROLE, ApiKeyStore, BatchSettings, Database, DatabaseOptions, RetentionSettings,
+    WatchSettings,
+};
 use crate::telemetry::{self, LogFormat};
 
 /// The local Postgres, database `notesd`.
@@ -126,6 +129,36 @@ struct ServeArgs {
     #[arg(long, env = "NOTESD_MAX_CONCURRENT_STREAMS",
           default_value_t = CallLimits::default().max_concurrent_streams)]
     max_concurrent_streams: u32,
+
+    /// WatchNotes streams open at once; one more is refused
+    /// (RESOURCE_EXHAUSTED, reason TOO_MANY_WATCHERS). Watches do not count
+    /// against --max-in-flight-calls.
+    #[arg(long, env = "NOTESD_MAX_WATCHERS", default_value_t = WatchSettings::default().max_watchers)]
+    max_watchers: usize,
+
+    /// A watch that has had no event for this long gets a heartbeat
+    /// carrying the latest resume token.
+    #[arg(long, env = "NOTESD_WATCH_HEARTBEAT_MS",
+          default_value_t = WatchSettings::default().heartbeat.as_millis() as u64)]
+    watch_heartbeat_ms: u64,
+
+    /// Outbox events (the change stream) older than this are deleted; a
+    /// watch token older than this is refused (OUT_OF_RANGE,
+    /// WATCH_TOKEN_EXPIRED). Default: 7 days.
+    #[arg(long, env = "NOTESD_EVENT_RETENTION_SECS",
+          default_value_t = RetentionSettings::default().events.as_secs())]
+    event_retention_secs: u64,
+
+    /// AddNote request ids older than this are forgotten: a retry after
+    /// that adds a new note. Default: 7 days.
+    #[arg(long, env = "NOTESD_REQUEST_ID_RETENTION_SECS",
+          default_value_t = RetentionSettings::default().request_ids.as_secs())]
+    request_id_retention_secs: u64,
+
+    /// How often retention runs.
+    #[arg(long, env = "NOTESD_RETENTION_INTERVAL_SECS",
+          default_value_t = RetentionSettings::default().interval.as_secs())]
+    retention_interval_secs: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -227,6 +260,16 @@ async fn serve(common: &CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
         limits: CallLimits {
             max_in_flight: args.max_in_flight_calls,
             max_concurrent_streams: args.max_concurrent_streams,
+        },
+        watch: WatchSettings {
+            max_watchers: args.max_watchers,
+            heartbeat: Duration::from_millis(args.watch_heartbeat_ms.max(1)),
+            ..WatchSettings::default()
+        },
+        retention: RetentionSettings {
+            events: Duration::from_secs(args.event_retention_secs),
+            request_ids: Duration::from_secs(args.request_id_retention_secs),
+            interval: Duration::from_secs(args.retention_interval_secs.max(1)),
         },
     };
     Application::build(settings)

@@ -26,7 +26,9 @@ mod telemetry;
 // the crate, so the compiler reports what nothing uses.
 pub use auth::{Authenticator, KeyKind, KeySpec};
 pub use domain::{MemberId, TenantId};
-pub use storage::{APP_ROLE, ApiKeyStore, BatchSettings, DatabaseOptions};
+pub use storage::{
+    APP_ROLE, ApiKeyStore, BatchSettings, DatabaseOptions, RetentionSettings, WatchSettings,
+};
 
 /// The generated protobuf types, server and client.
 pub mod proto {

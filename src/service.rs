@@ -7,11 +7,12 @@ use chrono::{DateTime, SubsecRound as _, Utc};
 use uuid::Uuid;
 
 use crate::domain::list::{NoteCursor, NoteFilter, Page};
+use crate::domain::watch::{StreamPosition, WatchFilter, WatchScope};
 use crate::domain::{
     ChangeKind, DomainError, MemberId, Note, NoteDraft, NoteId, NotePatch, Principal, RequestKey,
     Revision, Subject, SubjectRegistration, access,
 };
-use crate::storage::{InsertOutcome, NoteStore, SubjectStore};
+use crate::storage::{InsertOutcome, NoteStore, SubjectStore, Watch};
 
 #[derive(Debug, Clone)]
 pub(crate) struct Notes {
@@ -174,13 +175,15 @@ impl Notes {
             .await
     }
 
+    /// A page of the notes the caller may read, and the stream position a
+    /// watch misses nothing from (see `NoteStore::list`).
     pub(crate) async fn list_notes(
         &self,
         principal: &Principal,
         filter: &NoteFilter,
         page_size: usize,
         after: Option<NoteCursor>,
-    ) -> Result<Page<Note, NoteCursor>, DomainError> {
+    ) -> Result<(Page<Note, NoteCursor>, StreamPosition), DomainError> {
         self.store
             .list(
                 &principal.tenant,
@@ -189,6 +192,20 @@ impl Notes {
                 page_size,
                 after,
             )
+            .await
+    }
+
+    /// The changes of the caller's tenant that it may see through
+    /// `filter`, right after `from` or from now.
+    pub(crate) async fn watch_notes(
+        &self,
+        principal: &Principal,
+        filter: WatchFilter,
+        from: Option<StreamPosition>,
+    ) -> Result<Watch, DomainError> {
+        let scope = WatchScope::new(principal.clone(), filter);
+        self.store
+            .watch(principal.tenant.clone(), scope, from)
             .await
     }
 

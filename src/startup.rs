@@ -24,7 +24,8 @@ use crate::proto::notes::v1::notes_service_server::NotesServiceServer;
 use crate::proto::notes::v1::subjects_service_server::SubjectsServiceServer;
 use crate::service::{Notes, Subjects};
 use crate::storage::{
-    ApiKeyStore, BatchSettings, Database, DatabaseOptions, NoteStore, SubjectStore,
+    ApiKeyStore, BatchSettings, ChangeFeeds, Database, DatabaseOptions, NoteStore,
+    RetentionSettings, SubjectStore, WatchSettings, run_retention,
 };
 
 #[derive(Debug, Clone)]
@@ -42,6 +43,10 @@ pub struct Settings {
     pub batching: BatchSettings,
     /// Bounds on the calls in flight.
     pub limits: CallLimits,
+    /// The change stream's bounds and rhythms.
+    pub watch: WatchSettings,
+    /// How long outbox events and request ids are kept.
+    pub retention: RetentionSettings,
 }
 
 /// Bounds on the memory that calls in flight may hold (docs/access.md,
@@ -75,6 +80,8 @@ pub struct Application {
     trusted_proxies: Vec<IpNet>,
     batching: BatchSettings,
     limits: CallLimits,
+    watch: WatchSettings,
+    retention: RetentionSettings,
 }
 
 impl Application {
@@ -100,6 +107,8 @@ impl Application {
             trusted_proxies: settings.trusted_proxies,
             batching: settings.batching,
             limits: settings.limits,
+            watch: settings.watch,
+            retention: settings.retention,
         })
     }
 
@@ -120,8 +129,13 @@ impl Application {
         let key_watch = authenticator.watch_key_changes(pool.clone());
         let callers = Callers::new(authenticator.clone(), self.trusted_proxies.clone());
         let metrics = Metrics::new(pool.clone());
+        let feeds = ChangeFeeds::start(pool.clone(), self.watch);
+        let retention = tokio::spawn(run_retention(
+            self.database.retention_pool(),
+            self.retention,
+        ));
         let notes_api = NotesApi::new(Notes::new(
-            NoteStore::new(pool.clone(), self.batching, metrics.clone()),
+            NoteStore::new(pool.clone(), self.batching, metrics.clone(), feeds.clone()),
             SubjectStore::new(pool.clone()),
         ));
         let notes = NotesGrpc::new(notes_api.clone());
@@ -226,6 +240,10 @@ impl Application {
         health
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;
+        // Watches would keep the server open for the whole grace period:
+        // they end now, telling their clients to resume elsewhere.
+        feeds.close();
+        retention.abort();
         let _ = stop_server.send(());
         let _ = stop_http.send(());
         let drained = tokio::time::timeout(self.shutdown_grace, async {

@@ -6,10 +6,14 @@
 
 pub(crate) mod convert;
 mod page_token;
+mod watch;
 
 pub(crate) use convert::{NoteField, update_of};
 
 use std::collections::HashMap;
+use std::pin::Pin;
+
+use futures_util::Stream;
 
 use crate::domain::list::{self, NoteCursor, NoteFilter};
 use crate::domain::{DomainError, Note, NoteId, Principal};
@@ -81,7 +85,7 @@ impl NotesApi {
         let page_size = list::page_size("page_size", request.page_size)?;
         let filter = convert::parse_list_filter(request)?;
         let after = page_token::decode_notes(&filter, &request.page_token)?;
-        let page = self
+        let (page, watch_from) = self
             .notes
             .list_notes(principal, &filter, page_size, after)
             .await?;
@@ -99,7 +103,28 @@ impl NotesApi {
             next_page_token: next
                 .map(|cursor| page_token::encode_notes(&filter, &cursor))
                 .unwrap_or_default(),
+            watch_token: watch::encode_token(watch_from),
         })
+    }
+
+    /// The caller's WatchNotes stream. The first read of the outbox happens
+    /// here, so that a malformed or expired token is the call's answer
+    /// rather than the stream's end.
+    pub(crate) async fn watch_notes(
+        &self,
+        principal: &Principal,
+        request: &pb::WatchNotesRequest,
+    ) -> Result<WatchStream, DomainError> {
+        let filter = watch::parse_filter(request)?;
+        let from = watch::decode_token(&request.resume_token)?;
+        let watch = self.notes.watch_notes(principal, filter, from).await?;
+        Ok(Box::pin(futures_util::stream::unfold(
+            watch,
+            |mut watch| async move {
+                let event = watch.next().await?;
+                Some((event.map(watch::event_to_proto), watch))
+            },
+        )))
     }
 
     pub(crate) async fn delete_note(
@@ -137,7 +162,7 @@ impl NotesApi {
             about: Some(convert::parse_subject("subject", Some(subject))?),
             ..Default::default()
         };
-        let page = self
+        let (page, _) = self
             .notes
             .list_notes(principal, &filter, page_size, None)
             .await?;
@@ -224,6 +249,11 @@ impl NotesApi {
         })
     }
 }
+
+/// A WatchNotes stream: its events, then, if it ends for a reason, that
+/// error.
+pub(crate) type WatchStream =
+    Pin<Box<dyn Stream<Item = Result<pb::WatchNotesResponse, DomainError>> + Send>>;
 
 /// HTML bodies of at least this many bytes are parsed (sanitized, their
 /// text derived) on tokio's blocking pool rather than on an async worker:

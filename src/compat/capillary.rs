@@ -116,8 +116,8 @@ impl From<DomainError> for ItemError {
             ErrorKind::PermissionDenied | ErrorKind::Unauthenticated => CODE_NOT_ALLOWED,
             ErrorKind::FailedPrecondition => CODE_NOTE_DELETED,
             ErrorKind::Aborted | ErrorKind::AlreadyExists => CODE_CONFLICT,
-            ErrorKind::InvalidArgument => CODE_INVALID_NOTE,
-            ErrorKind::Unavailable => CODE_UNAVAILABLE,
+            ErrorKind::InvalidArgument | ErrorKind::OutOfRange => CODE_INVALID_NOTE,
+            ErrorKind::Unavailable | ErrorKind::ResourceExhausted => CODE_UNAVAILABLE,
             ErrorKind::Internal => return Self::new(CODE_INTERNAL, "internal error"),
         };
         Self::new(code, err.to_string())
@@ -140,8 +140,9 @@ fn request_failure(err: DomainError) -> Response {
             );
         }
         ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
-        ErrorKind::InvalidArgument => StatusCode::BAD_REQUEST,
+        ErrorKind::InvalidArgument | ErrorKind::OutOfRange => StatusCode::BAD_REQUEST,
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
         ErrorKind::Aborted | ErrorKind::FailedPrecondition | ErrorKind::AlreadyExists => {
             StatusCode::CONFLICT
         }

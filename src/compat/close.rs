@@ -314,7 +314,12 @@ impl From<DomainError> for Failure {
         err.log_cause("close");
         match err.kind() {
             // Answered above, with the field.
-            ErrorKind::InvalidArgument => Self::bad_request(err.to_string()),
+            ErrorKind::InvalidArgument | ErrorKind::OutOfRange => {
+                Self::bad_request(err.to_string())
+            }
+            ErrorKind::ResourceExhausted => {
+                Self::plain(StatusCode::TOO_MANY_REQUESTS, err.to_string())
+            }
             ErrorKind::Unauthenticated => match err {
                 DomainError::ApiKeyMissing => Self::plain(
                     StatusCode::UNAUTHORIZED,

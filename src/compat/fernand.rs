@@ -200,7 +200,8 @@ impl From<DomainError> for FernandError {
     fn from(err: DomainError) -> Self {
         err.log_cause("fernand");
         let status = match err.kind() {
-            ErrorKind::InvalidArgument => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorKind::InvalidArgument | ErrorKind::OutOfRange => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorKind::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
             ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,

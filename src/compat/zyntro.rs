@@ -228,10 +228,14 @@ impl From<DomainError> for ZyntroError {
             },
             // Validation (a note too large, a NUL character) and what Zyntro
             // never names: notesd's own reason and message.
+            // (The change stream's kinds, out of range and resource
+            // exhausted, never reach a facade.)
             ErrorKind::InvalidArgument
             | ErrorKind::Unauthenticated
             | ErrorKind::Aborted
-            | ErrorKind::AlreadyExists => Self::new(err.reason(), err.to_string()),
+            | ErrorKind::AlreadyExists
+            | ErrorKind::OutOfRange
+            | ErrorKind::ResourceExhausted => Self::new(err.reason(), err.to_string()),
             ErrorKind::Unavailable => Self {
                 code: err.reason(),
                 messages: vec![err.to_string()],

@@ -6,12 +6,18 @@ use super::{DomainError, EditPolicy, MemberId, Note, Principal, SubjectRegistrat
 /// is TEAM-visible and not a draft; by the tenant's admins; by nobody of
 /// another tenant.
 pub(crate) fn can_read(principal: &Principal, note: &Note) -> bool {
-    if principal.tenant != note.tenant {
-        return false;
-    }
-    principal.is_admin()
-        || note.owner == principal.member
-        || (note.visibility == Visibility::Team && !note.draft)
+    principal.tenant == note.tenant && can_see(principal, &note.owner, note.visibility, note.draft)
+}
+
+/// The rule of `can_read` within the caller's tenant, on the fields that
+/// decide it (the change stream also applies it to a note's earlier state).
+pub(crate) fn can_see(
+    principal: &Principal,
+    owner: &MemberId,
+    visibility: Visibility,
+    draft: bool,
+) -> bool {
+    principal.is_admin() || *owner == principal.member || (visibility == Visibility::Team && !draft)
 }
 
 /// Checks that `principal` may change `note`. A note the caller cannot read

@@ -22,6 +22,12 @@ pub enum ErrorKind {
     FailedPrecondition,
     /// The thing to create exists already (a request id, a source id).
     AlreadyExists,
+    /// A position the caller sent lies before what the server still keeps
+    /// (a change-stream token older than the retention).
+    OutOfRange,
+    /// A bound on what the caller may hold was reached (a stream's backlog,
+    /// the number of streams): resume or retry later.
+    ResourceExhausted,
     /// A dependency (the database) cannot be reached: retry later.
     Unavailable,
     /// A failure the caller cannot fix; logged with its cause.
@@ -58,6 +64,22 @@ pub enum DomainError {
     /// A page token that is malformed or belongs to other filters.
     #[error("{}", .0.description)]
     InvalidPageToken(FieldViolation),
+    /// A change-stream token that is malformed or names a position the
+    /// stream has not reached.
+    #[error("{}", .0.description)]
+    InvalidWatchToken(FieldViolation),
+    #[error(
+        "the resume token is older than the change retention; list the notes again and watch from the list's watch_token"
+    )]
+    WatchTokenExpired,
+    #[error(
+        "the stream was read too slowly and its backlog passed the bound; resume from the last resume_token processed"
+    )]
+    WatchTooSlow,
+    #[error("the server has as many watches open as it allows; retry later")]
+    TooManyWatchers,
+    #[error("the server is shutting down; resume from the last resume_token")]
+    ShuttingDown,
     #[error("no API key: send `x-api-key` or `authorization: Bearer <key>`")]
     ApiKeyMissing,
     #[error("the API key is unknown, revoked or expired")]
@@ -112,6 +134,10 @@ impl DomainError {
         Self::InvalidPageToken(FieldViolation::new("page_token", description))
     }
 
+    pub fn bad_watch_token(description: impl Into<String>) -> Self {
+        Self::InvalidWatchToken(FieldViolation::new("resume_token", description))
+    }
+
     /// The stable machine-readable reason, as listed in `docs/errors.md`.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -119,6 +145,11 @@ impl DomainError {
             Self::InvalidField(_) => "INVALID_FIELD",
             Self::FieldTooLarge(_) => "FIELD_TOO_LARGE",
             Self::InvalidPageToken(_) => "INVALID_PAGE_TOKEN",
+            Self::InvalidWatchToken(_) => "INVALID_WATCH_TOKEN",
+            Self::WatchTokenExpired => "WATCH_TOKEN_EXPIRED",
+            Self::WatchTooSlow => "WATCH_TOO_SLOW",
+            Self::TooManyWatchers => "TOO_MANY_WATCHERS",
+            Self::ShuttingDown => "SHUTTING_DOWN",
             Self::ApiKeyMissing => "MISSING_API_KEY",
             Self::ApiKeyInvalid => "INVALID_API_KEY",
             Self::ActorMissing => "MISSING_ACTOR",
@@ -143,7 +174,10 @@ impl DomainError {
             Self::MissingField(_)
             | Self::InvalidField(_)
             | Self::FieldTooLarge(_)
-            | Self::InvalidPageToken(_) => ErrorKind::InvalidArgument,
+            | Self::InvalidPageToken(_)
+            | Self::InvalidWatchToken(_) => ErrorKind::InvalidArgument,
+            Self::WatchTokenExpired => ErrorKind::OutOfRange,
+            Self::WatchTooSlow | Self::TooManyWatchers => ErrorKind::ResourceExhausted,
             Self::ApiKeyMissing | Self::ApiKeyInvalid | Self::ActorMissing => {
                 ErrorKind::Unauthenticated
             }
@@ -154,7 +188,7 @@ impl DomainError {
             Self::EtagMismatch => ErrorKind::Aborted,
             Self::NoteDeleted | Self::NoteNotDeleted => ErrorKind::FailedPrecondition,
             Self::RequestIdConflict | Self::SourceExists => ErrorKind::AlreadyExists,
-            Self::DatabaseUnavailable(_) => ErrorKind::Unavailable,
+            Self::DatabaseUnavailable(_) | Self::ShuttingDown => ErrorKind::Unavailable,
             Self::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -168,6 +202,11 @@ impl DomainError {
             Self::InvalidField(v) => Self::InvalidField(v.clone()),
             Self::FieldTooLarge(v) => Self::FieldTooLarge(v.clone()),
             Self::InvalidPageToken(v) => Self::InvalidPageToken(v.clone()),
+            Self::InvalidWatchToken(v) => Self::InvalidWatchToken(v.clone()),
+            Self::WatchTokenExpired => Self::WatchTokenExpired,
+            Self::WatchTooSlow => Self::WatchTooSlow,
+            Self::TooManyWatchers => Self::TooManyWatchers,
+            Self::ShuttingDown => Self::ShuttingDown,
             Self::ApiKeyMissing => Self::ApiKeyMissing,
             Self::ApiKeyInvalid => Self::ApiKeyInvalid,
             Self::ActorMissing => Self::ActorMissing,
@@ -206,7 +245,8 @@ impl DomainError {
             Self::MissingField(v)
             | Self::InvalidField(v)
             | Self::FieldTooLarge(v)
-            | Self::InvalidPageToken(v) => Some(v),
+            | Self::InvalidPageToken(v)
+            | Self::InvalidWatchToken(v) => Some(v),
             _ => None,
         }
     }

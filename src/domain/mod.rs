@@ -10,6 +10,7 @@ pub(crate) mod list;
 pub(crate) mod note;
 pub(crate) mod principal;
 pub(crate) mod subject;
+pub(crate) mod watch;
 
 pub(crate) use error::{DomainError, ErrorKind, FieldViolation};
 pub(crate) use note::*;

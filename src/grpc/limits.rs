@@ -6,12 +6,14 @@
 //!   permit until its response body has been sent; a call beyond that is
 //!   answered RESOURCE_EXHAUSTED
 //!   (reason `OVERLOADED`) at once, before its body is read, so a burst
-//!   sheds load instead of queueing memory;
+//!   sheds load instead of queueing memory. WatchNotes streams are
+//!   bounded by their own limit (`--max-watchers`, in `storage::watch`)
+//!   instead: a watch is open for hours and would hold a permit throughout;
 //! - a request message over the size limit, which tonic refuses from its
 //!   length prefix before buffering it (as OUT_OF_RANGE), is answered
 //!   RESOURCE_EXHAUSTED with reason `MESSAGE_TOO_LARGE`, as gRPC's
-//!   convention has it. notesd's handlers never answer OUT_OF_RANGE, so the
-//!   code identifies tonic's refusal.
+//!   convention has it. tonic's refusal is the one OUT_OF_RANGE without an
+//!   ErrorInfo: notesd's own (an expired watch token) always has one.
 //!
 //! Health and reflection are outside the budget: a probe must answer
 //! under load, and a health watch would hold a permit for as long as it
@@ -28,8 +30,10 @@ use tonic::Code;
 use super::status::edge_status;
 
 /// The calls that take a permit of the budget: notes.v1, not health or
-/// reflection.
+/// reflection...
 const BUDGETED_PREFIX: &str = "/notes.v1.";
+/// ...and not the change stream.
+const WATCH_PATH: &str = "/notes.v1.NotesService/WatchNotes";
 
 /// The ErrorInfo reason of a call shed because too many are in flight.
 const REASON_OVERLOADED: &str = "OVERLOADED";
@@ -87,11 +91,16 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if !request.uri().path().starts_with(BUDGETED_PREFIX) {
+        let path = request.uri().path();
+        if !path.starts_with(BUDGETED_PREFIX) {
             let response = self.inner.call(request);
             return Box::pin(async move { Ok(response.await?.map(HeldBody::unbounded)) });
         }
-        let Ok(permit) = self.limits.in_flight.clone().try_acquire_owned() else {
+        let permit = if path == WATCH_PATH {
+            None
+        } else if let Ok(permit) = self.limits.in_flight.clone().try_acquire_owned() {
+            Some(permit)
+        } else {
             let status = edge_status(
                 Code::ResourceExhausted,
                 REASON_OVERLOADED,
@@ -103,10 +112,11 @@ where
         let response = self.inner.call(request);
         Box::pin(async move {
             let response = response.await?;
-            let refused_size = response
-                .headers()
+            let headers = response.headers();
+            let refused_size = headers
                 .get("grpc-status")
-                .is_some_and(|status| status.as_bytes() == b"11");
+                .is_some_and(|status| status.as_bytes() == b"11")
+                && !headers.contains_key("grpc-status-details-bin");
             if refused_size {
                 let status = edge_status(
                     Code::ResourceExhausted,
@@ -115,7 +125,10 @@ where
                 );
                 return Ok(status.into_http());
             }
-            Ok(response.map(|body| HeldBody::new(body, permit)))
+            Ok(response.map(|body| HeldBody {
+                inner: body,
+                _permit: permit,
+            }))
         })
     }
 }
@@ -130,13 +143,6 @@ pub(crate) struct HeldBody<B> {
 }
 
 impl<B> HeldBody<B> {
-    fn new(inner: B, permit: OwnedSemaphorePermit) -> Self {
-        Self {
-            inner,
-            _permit: Some(permit),
-        }
-    }
-
     fn unbounded(inner: B) -> Self {
         Self {
             inner,

@@ -11,6 +11,9 @@ pub(crate) use callers::AuthenticateLayer;
 pub(crate) use limits::CallLimitsLayer;
 pub(crate) use subjects::SubjectsGrpc;
 
+use std::pin::Pin;
+
+use futures_util::{Stream, TryStreamExt as _};
 use tonic::{Request, Response, Status};
 
 use crate::api::NotesApi;
@@ -32,6 +35,18 @@ impl NotesGrpc {
 
 #[tonic::async_trait]
 impl NotesService for NotesGrpc {
+    type WatchNotesStream =
+        Pin<Box<dyn Stream<Item = Result<pb::WatchNotesResponse, Status>> + Send>>;
+
+    async fn watch_notes(
+        &self,
+        request: Request<pb::WatchNotesRequest>,
+    ) -> Result<Response<Self::WatchNotesStream>, Status> {
+        let principal = callers::principal(&request)?;
+        let stream = self.api.watch_notes(principal, request.get_ref()).await?;
+        Ok(Response::new(Box::pin(stream.map_err(Status::from))))
+    }
+
     async fn add_note(
         &self,
         request: Request<pb::AddNoteRequest>,

@@ -23,6 +23,8 @@ impl From<DomainError> for Status {
             ErrorKind::Aborted => Code::Aborted,
             ErrorKind::FailedPrecondition => Code::FailedPrecondition,
             ErrorKind::AlreadyExists => Code::AlreadyExists,
+            ErrorKind::OutOfRange => Code::OutOfRange,
+            ErrorKind::ResourceExhausted => Code::ResourceExhausted,
             ErrorKind::Unavailable => Code::Unavailable,
             ErrorKind::Internal => Code::Internal,
         };

@@ -29,6 +29,7 @@ use uuid::Uuid;
 
 use super::gather::{BatchObserver, Gatherer, per_tenant};
 use super::rows::{self, select_notes};
+use super::watch::ChangeFeeds;
 use crate::domain::{DomainError, Note, RequestKey, TenantId, access};
 
 /// How adds are grouped.
@@ -90,9 +91,14 @@ impl AddBatcher {
         pool: PgPool,
         settings: BatchSettings,
         observer: Arc<dyn BatchObserver>,
+        feeds: ChangeFeeds,
     ) -> Self {
         let (queue, adds) = mpsc::channel(QUEUE_CAPACITY);
-        let writer = Writer { pool, observer };
+        let writer = Writer {
+            pool,
+            observer,
+            feeds,
+        };
         tokio::spawn(collect(writer, settings, adds));
         Self { queue }
     }
@@ -146,6 +152,8 @@ async fn collect(writer: Writer, settings: BatchSettings, adds: mpsc::Receiver<P
 struct Writer {
     pool: PgPool,
     observer: Arc<dyn BatchObserver>,
+    /// Told of every commit, so that watchers hear of it at once.
+    feeds: ChangeFeeds,
 }
 
 impl Writer {
@@ -180,6 +188,7 @@ impl Writer {
     async fn write_group(&self, tenant: &TenantId, adds: Vec<PendingAdd>) {
         match try_write(&self.pool, tenant, &adds).await {
             Ok(outcomes) => {
+                self.feeds.touched(tenant);
                 self.observer.batch_written(adds.len());
                 for (add, outcome) in adds.into_iter().zip(outcomes) {
                     add.answer(outcome);

@@ -47,10 +47,14 @@ impl std::fmt::Debug for DatabaseOptions {
 /// The role the server's queries run as.
 pub const APP_ROLE: &str = "notesd_app";
 
+/// The role retention runs as (see `retention`).
+const RETENTION_ROLE: &str = "notesd_retention";
+
 /// The connection pool of one notesd database.
 #[derive(Debug, Clone)]
 pub(crate) struct Database {
     pool: PgPool,
+    connect: PgConnectOptions,
 }
 
 impl Database {
@@ -77,27 +81,13 @@ impl Database {
                 .context("cannot apply the migrations")?;
             owner.close().await?;
         }
-        let set_role = options
-            .role
-            .as_ref()
-            .map(|role| format!("set role \"{}\"", role.replace('"', "\"\"")));
-        let pool = PgPoolOptions::new()
-            .max_connections(options.max_connections)
+        let pool = pool_options(options.max_connections, options.role.as_deref())
             .acquire_timeout(Duration::from_secs(10))
             // No ping before each use: it is a round trip on every call. A
             // connection that died (a database restart) fails the one call
             // that meets it, and the pool replaces it.
             .test_before_acquire(false)
-            .after_connect(move |conn, _meta| {
-                let set_role = set_role.clone();
-                Box::pin(async move {
-                    if let Some(set_role) = set_role {
-                        sqlx::Executor::execute(conn, set_role.as_str()).await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(connect)
+            .connect_with(connect.clone())
             .await
             .with_context(|| {
                 format!(
@@ -105,12 +95,34 @@ impl Database {
                     redact_url(&options.url)
                 )
             })?;
-        Ok(Self { pool })
+        Ok(Self { pool, connect })
     }
 
     pub(crate) fn pool(&self) -> &PgPool {
         &self.pool
     }
+
+    /// One connection, made when first used, as the retention role.
+    pub(crate) fn retention_pool(&self) -> PgPool {
+        pool_options(1, Some(RETENTION_ROLE)).connect_lazy_with(self.connect.clone())
+    }
+}
+
+/// A pool whose connections switch to `role` (`SET ROLE`) right after
+/// connecting.
+fn pool_options(max_connections: u32, role: Option<&str>) -> PgPoolOptions {
+    let set_role = role.map(|role| format!("set role \"{}\"", role.replace('"', "\"\"")));
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .after_connect(move |conn, _meta| {
+            let set_role = set_role.clone();
+            Box::pin(async move {
+                if let Some(set_role) = set_role {
+                    sqlx::Executor::execute(conn, set_role.as_str()).await?;
+                }
+                Ok(())
+            })
+        })
 }
 
 /// Creates the target database through the server's `postgres` database

@@ -7,8 +7,10 @@ mod gather;
 mod keys;
 mod notes;
 mod reads;
+mod retention;
 mod rows;
 mod subjects;
+mod watch;
 
 pub use batch::BatchSettings;
 pub(crate) use batch::InsertOutcome;
@@ -18,7 +20,11 @@ pub(crate) use gather::BatchObserver;
 pub use keys::ApiKeyStore;
 pub(crate) use keys::{ApiKeyRecord, NewApiKey};
 pub(crate) use notes::NoteStore;
+pub use retention::RetentionSettings;
+pub(crate) use retention::run as run_retention;
 pub(crate) use subjects::SubjectStore;
+pub use watch::WatchSettings;
+pub(crate) use watch::{ChangeFeeds, Watch, WatchEvent};
 
 use sqlx::{PgPool, Postgres, Transaction};
 

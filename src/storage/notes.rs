@@ -5,8 +5,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use sqlx::postgres::PgRow;
 use sqlx::types::Json;
-use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
+use sqlx::{FromRow as _, PgConnection, PgPool, Postgres, QueryBuilder, Row as _};
 use uuid::Uuid;
 
 use super::batch::{AddBatcher, BatchSettings, InsertOutcome};
@@ -14,7 +15,9 @@ use super::begin_for;
 use super::gather::BatchObserver;
 use super::reads::GetBatcher;
 use super::rows::{self, NoteRow, note_columns};
+use super::watch::{ChangeFeeds, Watch};
 use crate::domain::list::{NoteCursor, NoteFilter, Page};
+use crate::domain::watch::{StreamPosition, WatchScope};
 use crate::domain::{
     ChangeKind, DomainError, MemberId, Note, NoteId, RequestKey, Revision, Subject, TenantId,
 };
@@ -35,6 +38,7 @@ pub(crate) struct NoteStore {
     pool: PgPool,
     batcher: AddBatcher,
     reader: GetBatcher,
+    feeds: ChangeFeeds,
 }
 
 impl NoteStore {
@@ -44,12 +48,30 @@ impl NoteStore {
         pool: PgPool,
         batching: BatchSettings,
         observer: Arc<dyn BatchObserver>,
+        feeds: ChangeFeeds,
     ) -> Self {
         Self {
-            batcher: AddBatcher::start(pool.clone(), batching, Arc::clone(&observer)),
+            batcher: AddBatcher::start(
+                pool.clone(),
+                batching,
+                Arc::clone(&observer),
+                feeds.clone(),
+            ),
             reader: GetBatcher::start(pool.clone(), observer),
             pool,
+            feeds,
         }
+    }
+
+    /// A watch of `tenant`'s changes that `scope` may see, right after
+    /// `from` or from now (see `watch`).
+    pub(crate) async fn watch(
+        &self,
+        tenant: TenantId,
+        scope: WatchScope,
+        from: Option<StreamPosition>,
+    ) -> Result<Watch, DomainError> {
+        self.feeds.watch(tenant, scope, from).await
     }
 
     /// Inserts a new note with its first revision and event, and records
@@ -99,6 +121,7 @@ impl NoteStore {
         };
         save(&mut tx, &changed, kind).await?;
         tx.commit().await?;
+        self.feeds.touched(tenant);
         Ok(changed)
     }
 
@@ -171,7 +194,9 @@ impl NoteStore {
 
     /// A page of the notes that match `filter`, newest `occurred_at` first:
     /// those `viewer` may read, or every one when `viewer` is `None` (an
-    /// admin).
+    /// admin); and the position of the change stream that a watch started
+    /// from misses nothing this page could not show (the xmin of the page's
+    /// snapshot: every change the page does not see lies after it).
     pub(crate) async fn list(
         &self,
         tenant: &TenantId,
@@ -179,9 +204,12 @@ impl NoteStore {
         filter: &NoteFilter,
         page_size: usize,
         after: Option<NoteCursor>,
-    ) -> Result<Page<Note, NoteCursor>, DomainError> {
+    ) -> Result<(Page<Note, NoteCursor>, StreamPosition), DomainError> {
+        // The horizon comes from the page's own statement, and the page
+        // sits in a lateral join so that an empty page still has a row.
         let mut query = QueryBuilder::<Postgres>::new(concat!(
-            "select ",
+            "with h as (select pg_snapshot_xmin(pg_current_snapshot())::text::int8 as horizon) ",
+            "select n.*, h.horizon from h left join lateral (select ",
             note_columns!(),
             " from notes where tenant_id = "
         ));
@@ -251,22 +279,30 @@ impl NoteStore {
         }
         query
             .push(" order by occurred_at desc, id desc limit ")
-            .push_bind(page_size as i64 + 1);
+            .push_bind(page_size as i64 + 1)
+            .push(") n on true order by n.occurred_at desc, n.id desc");
 
         let mut tx = begin_for(&self.pool, tenant).await?;
-        let rows: Vec<NoteRow> = query.build_query_as().fetch_all(&mut *tx).await?;
+        let rows: Vec<PgRow> = query.build().fetch_all(&mut *tx).await?;
         tx.commit().await?;
-        let mut notes = rows
-            .into_iter()
-            .map(Note::try_from)
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        const HORIZON_COLUMN: usize = rows::NOTE_COLUMN_COUNT;
+        let mut horizon = 0;
+        let mut notes = Vec::with_capacity(rows.len());
+        for row in &rows {
+            horizon = row.try_get::<i64, _>(HORIZON_COLUMN)?;
+            // The row of an empty page: no note.
+            if row.try_get::<Option<Uuid>, _>(1)?.is_some() {
+                notes.push(Note::try_from(NoteRow::from_row(row)?)?);
+            }
+        }
+        let watch_from = StreamPosition::before(u64::try_from(horizon).unwrap_or(0));
         let next = if notes.len() > page_size {
             notes.truncate(page_size);
             notes.last().map(Note::cursor)
         } else {
             None
         };
-        Ok(Page { items: notes, next })
+        Ok((Page { items: notes, next }, watch_from))
     }
 
     /// A page of a note's revisions, newest first, starting below

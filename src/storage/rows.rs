@@ -64,6 +64,9 @@ macro_rules! note_columns {
 }
 pub(crate) use note_columns;
 
+/// How many columns [`note_columns!`] names.
+pub(crate) const NOTE_COLUMN_COUNT: usize = 28;
+
 /// By position, in the order of [`note_columns!`], not by name: a page of
 /// notes is thousands of columns, and a lookup by name hashes each one.
 /// Unchecked, since the column list and the table's types are fixed here
@@ -110,6 +113,14 @@ pub(super) fn visibility_code(v: Visibility) -> i16 {
     }
 }
 
+pub(super) fn visibility_from_code(code: i16) -> anyhow::Result<Visibility> {
+    Ok(match code {
+        1 => Visibility::Private,
+        2 => Visibility::Team,
+        other => anyhow::bail!("unknown visibility {other} in the database"),
+    })
+}
+
 pub(super) fn edit_policy_code(p: EditPolicy) -> i16 {
     match p {
         EditPolicy::OwnerOnly => 1,
@@ -153,11 +164,7 @@ impl TryFrom<NoteRow> for Note {
             owner: MemberId::from_stored(row.owner_id),
             created_by: MemberId::from_stored(row.created_by),
             updated_by: MemberId::from_stored(row.updated_by),
-            visibility: match row.visibility {
-                1 => Visibility::Private,
-                2 => Visibility::Team,
-                other => anyhow::bail!("unknown visibility {other} in the database"),
-            },
+            visibility: visibility_from_code(row.visibility)?,
             edit_policy: match row.edit_policy {
                 1 => EditPolicy::OwnerOnly,
                 2 => EditPolicy::Team,

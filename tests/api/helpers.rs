@@ -7,7 +7,9 @@ use std::time::Duration;
 use notesd::proto::notes::v1 as pb;
 use notesd::proto::notes::v1::notes_service_client::NotesServiceClient;
 use notesd::startup::{Application, CallLimits, Settings};
-use notesd::{APP_ROLE, ApiKeyStore, BatchSettings, DatabaseOptions};
+use notesd::{
+    APP_ROLE, ApiKeyStore, BatchSettings, DatabaseOptions, RetentionSettings, WatchSettings,
+};
 use notesd::{Authenticator, KeyKind, KeySpec, MemberId, TenantId};
 use sqlx::PgPool;
 use tokio::sync::oneshot;
@@ -555,6 +557,8 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         trusted_proxies: Vec::new(),
         batching: BatchSettings::default(),
         limits: CallLimits::default(),
+        watch: WatchSettings::default(),
+        retention: RetentionSettings::default(),
     };
     configure(&mut settings);
     let app = Application::build(settings).await.expect("notesd builds");

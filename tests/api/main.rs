@@ -27,3 +27,4 @@ mod revisions;
 mod rls;
 mod server;
 mod subjects;
+mod watch;

@@ -285,6 +285,9 @@ async fn every_documented_reason_is_produced() {
         failure(get(&mut proxied, &proxied_note.id).await),
     ));
 
+    // The change stream's refusals and ends.
+    produced.extend(watch_reasons().await);
+
     for (expected, status) in &produced {
         assert_eq!(reason(status), *expected, "ErrorInfo reason of {status:?}");
         assert_eq!(
@@ -344,4 +347,96 @@ fn defined_reasons() -> BTreeSet<&'static str> {
     let edge = edge_reasons();
     assert_eq!(edge.len(), 2, "limits.rs was parsed: {edge:?}");
     reasons.union(&edge).copied().collect()
+}
+
+/// The reasons only WatchNotes gives, each from a server set up to give it.
+async fn watch_reasons() -> Vec<(&'static str, tonic::Status)> {
+    use std::time::Duration;
+
+    async fn watch(
+        client: &mut Client,
+        token: &str,
+    ) -> Result<tonic::Streaming<pb::WatchNotesResponse>, tonic::Status> {
+        client
+            .watch_notes(pb::WatchNotesRequest {
+                resume_token: token.to_owned(),
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+    /// The status that ends `stream`, reading past its changes (within
+    /// 30 s), and the last resume token it gave.
+    async fn end(mut stream: tonic::Streaming<pb::WatchNotesResponse>) -> (tonic::Status, String) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut token = String::new();
+        loop {
+            match tokio::time::timeout_at(deadline, stream.message()).await {
+                Ok(Ok(Some(message))) => token = message.resume_token,
+                Ok(Ok(None)) => panic!("the stream ended without a status"),
+                Ok(Err(status)) => return (status, token),
+                Err(_) => panic!("the stream did not end"),
+            }
+        }
+    }
+
+    let mut produced = Vec::new();
+    let app = spawn_app_with(|s| {
+        s.watch.max_watchers = 1;
+        s.watch.backlog_events = 2;
+        s.retention.events = Duration::from_secs(1);
+        s.retention.interval = Duration::from_millis(200);
+    })
+    .await;
+    let mut alice = app.member("acme", "alice").await;
+    produced.push((
+        "INVALID_WATCH_TOKEN",
+        watch(&mut alice, "not-a-token").await.unwrap_err(),
+    ));
+
+    // A reader that reads nothing while more changes come than its backlog
+    // holds, once the HTTP/2 windows and buffers between them are full
+    // (a few MiB: 8 MiB of notes is more than they hold).
+    let slow = watch(&mut alice, "").await.unwrap();
+    produced.push((
+        "TOO_MANY_WATCHERS",
+        watch(&mut alice, "").await.unwrap_err(),
+    ));
+    let body = "x".repeat(256 * 1024);
+    for _ in 0..32 {
+        add(&mut alice, text_note("customer", "c-1", &body)).await;
+    }
+    let (too_slow, token) = end(slow).await;
+    produced.push(("WATCH_TOO_SLOW", too_slow));
+
+    // The token of a change that retention has deleted (the slow watch's
+    // place may take a moment to come back).
+    loop {
+        let events: i64 = sqlx::query_scalar("select count(*) from note_events")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        if events == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let expired = loop {
+        match watch(&mut alice, &token).await {
+            Err(status) if reason(&status) == "TOO_MANY_WATCHERS" => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            result => break result.unwrap_err(),
+        }
+    };
+    produced.push(("WATCH_TOKEN_EXPIRED", expired));
+
+    // A server that stops ends its watches.
+    let stopping = spawn_app().await;
+    let open = watch(&mut stopping.member("acme", "alice").await, "")
+        .await
+        .unwrap();
+    stopping.stop().await;
+    produced.push(("SHUTTING_DOWN", end(open).await.0));
+    produced
 }

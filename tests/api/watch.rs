@@ -452,7 +452,10 @@ async fn changes_behind_an_open_transaction_arrive_after_it_commits_in_order() {
     // A watch from now may begin with changes committed just before it
     // started (docs/watch.md): here, at most the note's creation.
     while let Some(early) = next_change(&mut stream, Duration::from_millis(300)).await {
-        assert_eq!(seen(&early), (held_note.id.clone(), 1, Kind::Created as i32));
+        assert_eq!(
+            seen(&early),
+            (held_note.id.clone(), 1, Kind::Created as i32)
+        );
     }
 
     // A transaction that changes the note the way notesd does (the row,

@@ -6,16 +6,16 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use chrono::Utc;
 use anyhow::Context as _;
+use chrono::Utc;
 use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 use uuid::Uuid;
 
 use crate::auth::{Authenticator, KeyKind, KeySpec};
 use crate::domain::{MemberId, TenantId};
-use crate::startup::{Application, CallLimits, Settings, shutdown_signal};
 use crate::local_postgres::{self, LocalPostgres, LocalPostgresOptions, PgBinaries};
+use crate::startup::{Application, CallLimits, Settings, shutdown_signal};
 use crate::storage::{
     APP_ROLE, ApiKeyStore, BatchSettings, Database, DatabaseOptions, check_server, redact_url,
 };

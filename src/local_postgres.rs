@@ -84,10 +84,7 @@ impl PgBinaries {
 fn pg_config_bindir() -> Option<PathBuf> {
     let output = Command::new("pg_config").arg("--bindir").output().ok()?;
     let dir = String::from_utf8(output.stdout).ok()?;
-    output
-        .status
-        .success()
-        .then(|| PathBuf::from(dir.trim()))
+    output.status.success().then(|| PathBuf::from(dir.trim()))
 }
 
 /// `/usr/lib/postgresql/<version>/bin`, newest version first.
@@ -98,7 +95,13 @@ fn installed_bin_dirs() -> Vec<PathBuf> {
     let mut versions: Vec<(u32, PathBuf)> = entries
         .filter_map(Result::ok)
         .filter_map(|entry| {
-            let major = entry.file_name().to_str()?.split('.').next()?.parse().ok()?;
+            let major = entry
+                .file_name()
+                .to_str()?
+                .split('.')
+                .next()?
+                .parse()
+                .ok()?;
             Some((major, entry.path().join("bin")))
         })
         .collect();
@@ -183,7 +186,10 @@ impl LocalPostgres {
             .arg("-k")
             .arg(&data_dir)
             .args(["-h", "", "-p", &PORT.to_string()])
-            .args(["-c", &format!("max_connections={}", options.max_connections)])
+            .args([
+                "-c",
+                &format!("max_connections={}", options.max_connections),
+            ])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

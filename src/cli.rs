@@ -215,7 +215,7 @@ enum KeysCommand {
 impl Cli {
     pub async fn run(self) -> anyhow::Result<()> {
         telemetry::init(self.common.log_format);
-        let (database_url, local_server) = database_url(&self.common).await?;
+        let (database_url, local_server) = choose_database(&self.common).await?;
         // Key management works on api_keys as the database owner.
         let database = |migrate: bool| DatabaseOptions {
             url: database_url.clone(),
@@ -250,7 +250,7 @@ impl Cli {
 /// The URL of the database to use, and notesd's own server when that is
 /// where it is: the URL given; else the default address when a server
 /// answers there; else a server notesd runs itself.
-async fn database_url(common: &CommonArgs) -> anyhow::Result<(String, Option<LocalPostgres>)> {
+async fn choose_database(common: &CommonArgs) -> anyhow::Result<(String, Option<LocalPostgres>)> {
     if let Some(url) = &common.database_url {
         return Ok((url.clone(), None));
     }

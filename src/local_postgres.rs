@@ -126,7 +126,8 @@ pub struct LocalPostgresOptions {
 /// The server is stopped when the process that started it exits, however
 /// it exits: a reaper child (`sh`) waits for the end of its standard input,
 /// a pipe only this process holds, then runs `pg_ctl stop`. [`stop`] closes
-/// the pipe and waits for it; a crash or SIGKILL closes it too.
+/// the pipe and waits for it; dropping this value, a crash or SIGKILL
+/// closes it too.
 ///
 /// [`stop`]: LocalPostgres::stop
 #[derive(Debug)]
@@ -426,5 +427,30 @@ fn wait_until_ready(server: &mut Child, data_dir: &Path, log_path: &Path) -> any
             );
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr as _;
+
+    use sqlx::postgres::PgConnectOptions;
+
+    use super::*;
+
+    #[test]
+    fn the_url_reaches_the_socket_in_the_data_directory() {
+        let server = LocalPostgres {
+            data_dir: PathBuf::from("/var/lib/notes d/postgres"),
+            reaper: None,
+        };
+        let options = PgConnectOptions::from_str(&server.url("notesd")).unwrap();
+        assert_eq!(
+            options.get_socket(),
+            Some(Path::new("/var/lib/notes d/postgres").to_path_buf()).as_ref()
+        );
+        assert_eq!(options.get_port(), PORT);
+        assert_eq!(options.get_database(), Some("notesd"));
+        assert_eq!(options.get_username(), "postgres");
     }
 }

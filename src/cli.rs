@@ -3,8 +3,10 @@
 //! variable.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use chrono::Utc;
 use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
@@ -12,15 +14,23 @@ use uuid::Uuid;
 
 use crate::auth::{Authenticator, KeyKind, KeySpec};
 use crate::domain::{MemberId, TenantId};
+use crate::local_postgres::{self, LocalPostgres, LocalPostgresOptions, PgBinaries};
 use crate::startup::{Application, CallLimits, Settings, shutdown_signal};
 use crate::storage::{
     APP_ROLE, ApiKeyStore, BatchSettings, Database, DatabaseOptions, RetentionSettings,
-    WatchSettings,
+    WatchSettings, check_server, redact_url,
 };
 use crate::telemetry::{self, LogFormat};
 
 /// The local Postgres, database `notesd`.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/notesd";
+
+/// How long the server at the default address has to answer before notesd
+/// runs its own.
+const DEFAULT_SERVER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The connection limit of notesd's own server: PostgreSQL's default.
+const LOCAL_MAX_CONNECTIONS: u32 = 100;
 
 /// notesd: a gRPC notes service over PostgreSQL.
 ///
@@ -28,7 +38,9 @@ pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/notes
 /// gRPC (package notes.v1: NotesService and SubjectsService; reflection and
 /// grpc.health.v1 are served too). Calls carry an API key from `notesd keys
 /// create`. Notes persist in PostgreSQL; the database is created if missing
-/// and migrated at start.
+/// and migrated at start. Without a database URL, notesd uses the server at
+/// the default address, or, when none answers there, runs a PostgreSQL of
+/// its own (see --data-dir).
 #[derive(Debug, Parser)]
 #[command(name = "notesd", version, propagate_version = true)]
 pub struct Cli {
@@ -45,9 +57,28 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 struct CommonArgs {
-    /// PostgreSQL URL of the notesd database.
-    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true)]
-    database_url: String,
+    /// PostgreSQL URL of the notesd database. When given, it is the only
+    /// database notesd uses: it never starts one of its own.
+    #[arg(long, env = "DATABASE_URL", global = true)]
+    database_url: Option<String>,
+
+    /// Without --database-url: the database tried first. When no server
+    /// answers there, notesd runs a PostgreSQL of its own in --data-dir.
+    #[arg(long, env = "NOTESD_DEFAULT_DATABASE_URL", default_value = DEFAULT_DATABASE_URL,
+          global = true)]
+    default_database_url: String,
+
+    /// Data directory of notesd's own PostgreSQL, created on first use.
+    /// Default: $XDG_DATA_HOME/notesd/postgres (~/.local/share/notesd/postgres),
+    /// or /var/lib/notesd/postgres for root.
+    #[arg(long, env = "NOTESD_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+
+    /// Directory of the PostgreSQL server binaries (initdb, pg_ctl,
+    /// postgres) for notesd's own server. Default: `pg_config --bindir`,
+    /// else the newest /usr/lib/postgresql/<version>/bin.
+    #[arg(long, env = "NOTESD_POSTGRES_BIN_DIR", global = true)]
+    postgres_bin_dir: Option<PathBuf>,
 
     /// Log format on standard error. The level comes from RUST_LOG.
     #[arg(
@@ -215,36 +246,110 @@ enum KeysCommand {
 impl Cli {
     pub async fn run(self) -> anyhow::Result<()> {
         telemetry::init(self.common.log_format);
+        let (database_url, local_server) = choose_database(&self.common).await?;
         // Key management works on api_keys as the database owner.
         let database = |migrate: bool| DatabaseOptions {
-            url: self.common.database_url.clone(),
+            url: database_url.clone(),
             max_connections: 4,
             create_if_missing: true,
             migrate,
             role: None,
         };
-        match self.command {
-            None => serve(&self.common, self.serve).await,
-            Some(Command::Serve(args)) => serve(&self.common, args).await,
-            Some(Command::Migrate) => {
-                Database::connect(&database(true)).await?;
+        let outcome = match self.command {
+            None => serve(&database_url, self.serve).await,
+            Some(Command::Serve(args)) => serve(&database_url, args).await,
+            Some(Command::Migrate) => Database::connect(&database(true)).await.map(|_| {
                 println!("migrations applied");
-                Ok(())
-            }
-            Some(Command::Keys(command)) => {
-                let db = Database::connect(&database(true)).await?;
-                keys(command, db).await
-            }
+            }),
+            Some(Command::Keys(command)) => match Database::connect(&database(true)).await {
+                Ok(db) => keys(command, db).await,
+                Err(err) => Err(err),
+            },
+        };
+        let Some(server) = local_server else {
+            return outcome;
+        };
+        let started_here = server.started_here();
+        let stopped = tokio::task::spawn_blocking(move || server.stop()).await?;
+        if stopped.is_ok() && started_here {
+            tracing::info!("stopped notesd's own PostgreSQL");
         }
+        outcome.and(stopped)
     }
 }
 
-async fn serve(common: &CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
+/// The URL of the database to use, and notesd's own server when that is
+/// where it is: the URL given; else the default address when a server
+/// answers there; else a server notesd runs itself.
+async fn choose_database(common: &CommonArgs) -> anyhow::Result<(String, Option<LocalPostgres>)> {
+    if let Some(url) = &common.database_url {
+        return Ok((url.clone(), None));
+    }
+    let default_url = &common.default_database_url;
+    let refused = match check_server(default_url, DEFAULT_SERVER_TIMEOUT).await {
+        Ok(()) => return Ok((default_url.clone(), None)),
+        Err(err) => err,
+    };
+    let tried = format!(
+        "no database URL is set and no PostgreSQL answers at {} ({refused})",
+        redact_url(default_url)
+    );
+    let binaries = PgBinaries::find(common.postgres_bin_dir.as_deref()).map_err(|missing| {
+        anyhow::anyhow!(
+            "{tried}, and notesd cannot run one of its own: {missing:#}. Either install \
+             PostgreSQL 14 or newer (its server package, which brings initdb), or set \
+             DATABASE_URL (or --database-url) to a PostgreSQL server notesd can reach"
+        )
+    })?;
+    let options = LocalPostgresOptions {
+        data_dir: match &common.data_dir {
+            Some(dir) => dir.clone(),
+            None => default_data_dir()?,
+        },
+        max_connections: LOCAL_MAX_CONNECTIONS,
+        scratch: false,
+    };
+    let server = tokio::task::spawn_blocking(move || LocalPostgres::start(&binaries, &options))
+        .await?
+        .with_context(|| format!("{tried}, and notesd's own PostgreSQL did not start"))?;
+    let how = if server.started_here() {
+        "started notesd's own PostgreSQL, stopped when notesd stops"
+    } else {
+        "using notesd's own PostgreSQL, already running"
+    };
+    tracing::info!(
+        data_dir = %server.data_dir().display(),
+        "{tried}: {how}, with its data and socket in {} (no TCP port)",
+        server.data_dir().display()
+    );
+    let url = server.url("notesd");
+    Ok((url, Some(server)))
+}
+
+/// `$XDG_DATA_HOME/notesd/postgres`, else `~/.local/share/notesd/postgres`;
+/// for root, `/var/lib/notesd/postgres`, since the server then runs as the
+/// `postgres` user, which may not enter root's home.
+fn default_data_dir() -> anyhow::Result<PathBuf> {
+    if local_postgres::is_root() {
+        return Ok(PathBuf::from("/var/lib/notesd/postgres"));
+    }
+    let absolute = |name: &str| {
+        std::env::var_os(name)
+            .map(PathBuf::from)
+            .filter(|dir| dir.is_absolute())
+    };
+    let data_home = absolute("XDG_DATA_HOME")
+        .or_else(|| absolute("HOME").map(|home| home.join(".local/share")))
+        .context("neither XDG_DATA_HOME nor HOME is set: give --data-dir")?;
+    Ok(data_home.join("notesd/postgres"))
+}
+
+async fn serve(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
     let settings = Settings {
         grpc_addr: args.grpc_addr,
         http_addr: args.http_addr,
         database: DatabaseOptions {
-            url: common.database_url.clone(),
+            url: database_url.to_owned(),
             max_connections: args.db_max_connections,
             create_if_missing: true,
             migrate: !args.no_migrate,

@@ -4,6 +4,8 @@
 //! (Postgres), `service` (use cases), `api` (the application layer in
 //! notes.v1 types), and the edges that call it: `grpc`, `compat` (the
 //! vendor facades, served by `http`), with `auth` deciding who calls.
+//! `local_postgres` runs a PostgreSQL server of notesd's own when no other
+//! is configured.
 
 #![warn(unreachable_pub)]
 
@@ -14,6 +16,7 @@ mod compat;
 mod domain;
 mod grpc;
 mod http;
+pub mod local_postgres;
 mod metrics;
 mod service;
 pub mod startup;

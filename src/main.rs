@@ -1,3 +1,5 @@
+use std::process::ExitCode;
+
 use clap::Parser as _;
 
 /// mimalloc rather than the system allocator: a gRPC call allocates and
@@ -7,6 +9,18 @@ use clap::Parser as _;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    notesd::cli::Cli::parse().run().await
+async fn main() -> ExitCode {
+    match notesd::cli::Cli::parse().run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // The error and its causes on one line; the backtrace only when
+            // asked for with RUST_BACKTRACE.
+            if std::env::var_os("RUST_BACKTRACE").is_some_and(|value| value != "0") {
+                eprintln!("error: {err:?}");
+            } else {
+                eprintln!("error: {err:#}");
+            }
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -125,6 +125,20 @@ fn pool_options(max_connections: u32, role: Option<&str>) -> PgPoolOptions {
         })
 }
 
+/// Fails unless a server answers at `url` and lets us in (as its
+/// `postgres` database, which exists before ours is created), within
+/// `timeout`.
+pub(crate) async fn check_server(url: &str, timeout: Duration) -> anyhow::Result<()> {
+    let options = PgConnectOptions::from_str(url)
+        .context("not a valid postgres URL")?
+        .database("postgres");
+    let connection = tokio::time::timeout(timeout, options.connect())
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within {} s", timeout.as_secs()))??;
+    connection.close().await?;
+    Ok(())
+}
+
 /// Creates the target database through the server's `postgres` database
 /// when it does not exist yet.
 async fn create_database_if_missing(target: &PgConnectOptions) -> anyhow::Result<()> {
@@ -160,7 +174,7 @@ async fn create_database_if_missing(target: &PgConnectOptions) -> anyhow::Result
 
 /// The URL without its password, for messages: neither the one in the
 /// user part nor a `password` (or `sslpassword`) query parameter.
-fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     let Ok(mut parsed) = url::Url::parse(url) else {
         return "(unparseable url)".to_owned();
     };

@@ -14,8 +14,8 @@ mod watch;
 
 pub use batch::BatchSettings;
 pub(crate) use batch::InsertOutcome;
-pub(crate) use database::Database;
 pub use database::{APP_ROLE, DatabaseOptions};
+pub(crate) use database::{Database, check_server, redact_url};
 pub(crate) use gather::BatchObserver;
 pub use keys::ApiKeyStore;
 pub(crate) use keys::{ApiKeyRecord, NewApiKey};

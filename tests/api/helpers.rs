@@ -2,8 +2,11 @@
 //! PostgreSQL database per test, and gRPC clients carrying API keys.
 
 use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::OnceLock;
 use std::time::Duration;
 
+use notesd::local_postgres::{LocalPostgres, LocalPostgresOptions, PgBinaries};
 use notesd::proto::notes::v1 as pb;
 use notesd::proto::notes::v1::notes_service_client::NotesServiceClient;
 use notesd::startup::{Application, CallLimits, Settings};
@@ -19,18 +22,57 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use uuid::Uuid;
 
-/// The server that tests create their databases on. Override with
-/// `NOTESD_TEST_DATABASE_URL` (any database on the server; tests connect to
-/// its `postgres` database to create and drop their own).
+/// The server that tests create their databases on, as a URL of its
+/// `postgres` database (tests connect to it to create and drop their own):
+/// the server of `DATABASE_URL` when it is set; else one private
+/// PostgreSQL for the whole run, started by the first test that asks, in a
+/// temporary data directory that is removed when the test process exits.
 pub fn server_url() -> String {
-    std::env::var("NOTESD_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+    static SERVER: OnceLock<(String, Option<LocalPostgres>)> = OnceLock::new();
+    let (url, _private) = SERVER.get_or_init(|| match std::env::var("DATABASE_URL") {
+        Ok(url) => (url_of(&url, "postgres"), None),
+        Err(_) => {
+            let server = start_private_server();
+            (server.url("postgres"), Some(server))
+        }
+    });
+    url.clone()
+}
+
+/// Each test's notesd has a pool of 8 and the test one more of 10; with
+/// tests running in parallel (one per core) and processes of their own,
+/// PostgreSQL's default of 100 connections is too few.
+const PRIVATE_SERVER_MAX_CONNECTIONS: u32 = 300;
+
+fn start_private_server() -> LocalPostgres {
+    let binaries = PgBinaries::find(
+        std::env::var_os("NOTESD_POSTGRES_BIN_DIR")
+            .as_deref()
+            .map(Path::new),
+    )
+    .unwrap_or_else(|err| {
+        panic!(
+            "the tests need PostgreSQL's server binaries installed, or DATABASE_URL set: {err:#}"
+        )
+    });
+    let options = LocalPostgresOptions {
+        data_dir: std::env::temp_dir().join(format!("notesd-test-{}", std::process::id())),
+        max_connections: PRIVATE_SERVER_MAX_CONNECTIONS,
+        scratch: true,
+    };
+    LocalPostgres::start(&binaries, &options)
+        .unwrap_or_else(|err| panic!("the tests' PostgreSQL does not start: {err:#}"))
+}
+
+/// `url` with its database replaced by `name`.
+fn url_of(url: &str, name: &str) -> String {
+    let mut url = url::Url::parse(url).expect("DATABASE_URL is a URL");
+    url.set_path(&format!("/{name}"));
+    url.to_string()
 }
 
 fn database_url(name: &str) -> String {
-    let mut url = url::Url::parse(&server_url()).expect("NOTESD_TEST_DATABASE_URL is a URL");
-    url.set_path(&format!("/{name}"));
-    url.to_string()
+    url_of(&server_url(), name)
 }
 
 pub type Client = NotesServiceClient<InterceptedService<Channel, Metadata>>;
@@ -717,15 +759,56 @@ struct ProxyState {
     generation: tokio::sync::watch::Sender<u64>,
 }
 
+/// Where the proxy forwards to: the test server's TCP address, or its Unix
+/// socket (the private server has no TCP port).
+#[derive(Clone)]
+enum Upstream {
+    Tcp(String),
+    Unix(std::path::PathBuf),
+}
+
+/// A connection to either kind of upstream.
+trait Connection: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Connection for T {}
+
+impl Upstream {
+    /// As libpq reads a URL: a `host` parameter naming a directory is the
+    /// socket's, `{host}/.s.PGSQL.{port}`.
+    fn of(url: &str) -> Self {
+        let url = url::Url::parse(url).unwrap();
+        let param = |name: &str| {
+            url.query_pairs()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.into_owned())
+        };
+        let port = param("port")
+            .and_then(|port| port.parse().ok())
+            .or(url.port())
+            .unwrap_or(5432u16);
+        match param("host") {
+            Some(dir) if dir.starts_with('/') => {
+                Self::Unix(Path::new(&dir).join(format!(".s.PGSQL.{port}")))
+            }
+            host => Self::Tcp(format!(
+                "{}:{port}",
+                host.as_deref().or(url.host_str()).unwrap_or("127.0.0.1")
+            )),
+        }
+    }
+
+    async fn connect(&self) -> std::io::Result<Box<dyn Connection>> {
+        Ok(match self {
+            Self::Tcp(addr) => Box::new(tokio::net::TcpStream::connect(addr).await?),
+            Self::Unix(path) => Box::new(tokio::net::UnixStream::connect(path).await?),
+        })
+    }
+}
+
 impl DbProxy {
     /// Listens on 127.0.0.1:0 and forwards to the test server's Postgres.
     pub async fn start() -> Self {
-        let target = url::Url::parse(&server_url()).unwrap();
-        let upstream = format!(
-            "{}:{}",
-            target.host_str().unwrap_or("127.0.0.1"),
-            target.port().unwrap_or(5432)
-        );
+        let upstream = Upstream::of(&server_url());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = std::sync::Arc::new(ProxyState::default());
@@ -745,11 +828,11 @@ impl DbProxy {
                 let received = accepting.from_database.clone();
                 tokio::spawn(async move {
                     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-                    let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    let Ok(server) = upstream.connect().await else {
                         return;
                     };
                     let (mut client_reads, mut client_writes) = client.split();
-                    let (mut server_reads, mut server_writes) = server.into_split();
+                    let (mut server_reads, mut server_writes) = tokio::io::split(server);
                     let upstream = tokio::io::copy(&mut client_reads, &mut server_writes);
                     let downstream = async {
                         let mut buffer = vec![0u8; 64 * 1024];
@@ -773,11 +856,21 @@ impl DbProxy {
         Self { addr, state, task }
     }
 
-    /// `url` (a database URL on the test server) with the proxy's address.
+    /// `url` (a database URL on the test server) with the proxy's address
+    /// (and no socket directory, which would take precedence).
     pub fn url_for(&self, url: &str) -> String {
         let mut url = url::Url::parse(url).unwrap();
         url.set_host(Some("127.0.0.1")).unwrap();
         url.set_port(Some(self.addr.port())).unwrap();
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .filter(|(name, _)| !matches!(name.as_ref(), "host" | "port"))
+            .map(|(name, value)| (name.into_owned(), value.into_owned()))
+            .collect();
+        url.set_query(None);
+        if !pairs.is_empty() {
+            url.query_pairs_mut().extend_pairs(pairs);
+        }
         url.to_string()
     }
 

@@ -18,6 +18,7 @@ mod idempotency;
 mod isolation;
 mod keys;
 mod listing;
+mod local_postgres;
 mod network;
 mod notes;
 mod ops;

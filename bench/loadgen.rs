@@ -12,6 +12,8 @@
 //! - `get`: GetNote of random ids from the deterministic set that
 //!   `bench/run` seeds (tenant `bench-get`).
 //! - `list`: ListNotes, page 1 and page 1000 of a large tenant.
+//! - `watch`: WatchNotes streams, optionally with AddNote at a fixed rate:
+//!   the delay from each change to its delivery, and what every watcher got.
 //!
 //! Exit status: 0 when every call was OK (and, for `add`, every created note
 //! was found in the database); 1 otherwise, after printing the figures.
@@ -58,6 +60,8 @@ enum Command {
     Get(GetArgs),
     /// ListNotes page 1 and page 1000.
     List(ListArgs),
+    /// WatchNotes streams, with AddNote at a fixed rate (or none).
+    Watch(WatchArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -143,6 +147,31 @@ struct ListArgs {
     warmup_secs: f64,
 }
 
+#[derive(Debug, Args)]
+struct WatchArgs {
+    #[command(flatten)]
+    target: Target,
+    /// WatchNotes streams held open.
+    #[arg(long, default_value_t = 100)]
+    watchers: usize,
+    /// HTTP/2 connections the streams are spread over (notesd allows 128
+    /// streams a connection).
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// AddNote calls a second, open loop, with `--writer-key`; 0: none.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// The key the writer adds notes with (same tenant as `--key`).
+    #[arg(long)]
+    writer_key: Option<String>,
+    /// Seconds the streams stay open (and the writer writes).
+    #[arg(long, default_value_t = 20.0)]
+    duration_secs: f64,
+    /// Seconds of writing not measured, at the start.
+    #[arg(long, default_value_t = 2.0)]
+    warmup_secs: f64,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -155,6 +184,7 @@ fn main() -> ExitCode {
             Command::Add(args) => add(args).await,
             Command::Get(args) => get(args).await,
             Command::List(args) => list(args).await,
+            Command::Watch(args) => watch(args).await,
         }
     });
     match result {
@@ -177,6 +207,7 @@ fn main() -> ExitCode {
 const ADD_NOTE: &str = "/notes.v1.NotesService/AddNote";
 const GET_NOTE: &str = "/notes.v1.NotesService/GetNote";
 const LIST_NOTES: &str = "/notes.v1.NotesService/ListNotes";
+const WATCH_NOTES: &str = "/notes.v1.NotesService/WatchNotes";
 
 /// A gRPC client on one HTTP/2 connection; clones share the connection.
 #[derive(Clone)]
@@ -738,4 +769,239 @@ async fn list(args: ListArgs) -> anyhow::Result<(Value, bool)> {
     };
     report.insert("p99_ratio_far_to_page1".into(), json!(round3(ratio)));
     Ok((Value::Object(report), errors == 0 && far_full))
+}
+
+/// What one watcher received.
+#[derive(Default)]
+struct WatcherResult {
+    /// Changes (not heartbeats) received.
+    changes: u64,
+    heartbeats: u64,
+    /// Milliseconds from each change's `change_time` to its arrival, for
+    /// changes made in the measured window, in microseconds.
+    delays_us: Vec<u32>,
+    /// How the stream ended before the run did, if it did.
+    ended: Option<String>,
+}
+
+impl Client {
+    /// Opens a WatchNotes stream and reads it until `stop_at`.
+    async fn watch_until(
+        &mut self,
+        request: &pb::WatchNotesRequest,
+        measure_from: chrono::DateTime<chrono::Utc>,
+        stop_at: Instant,
+    ) -> WatcherResult {
+        let mut result = WatcherResult::default();
+        let deadline = tokio::time::Instant::from_std(stop_at);
+        match tokio::time::timeout_at(
+            deadline,
+            self.read_watch(request, measure_from, &mut result),
+        )
+        .await
+        {
+            Ok(Err(end)) => result.ended = Some(end),
+            Ok(Ok(())) => result.ended = Some("EndOfStream".to_owned()),
+            Err(_) => {}
+        }
+        result
+    }
+
+    async fn read_watch(
+        &mut self,
+        request: &pb::WatchNotesRequest,
+        measure_from: chrono::DateTime<chrono::Utc>,
+        result: &mut WatcherResult,
+    ) -> Result<(), String> {
+        let wire = |err: h2::Error| format!("Transport({err})");
+        let len = request.encoded_len();
+        let mut body = BytesMut::with_capacity(5 + len);
+        body.put_u8(0);
+        body.put_u32(len as u32);
+        request.encode(&mut body).map_err(|e| e.to_string())?;
+        let head = Request::post(format!("{}{WATCH_NOTES}", self.base))
+            .header(CONTENT_TYPE, "application/grpc")
+            .header(TE, "trailers")
+            .header("x-api-key", self.key.clone())
+            .body(())
+            .map_err(|e| e.to_string())?;
+        let mut send = self.send.clone().ready().await.map_err(wire)?;
+        let (response, mut stream) = send.send_request(head, false).map_err(wire)?;
+        stream.send_data(body.freeze(), true).map_err(wire)?;
+        let response = response.await.map_err(wire)?;
+        if let Some(status) = response.headers().get("grpc-status") {
+            return grpc_outcome(status).and(Err("NoMessage".to_owned()));
+        }
+        let mut body = response.into_body();
+        let mut buffer = BytesMut::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.map_err(wire)?;
+            let _ = body.flow_control().release_capacity(chunk.len());
+            buffer.extend_from_slice(&chunk);
+            while buffer.len() >= 5 {
+                let len = u32::from_be_bytes([buffer[1], buffer[2], buffer[3], buffer[4]]) as usize;
+                if buffer.len() < 5 + len {
+                    break;
+                }
+                let mut message = buffer.split_to(5 + len).freeze();
+                message.advance(5);
+                let event =
+                    pb::WatchNotesResponse::decode(message).map_err(|_| "BadMessage".to_owned())?;
+                let arrived = chrono::Utc::now();
+                if event.r#type == pb::WatchEventType::Heartbeat as i32 {
+                    result.heartbeats += 1;
+                    continue;
+                }
+                result.changes += 1;
+                if let Some(t) = event.change_time {
+                    let changed = chrono::DateTime::from_timestamp(t.seconds, t.nanos as u32)
+                        .unwrap_or(arrived);
+                    if changed >= measure_from {
+                        let micros = (arrived - changed).num_microseconds().unwrap_or(0).max(0);
+                        result
+                            .delays_us
+                            .push(u32::try_from(micros).unwrap_or(u32::MAX));
+                    }
+                }
+            }
+        }
+        let trailers = body.trailers().await.map_err(wire)?;
+        match trailers.as_ref().and_then(|t| t.get("grpc-status")) {
+            Some(status) => grpc_outcome(status),
+            None => Err("NoStatus".to_owned()),
+        }
+    }
+}
+
+async fn watch(args: WatchArgs) -> anyhow::Result<(Value, bool)> {
+    let clients = clients(&args.target, args.connections).await?;
+    let cpu_start = own_cpu_secs().map(|cpu| (cpu, Instant::now()));
+    let run_start = Instant::now();
+    let stop_at = run_start + Duration::from_secs_f64(args.duration_secs.max(0.0));
+    let measure_from =
+        chrono::Utc::now() + chrono::Duration::milliseconds((args.warmup_secs * 1000.0) as i64);
+    let mut watchers = Vec::new();
+    for i in 0..args.watchers {
+        let mut client = clients[i % clients.len()].clone();
+        watchers.push(tokio::spawn(async move {
+            client
+                .watch_until(&pb::WatchNotesRequest::default(), measure_from, stop_at)
+                .await
+        }));
+    }
+    // Let every stream open before the first change.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut adds_ok = 0u64;
+    let mut add_errors = 0u64;
+    if args.rate > 0.0 {
+        let writer_key = args
+            .writer_key
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("--rate needs --writer-key"))?;
+        let writers = clients_for(&args.target, &writer_key, 2).await?;
+        // Stop writing a little before the streams close, so that every
+        // change has time to arrive.
+        let write_until = stop_at - Duration::from_secs(2).min(stop_at - Instant::now());
+        let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(256));
+        let mut calls = tokio::task::JoinSet::new();
+        let note = template_note();
+        let mut n = 0usize;
+        while Instant::now() < write_until {
+            ticker.tick().await;
+            let permit = Arc::clone(&in_flight).acquire_owned().await?;
+            let mut client = writers[n % writers.len()].clone();
+            n += 1;
+            let request = pb::AddNoteRequest {
+                request_id: Uuid::now_v7().to_string(),
+                note: Some(note.clone()),
+            };
+            calls.spawn(async move {
+                let outcome: Result<pb::AddNoteResponse, String> =
+                    client.unary(ADD_NOTE, &request).await;
+                drop(permit);
+                outcome.is_ok()
+            });
+            while let Some(done) = calls.try_join_next() {
+                if done.unwrap_or(false) {
+                    adds_ok += 1;
+                } else {
+                    add_errors += 1;
+                }
+            }
+        }
+        while let Some(done) = calls.join_next().await {
+            if done.unwrap_or(false) {
+                adds_ok += 1;
+            } else {
+                add_errors += 1;
+            }
+        }
+    }
+
+    let mut delays = Vec::new();
+    let mut received = Vec::new();
+    let mut heartbeats = 0;
+    let mut ended: BTreeMap<String, u64> = BTreeMap::new();
+    for watcher in watchers {
+        let result = watcher.await?;
+        delays.extend_from_slice(&result.delays_us);
+        received.push(result.changes);
+        heartbeats += result.heartbeats;
+        if let Some(end) = result.ended {
+            *ended.entry(end).or_default() += 1;
+        }
+    }
+    let mut figures = serde_json::Map::new();
+    figures.insert("watchers".into(), json!(args.watchers));
+    figures.insert("rate".into(), json!(args.rate));
+    figures.insert("adds_ok".into(), json!(adds_ok));
+    figures.insert("add_errors".into(), json!(add_errors));
+    figures.insert(
+        "changes_min".into(),
+        json!(received.iter().min().copied().unwrap_or(0)),
+    );
+    figures.insert(
+        "changes_max".into(),
+        json!(received.iter().max().copied().unwrap_or(0)),
+    );
+    figures.insert("changes_total".into(), json!(received.iter().sum::<u64>()));
+    figures.insert("heartbeats".into(), json!(heartbeats));
+    figures.insert("ended_early".into(), json!(ended));
+    figures.insert("delay_samples".into(), json!(delays.len()));
+    let mut delay = serde_json::Map::new();
+    for (name, value) in latency_figures(&mut delays) {
+        delay.insert(name.into(), json!(value));
+    }
+    figures.insert("delay".into(), Value::Object(delay));
+    if let (Some((cpu, since)), Some(now)) = (cpu_start, own_cpu_secs()) {
+        figures.insert("loadgen_cpu_secs".into(), json!(round3(now - cpu)));
+        figures.insert(
+            "loadgen_cpu_cores".into(),
+            json!(round3(
+                (now - cpu) / since.elapsed().as_secs_f64().max(1e-9)
+            )),
+        );
+    }
+    // With a writer, every watcher must have got every change it wrote
+    // (the streams start before the first write).
+    let complete = args.rate <= 0.0 || received.iter().all(|&n| n >= adds_ok);
+    figures.insert("every_watcher_got_every_change".into(), json!(complete));
+    let ok = complete && add_errors == 0 && ended.is_empty();
+    Ok((Value::Object(figures), ok))
+}
+
+/// Clients for `target`'s address with another key.
+async fn clients_for(
+    target: &Target,
+    key: &str,
+    connections: usize,
+) -> anyhow::Result<Vec<Client>> {
+    let target = Target {
+        addr: target.addr.clone(),
+        key: key.to_owned(),
+    };
+    clients(&target, connections).await
 }

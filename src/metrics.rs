@@ -14,7 +14,9 @@
 //! - `notesd_add_batch_splits_total`: batches that failed as a whole and
 //!   were written again one add at a time;
 //! - `notesd_get_batch_notes`: reads by id (GetNote) per shared query (its
-//!   `_count` is the number of those queries).
+//!   `_count` is the number of those queries);
+//! - `notesd_watchers`: WatchNotes streams open; `notesd_watch_feeds`:
+//!   tenants with a feed (one outbox reader each) in this process.
 //!
 //! Labels hold no tenant, member or key: a bounded set of method names and
 //! status codes only.
@@ -35,7 +37,7 @@ use prometheus_client::registry::Registry;
 use prost::Message as _;
 use sqlx::PgPool;
 
-use crate::storage::BatchObserver;
+use crate::storage::{BatchObserver, ChangeFeeds};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
@@ -80,8 +82,11 @@ pub(crate) struct Metrics {
     batch_rows: Histogram,
     batch_splits: Counter,
     get_batch_notes: Histogram,
+    watchers: Gauge,
+    watch_feeds: Gauge,
     served: HashSet<String>,
     pool: PgPool,
+    feeds: ChangeFeeds,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -129,7 +134,7 @@ fn method_label(served: &HashSet<String>, path: &str) -> String {
 }
 
 impl Metrics {
-    pub(crate) fn new(pool: PgPool) -> Arc<Self> {
+    pub(crate) fn new(pool: PgPool, feeds: ChangeFeeds) -> Arc<Self> {
         let mut registry = Registry::with_prefix("notesd");
         let calls = Family::<CallLabels, Counter>::default();
         registry.register("grpc_requests", "Finished gRPC calls", calls.clone());
@@ -182,6 +187,14 @@ impl Metrics {
             "Reads of a note by id (GetNote) served per shared query",
             get_batch_notes.clone(),
         );
+        let watchers = Gauge::default();
+        registry.register("watchers", "WatchNotes streams open", watchers.clone());
+        let watch_feeds = Gauge::default();
+        registry.register(
+            "watch_feeds",
+            "Tenants whose outbox this process reads for its watchers",
+            watch_feeds.clone(),
+        );
         Arc::new(Self {
             registry,
             calls,
@@ -192,8 +205,11 @@ impl Metrics {
             batch_rows,
             batch_splits,
             get_batch_notes,
+            watchers,
+            watch_feeds,
             served: served_methods(),
             pool,
+            feeds,
         })
     }
 
@@ -239,6 +255,11 @@ impl Metrics {
         self.pool_connections
             .get_or_create(&PoolLabels { state: "idle" })
             .set(idle);
+        let (watchers, feeds) = self.feeds.counts();
+        self.watchers
+            .set(i64::try_from(watchers).unwrap_or(i64::MAX));
+        self.watch_feeds
+            .set(i64::try_from(feeds).unwrap_or(i64::MAX));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");

@@ -128,8 +128,8 @@ impl Application {
         let authenticator = Authenticator::new(ApiKeyStore::new(pool.clone()));
         let key_watch = authenticator.watch_key_changes(pool.clone());
         let callers = Callers::new(authenticator.clone(), self.trusted_proxies.clone());
-        let metrics = Metrics::new(pool.clone());
         let feeds = ChangeFeeds::start(pool.clone(), self.watch);
+        let metrics = Metrics::new(pool.clone(), feeds.clone());
         let retention = tokio::spawn(run_retention(
             self.database.retention_pool(),
             self.retention,

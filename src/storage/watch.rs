@@ -128,6 +128,12 @@ impl ChangeFeeds {
         Self { inner }
     }
 
+    /// Watches open, and feeds running, in this process (for metrics).
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        let open = self.inner.settings.max_watchers - self.inner.watch_permits.available_permits();
+        (open, lock(&self.inner.feeds).len())
+    }
+
     /// Tells the feeds that `tenant`'s changes committed: this process's
     /// feed looks at once, the other processes' when the announcement
     /// reaches them. Cheap: called after every commit of a change.

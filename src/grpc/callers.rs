@@ -25,6 +25,37 @@ use crate::domain::{DomainError, Principal};
 /// UNIMPLEMENTED with one). Health and reflection stay open.
 const AUTHENTICATED_PREFIX: &str = "/notes.v1.";
 
+/// The change stream's path: its calls keep their credentials (see
+/// [`Credentials`]).
+const WATCH_PATH: &str = "/notes.v1.NotesService/WatchNotes";
+
+/// What authenticated a call, kept in its extensions for a call that stays
+/// open (a watch) so that it can check again that its key still holds: a
+/// watch must end when its key is revoked or expires, not hours later.
+#[derive(Debug, Clone)]
+pub(crate) struct Credentials {
+    callers: Callers,
+    key: Option<String>,
+    actor: Option<String>,
+    headers: HeaderMap,
+    peer: Option<std::net::IpAddr>,
+}
+
+impl Credentials {
+    /// Authenticates the call again (from the key cache, which revocation
+    /// empties: cheap until the key changes).
+    pub(crate) async fn authenticate(&self) -> Result<Principal, DomainError> {
+        self.callers
+            .authenticate(
+                self.key.as_deref(),
+                self.actor.as_deref(),
+                &self.headers,
+                self.peer,
+            )
+            .await
+    }
+}
+
 /// The caller of a call that passed [`AuthenticateLayer`].
 pub(crate) fn principal<T>(request: &Request<T>) -> Result<&Principal, Status> {
     request.extensions().get::<Principal>().ok_or_else(|| {
@@ -117,6 +148,16 @@ where
                 .await;
             match principal {
                 Ok(principal) => {
+                    if request.uri().path() == WATCH_PATH {
+                        let credentials = Credentials {
+                            key: api_key(headers).map(str::to_owned),
+                            actor: text(headers, ACTOR_HEADER).map(str::to_owned),
+                            headers: headers.clone(),
+                            peer,
+                            callers,
+                        };
+                        request.extensions_mut().insert(credentials);
+                    }
                     request.extensions_mut().insert(principal);
                     inner.call(request).await
                 }

@@ -8,7 +8,9 @@ mod status;
 mod subjects;
 
 pub(crate) use callers::AuthenticateLayer;
+
 pub(crate) use limits::CallLimitsLayer;
+use std::time::Duration;
 pub(crate) use subjects::SubjectsGrpc;
 
 use std::pin::Pin;
@@ -43,8 +45,20 @@ impl NotesService for NotesGrpc {
         request: Request<pb::WatchNotesRequest>,
     ) -> Result<Response<Self::WatchNotesStream>, Status> {
         let principal = callers::principal(&request)?;
+        let credentials = request
+            .extensions()
+            .get::<callers::Credentials>()
+            .cloned()
+            .ok_or_else(|| {
+                Status::from(crate::domain::DomainError::Internal(anyhow::anyhow!(
+                    "a watch reached its handler without its credentials"
+                )))
+            })?;
         let stream = self.api.watch_notes(principal, request.get_ref()).await?;
-        Ok(Response::new(Box::pin(stream.map_err(Status::from))))
+        Ok(Response::new(Box::pin(until_unauthenticated(
+            stream.map_err(Status::from),
+            credentials,
+        ))))
     }
 
     async fn add_note(
@@ -113,4 +127,34 @@ impl NotesService for NotesGrpc {
                 .await?,
         ))
     }
+}
+
+/// How often an open watch checks that its key still holds.
+const RECHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// `stream`, ended with the authentication error as soon as its caller's
+/// credentials stop authenticating (a key revoked, expired, rotated past
+/// its grace), checked every `RECHECK_EVERY`.
+fn until_unauthenticated(
+    stream: impl Stream<Item = Result<pb::WatchNotesResponse, Status>> + Send + Unpin + 'static,
+    credentials: callers::Credentials,
+) -> impl Stream<Item = Result<pb::WatchNotesResponse, Status>> + Send + 'static {
+    use futures_util::StreamExt as _;
+    let start = tokio::time::Instant::now() + RECHECK_EVERY;
+    let recheck = tokio::time::interval_at(start, RECHECK_EVERY);
+    futures_util::stream::unfold(Some((stream, recheck, credentials)), |state| async move {
+        let (mut stream, mut recheck, credentials) = state?;
+        loop {
+            tokio::select! {
+                item = stream.next() => {
+                    return item.map(|item| (item, Some((stream, recheck, credentials))));
+                }
+                _ = recheck.tick() => {
+                    if let Err(err) = credentials.authenticate().await {
+                        return Some((Err(Status::from(err)), None));
+                    }
+                }
+            }
+        }
+    })
 }

@@ -580,7 +580,16 @@ impl Watch {
             .subscription
             .as_mut()
             .expect("a live watch has joined its feed");
-        let delivery = tokio::select! {
+        // What is queued goes without a timer: under load, most calls.
+        let queued = match subscription.queue.try_recv() {
+            Ok(delivery) => Some(Some(delivery)),
+            Err(mpsc::error::TryRecvError::Disconnected) => Some(None),
+            Err(mpsc::error::TryRecvError::Empty) => None,
+        };
+        let delivery = if let Some(delivery) = queued {
+            delivery
+        } else {
+            tokio::select! {
             delivery = subscription.queue.recv() => delivery,
             () = tokio::time::sleep_until(heartbeat_at) => {
                 // The feed's position is read before the queue is found
@@ -595,6 +604,7 @@ impl Watch {
                     }
                     Err(mpsc::error::TryRecvError::Disconnected) => None,
                 }
+            }
             }
         };
         match delivery {
@@ -851,6 +861,9 @@ async fn listen(inner: Arc<Inner>) {
             Ok(())
         }
         .await;
+        if inner.closed.load(Ordering::SeqCst) {
+            return;
+        }
         if let Err(err) = result {
             tracing::warn!(error = %err, "lost the change listener; feeds poll until it is back");
         }

@@ -853,3 +853,51 @@ async fn stopping_the_server_ends_its_watches_at_once_with_shutting_down() {
         "the open watch did not hold the shutdown"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_through_a_vendor_facade_is_an_event_like_any_other() {
+    let app = spawn_app().await;
+    let key = app.member_key("acme", "alice").await;
+    let mut stream = watch_all(&mut app.client(&key).await).await;
+
+    let lead = "lead_s6vHFTK1TSRoH6otXOexWDO9jM4xyb1kELHDoU7Fdsp";
+    let request = Auth::Basic(&key).apply(
+        reqwest::Client::new()
+            .post(app.http_url("/api/v1/activity/note/"))
+            .json(&serde_json::json!({"lead_id": lead, "note": "through Close"})),
+    );
+    let (status, created) = json_answer(request).await;
+    assert_eq!(status, 200, "{created}");
+
+    let change = next_change(&mut stream, Duration::from_secs(5))
+        .await
+        .expect("the change");
+    assert_eq!(change.r#type, Kind::Created as i32);
+    let note = change.note.expect("with its note");
+    assert_eq!(body_text(&note), "through Close");
+    assert_eq!(note.subject.unwrap().id, lead);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watch_ends_when_its_key_is_revoked() {
+    let app = spawn_app().await;
+    let (id, key) = app
+        .issue_key("acme", key_spec(member_kind("alice"), &[]))
+        .await;
+    let mut stream = watch_all(&mut app.client(&key).await).await;
+    let output = app.run_notesd(&["keys", "revoke", &id.to_string()]).await;
+    assert!(output.status.success(), "{output:?}");
+    let ended = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("the stream ended without a status"),
+                Err(status) => return status,
+            }
+        }
+    })
+    .await
+    .expect("the watch ends within seconds of the revocation");
+    assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
+    assert_eq!(reason(&ended), "INVALID_API_KEY");
+}

@@ -128,7 +128,7 @@ impl Application {
         let authenticator = Authenticator::new(ApiKeyStore::new(pool.clone()));
         let key_watch = authenticator.watch_key_changes(pool.clone());
         let callers = Callers::new(authenticator.clone(), self.trusted_proxies.clone());
-        let feeds = ChangeFeeds::start(pool.clone(), self.watch);
+        let feeds = ChangeFeeds::start(pool.clone(), self.database.listener_pool(), self.watch);
         let metrics = Metrics::new(pool.clone(), feeds.clone());
         let retention = tokio::spawn(run_retention(
             self.database.retention_pool(),

@@ -31,8 +31,9 @@ const WATCH_PATH: &str = "/notes.v1.NotesService/WatchNotes";
 
 /// What authenticated a call, kept in its extensions for a call that stays
 /// open (a watch) so that it can check again that its key still holds: a
-/// watch must end when its key is revoked or expires, not hours later.
-#[derive(Debug, Clone)]
+/// watch must end when its key is revoked or expires, not hours later. No
+/// `Debug`: it holds the key.
+#[derive(Clone)]
 pub(crate) struct Credentials {
     callers: Callers,
     key: Option<String>,

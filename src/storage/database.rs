@@ -106,6 +106,13 @@ impl Database {
     pub(crate) fn retention_pool(&self) -> PgPool {
         pool_options(1, Some(RETENTION_ROLE)).connect_lazy_with(self.connect.clone())
     }
+
+    /// One connection, made when first used, as the app's role: for a
+    /// listener that holds its connection for good, outside the pool that
+    /// serves calls.
+    pub(crate) fn listener_pool(&self) -> PgPool {
+        pool_options(1, Some(APP_ROLE)).connect_lazy_with(self.connect.clone())
+    }
 }
 
 /// A pool whose connections switch to `role` (`SET ROLE`) right after

@@ -112,8 +112,9 @@ struct Inner {
 
 impl ChangeFeeds {
     /// Starts the announcer and the listener of other processes' writes
-    /// on the current runtime; they run until `close`.
-    pub(crate) fn start(pool: PgPool, settings: WatchSettings) -> Self {
+    /// on the current runtime; they run until `close`. The listener holds
+    /// a connection of `listener_pool` for good.
+    pub(crate) fn start(pool: PgPool, listener_pool: PgPool, settings: WatchSettings) -> Self {
         let inner = Arc::new(Inner {
             pool,
             settings,
@@ -124,7 +125,7 @@ impl ChangeFeeds {
             closed: AtomicBool::new(false),
         });
         tokio::spawn(announce(Arc::clone(&inner)));
-        tokio::spawn(listen(Arc::clone(&inner)));
+        tokio::spawn(listen(Arc::clone(&inner), listener_pool));
         Self { inner }
     }
 
@@ -836,13 +837,13 @@ fn announcements(tenants: &[TenantId]) -> Vec<String> {
 
 /// Listens for other processes' announcements and wakes the feeds they
 /// name; after every (re)connection, wakes them all.
-async fn listen(inner: Arc<Inner>) {
+async fn listen(inner: Arc<Inner>, pool: PgPool) {
     let feeds = ChangeFeeds {
         inner: Arc::clone(&inner),
     };
     while !inner.closed.load(Ordering::SeqCst) {
         let result: Result<(), sqlx::Error> = async {
-            let mut listener = PgListener::connect_with(&inner.pool).await?;
+            let mut listener = PgListener::connect_with(&pool).await?;
             listener.listen(CHANGES_CHANNEL).await?;
             feeds.wake_all();
             while let Some(notification) = listener.try_recv().await? {

@@ -278,23 +278,7 @@ impl Client {
         request: &impl Message,
     ) -> Result<Rsp, String> {
         let wire = |err: h2::Error| format!("Transport({err})");
-        // A gRPC message: uncompressed flag, big-endian length, protobuf.
-        let len = request.encoded_len();
-        let mut body = BytesMut::with_capacity(5 + len);
-        body.put_u8(0);
-        body.put_u32(len as u32);
-        request.encode(&mut body).map_err(|e| e.to_string())?;
-        let head = Request::post(format!("{}{path}", self.base))
-            .header(CONTENT_TYPE, "application/grpc")
-            .header(TE, "trailers")
-            .header("x-api-key", self.key.clone())
-            .body(())
-            .map_err(|e| e.to_string())?;
-
-        let mut send = self.send.clone().ready().await.map_err(wire)?;
-        let (response, mut stream) = send.send_request(head, false).map_err(wire)?;
-        stream.send_data(body.freeze(), true).map_err(wire)?;
-        let response = response.await.map_err(wire)?;
+        let response = self.open(path, request).await?;
         if response.status() != http::StatusCode::OK {
             return Err(format!("Http{}", response.status().as_u16()));
         }
@@ -321,6 +305,32 @@ impl Client {
         let mut message = message.freeze();
         message.advance(5);
         Rsp::decode(message).map_err(|_| "BadMessage".to_owned())
+    }
+
+    /// Sends one request message on a new stream; the response's head.
+    async fn open(
+        &mut self,
+        path: &str,
+        request: &impl Message,
+    ) -> Result<http::Response<h2::RecvStream>, String> {
+        let wire = |err: h2::Error| format!("Transport({err})");
+        // A gRPC message: uncompressed flag, big-endian length, protobuf.
+        let len = request.encoded_len();
+        let mut body = BytesMut::with_capacity(5 + len);
+        body.put_u8(0);
+        body.put_u32(len as u32);
+        request.encode(&mut body).map_err(|e| e.to_string())?;
+        let head = Request::post(format!("{}{path}", self.base))
+            .header(CONTENT_TYPE, "application/grpc")
+            .header(TE, "trailers")
+            .header("x-api-key", self.key.clone())
+            .body(())
+            .map_err(|e| e.to_string())?;
+
+        let mut send = self.send.clone().ready().await.map_err(wire)?;
+        let (response, mut stream) = send.send_request(head, false).map_err(wire)?;
+        stream.send_data(body.freeze(), true).map_err(wire)?;
+        response.await.map_err(wire)
     }
 }
 
@@ -818,21 +828,7 @@ impl Client {
         result: &mut WatcherResult,
     ) -> Result<(), String> {
         let wire = |err: h2::Error| format!("Transport({err})");
-        let len = request.encoded_len();
-        let mut body = BytesMut::with_capacity(5 + len);
-        body.put_u8(0);
-        body.put_u32(len as u32);
-        request.encode(&mut body).map_err(|e| e.to_string())?;
-        let head = Request::post(format!("{}{WATCH_NOTES}", self.base))
-            .header(CONTENT_TYPE, "application/grpc")
-            .header(TE, "trailers")
-            .header("x-api-key", self.key.clone())
-            .body(())
-            .map_err(|e| e.to_string())?;
-        let mut send = self.send.clone().ready().await.map_err(wire)?;
-        let (response, mut stream) = send.send_request(head, false).map_err(wire)?;
-        stream.send_data(body.freeze(), true).map_err(wire)?;
-        let response = response.await.map_err(wire)?;
+        let response = self.open(WATCH_NOTES, request).await?;
         if let Some(status) = response.headers().get("grpc-status") {
             return grpc_outcome(status).and(Err("NoMessage".to_owned()));
         }

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::domain::body::Body;
 use crate::domain::list::{NoteFilter, TimeRange};
+use crate::domain::watch::WatchFilter;
 use crate::domain::{
     Action, Attachment, ChangeKind, DomainError, EditPolicy, MemberId, Note, NoteDraft, NoteId,
     NotePatch, Principal, RequestKey, Revision, Source, Subject, Visibility, check_list_len,
@@ -394,26 +395,49 @@ fn parse_range(field: &str, range: Option<&pb::TimeRange>) -> Result<TimeRange, 
 }
 
 pub(crate) fn parse_list_filter(request: &pb::ListNotesRequest) -> Result<NoteFilter, DomainError> {
+    let WatchFilter {
+        subject,
+        subject_type,
+        related_subject,
+        owner,
+    } = parse_scope_filter(
+        request.subject.as_ref(),
+        &request.subject_type,
+        request.related_subject.as_ref(),
+        &request.owner_id,
+    )?;
     Ok(NoteFilter {
-        subject: request
-            .subject
-            .as_ref()
-            .map(|s| parse_subject("subject", Some(s)))
-            .transpose()?,
-        subject_type: (!request.subject_type.is_empty())
-            .then(|| Subject::parse_kind("subject_type", &request.subject_type))
-            .transpose()?,
-        related_subject: request
-            .related_subject
-            .as_ref()
-            .map(|s| parse_subject("related_subject", Some(s)))
-            .transpose()?,
+        subject,
+        subject_type,
+        related_subject,
         about: None,
-        owner: parse_owner("owner_id", &request.owner_id)?,
+        owner,
         pinned: request.pinned,
         occurred: parse_range("occur_time_range", request.occur_time_range.as_ref())?,
         created: parse_range("create_time_range", request.create_time_range.as_ref())?,
         show_deleted: request.show_deleted,
+    })
+}
+
+/// The filters ListNotes and WatchNotes share (the fields of the same names
+/// in both requests): what a note is about and who owns it.
+pub(crate) fn parse_scope_filter(
+    subject: Option<&pb::Subject>,
+    subject_type: &str,
+    related_subject: Option<&pb::Subject>,
+    owner_id: &str,
+) -> Result<WatchFilter, DomainError> {
+    Ok(WatchFilter {
+        subject: subject
+            .map(|s| parse_subject("subject", Some(s)))
+            .transpose()?,
+        subject_type: (!subject_type.is_empty())
+            .then(|| Subject::parse_kind("subject_type", subject_type))
+            .transpose()?,
+        related_subject: related_subject
+            .map(|s| parse_subject("related_subject", Some(s)))
+            .transpose()?,
+        owner: parse_owner("owner_id", owner_id)?,
     })
 }
 

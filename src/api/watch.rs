@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::convert;
 use crate::domain::watch::{Change, StreamPosition, WatchFilter};
-use crate::domain::{ChangeKind, DomainError, Subject};
+use crate::domain::{ChangeKind, DomainError};
 use crate::proto::notes::v1 as pb;
 use crate::storage::WatchEvent;
 
@@ -43,22 +43,12 @@ pub(crate) fn decode_token(token: &str) -> Result<Option<StreamPosition>, Domain
 }
 
 pub(crate) fn parse_filter(request: &pb::WatchNotesRequest) -> Result<WatchFilter, DomainError> {
-    Ok(WatchFilter {
-        subject: request
-            .subject
-            .as_ref()
-            .map(|s| convert::parse_subject("subject", Some(s)))
-            .transpose()?,
-        subject_type: (!request.subject_type.is_empty())
-            .then(|| Subject::parse_kind("subject_type", &request.subject_type))
-            .transpose()?,
-        related_subject: request
-            .related_subject
-            .as_ref()
-            .map(|s| convert::parse_subject("related_subject", Some(s)))
-            .transpose()?,
-        owner: convert::parse_owner("owner_id", &request.owner_id)?,
-    })
+    convert::parse_scope_filter(
+        request.subject.as_ref(),
+        &request.subject_type,
+        request.related_subject.as_ref(),
+        &request.owner_id,
+    )
 }
 
 /// One event as the stream sends it.

@@ -24,6 +24,14 @@ use crate::domain::{
 
 const SAVE_NOTE: &str = include_str!("sql/save_note.sql");
 
+/// A null for each of the [`note_columns!`], with a trailing comma: the
+/// note columns of ListNotes' horizon row.
+macro_rules! horizon_row_nulls {
+    () => {
+        "null, null, null, null, null, null, null, null, null, null, null, null, null, null, null, null, null, null, null, null, null, null, null, null, null, null, null, null,"
+    };
+}
+
 /// A `note_revisions` row: revision, change kind, actor, time, snapshot.
 type RevisionRow = (
     i64,
@@ -205,13 +213,14 @@ impl NoteStore {
         page_size: usize,
         after: Option<NoteCursor>,
     ) -> Result<(Page<Note, NoteCursor>, StreamPosition), DomainError> {
-        // The horizon comes from the page's own statement, and the page
-        // sits in a lateral join so that an empty page still has a row.
+        // The horizon comes from the page's own statement (its snapshot):
+        // one row after the notes, all nulls but the horizon, so that an
+        // empty page has it too. (A lateral join around the page did the
+        // same, and cost a sixth of the database's ListNotes throughput.)
         let mut query = QueryBuilder::<Postgres>::new(concat!(
-            "with h as (select pg_snapshot_xmin(pg_current_snapshot())::text::int8 as horizon) ",
-            "select n.*, h.horizon from h left join lateral (select ",
+            "(select ",
             note_columns!(),
-            " from notes where tenant_id = "
+            ", null::int8 from notes where tenant_id = "
         ));
         query.push_bind(tenant.as_str());
         if let Some(subject) = &filter.subject {
@@ -280,7 +289,11 @@ impl NoteStore {
         query
             .push(" order by occurred_at desc, id desc limit ")
             .push_bind(page_size as i64 + 1)
-            .push(") n on true order by n.occurred_at desc, n.id desc");
+            .push(concat!(
+                ") union all select ",
+                horizon_row_nulls!(),
+                " pg_snapshot_xmin(pg_current_snapshot())::text::int8"
+            ));
 
         let mut tx = begin_for(&self.pool, tenant).await?;
         let rows: Vec<PgRow> = query.build().fetch_all(&mut *tx).await?;
@@ -289,10 +302,11 @@ impl NoteStore {
         let mut horizon = 0;
         let mut notes = Vec::with_capacity(rows.len());
         for row in &rows {
-            horizon = row.try_get::<i64, _>(HORIZON_COLUMN)?;
-            // The row of an empty page: no note.
+            // The horizon's row has no note.
             if row.try_get::<Option<Uuid>, _>(1)?.is_some() {
                 notes.push(Note::try_from(NoteRow::from_row(row)?)?);
+            } else {
+                horizon = row.try_get::<i64, _>(HORIZON_COLUMN)?;
             }
         }
         let watch_from = StreamPosition::before(u64::try_from(horizon).unwrap_or(0));

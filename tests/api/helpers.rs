@@ -926,6 +926,24 @@ pub struct NotesdProcess {
     pub grpc_addr: String,
 }
 
+/// Sends SIGTERM to `child` and waits for it to exit, for at most `within`.
+pub async fn sigterm(
+    child: &mut tokio::process::Child,
+    within: Duration,
+) -> std::process::ExitStatus {
+    let pid = child.id().expect("running").to_string();
+    let killed = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+    tokio::time::timeout(within, child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("notesd exits within {within:?} of SIGTERM"))
+        .unwrap()
+}
+
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

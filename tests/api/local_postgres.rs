@@ -101,17 +101,7 @@ async fn logs(child: &mut Child) -> String {
 
 /// Sends SIGTERM, waits for a clean exit, and returns the logs.
 async fn terminate(mut child: Child) -> String {
-    let pid = child.id().expect("running").to_string();
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .unwrap();
-    assert!(killed.success());
-    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
-        .await
-        .expect("notesd exits within 60 s of SIGTERM")
-        .unwrap();
+    let status = sigterm(&mut child, Duration::from_secs(60)).await;
     let logs = logs(&mut child).await;
     assert!(status.success(), "notesd exited with {status}: {logs}");
     logs

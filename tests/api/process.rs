@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt as _;
-use tokio::process::Command;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -42,17 +41,7 @@ async fn sigterm_stops_the_server_cleanly_and_logs_hold_no_keys_or_bodies() {
     let note = add(&mut client, text_note("customer", "1", secret_body)).await;
     assert_eq!(body_text(&note), secret_body);
 
-    let pid = server.id().expect("running").to_string();
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .unwrap();
-    assert!(killed.success());
-    let status = tokio::time::timeout(Duration::from_secs(30), server.wait())
-        .await
-        .expect("notesd exits within 30 s of SIGTERM")
-        .unwrap();
+    let status = sigterm(&mut server, Duration::from_secs(30)).await;
     assert!(status.success(), "notesd exited with {status}");
 
     let mut logs = String::new();

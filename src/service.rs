@@ -7,12 +7,15 @@ use chrono::{DateTime, SubsecRound as _, Utc};
 use uuid::Uuid;
 
 use crate::domain::list::{NoteCursor, NoteFilter, Page};
+use crate::domain::search::{SearchCursor, SearchOrder, SearchPage, SearchQuery};
 use crate::domain::watch::{StreamPosition, WatchFilter, WatchScope};
 use crate::domain::{
     ChangeKind, DomainError, MemberId, Note, NoteDraft, NoteId, NotePatch, Principal, RequestKey,
     Revision, Subject, SubjectRegistration, access,
 };
-use crate::storage::{InsertOutcome, NoteStore, SubjectStore, Watch};
+use crate::storage::{
+    InsertOutcome, NewNote, NoteStore, PurgeTarget, Purged, Search, SubjectStore, Watch,
+};
 
 #[derive(Debug, Clone)]
 pub(crate) struct Notes {
@@ -39,45 +42,46 @@ impl Notes {
         draft: NoteDraft,
         request: Option<RequestKey>,
     ) -> Result<Note, DomainError> {
-        let owner = draft.owner.unwrap_or_else(|| principal.member.clone());
-        access::ensure_may_create_for(principal, &owner)?;
+        let add = new_note(principal, draft, request, now())?;
+        added(principal, self.store.insert(add).await?)
+    }
+
+    /// Creates several notes, all or none, in one transaction (see
+    /// `NoteStore::insert_all`); the error of the first refused one names
+    /// its index.
+    pub(crate) async fn add_notes(
+        &self,
+        principal: &Principal,
+        drafts: Vec<(NoteDraft, Option<RequestKey>)>,
+    ) -> Result<Vec<Note>, DomainError> {
         let now = now();
-        let note = Note {
-            tenant: principal.tenant.clone(),
-            id: NoteId(Uuid::now_v7()),
-            subject: draft.subject,
-            related_subjects: draft.related_subjects,
-            owner,
-            created_by: principal.member.clone(),
-            updated_by: principal.member.clone(),
-            visibility: draft.visibility,
-            edit_policy: draft.edit_policy,
-            body: draft.body,
-            title: draft.title,
-            mentions: draft.mentions,
-            actions: draft.actions,
-            attachments: draft.attachments,
-            pinned: draft.pinned,
-            pinned_at: draft.pinned.then_some(now),
-            occurred_at: draft.occurred_at.map_or(now, |t| t.trunc_subsecs(6)),
-            created_at: now,
-            updated_at: now,
-            edited_at: None,
-            deleted_at: None,
-            draft: draft.draft,
-            source: draft.source,
-            client_reference: draft.client_reference,
-            revision: 1,
-        };
-        let any_subject = access::may_add_notes_to_any_subject(principal);
-        match self.store.insert(note, request, any_subject).await? {
-            InsertOutcome::Created(note) => Ok(note),
-            // The first call's note, as it is now: if it has since been
-            // handed to someone else and hidden, the retry cannot see it.
-            InsertOutcome::Replayed(note) if access::can_read(principal, &note) => Ok(note),
-            InsertOutcome::Replayed(_) => Err(DomainError::NoteNotFound),
-            InsertOutcome::RequestConflict => Err(DomainError::RequestIdConflict),
-        }
+        let adds = drafts
+            .into_iter()
+            .enumerate()
+            .map(|(index, (draft, request))| {
+                new_note(principal, draft, request, now).map_err(|e| e.in_batch("requests", index))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.store
+            .insert_all(&principal.tenant, adds, |note| {
+                access::can_read(principal, note)
+            })
+            .await
+    }
+
+    /// Creates each of several notes that can be created, through the
+    /// write batcher (they share its batches); each gets its own outcome.
+    pub(crate) async fn add_each_note(
+        &self,
+        principal: &Principal,
+        drafts: Vec<(NoteDraft, Option<RequestKey>)>,
+    ) -> Vec<Result<Note, DomainError>> {
+        let now = now();
+        futures_util::future::join_all(drafts.into_iter().map(|(draft, request)| async move {
+            let add = new_note(principal, draft, request, now)?;
+            added(principal, self.store.insert(add).await?)
+        }))
+        .await
     }
 
     pub(crate) async fn get_note(
@@ -153,26 +157,108 @@ impl Notes {
         delete: bool,
     ) -> Result<Note, DomainError> {
         self.store
-            .modify(&principal.tenant, id, |mut note| {
-                check_writable(principal, &note, etag)?;
-                match (delete, note.deleted_at.is_some()) {
-                    (true, true) => return Err(DomainError::NoteDeleted),
-                    (false, false) => return Err(DomainError::NoteNotDeleted),
-                    _ => {}
-                }
-                let now = now();
-                note.deleted_at = delete.then_some(now);
-                note.updated_by = principal.member.clone();
-                note.updated_at = now;
-                note.revision += 1;
-                let kind = if delete {
-                    ChangeKind::Deleted
-                } else {
-                    ChangeKind::Undeleted
-                };
-                Ok(Some((note, kind)))
+            .modify(&principal.tenant, id, |note| {
+                deletion(principal, note, etag, delete).map(Some)
             })
             .await
+    }
+
+    /// Soft-deletes several notes, all or none, each as `delete_note`
+    /// would; the first failure names its index.
+    pub(crate) async fn delete_notes(
+        &self,
+        principal: &Principal,
+        requests: &[(NoteId, Option<String>)],
+    ) -> Result<Vec<Note>, DomainError> {
+        let ids: Vec<NoteId> = requests.iter().map(|(id, _)| *id).collect();
+        self.store
+            .modify_all(&principal.tenant, &ids, |index, note| {
+                let note = note.ok_or(DomainError::NoteNotFound)?;
+                deletion(principal, note, requests[index].1.as_deref(), true)
+            })
+            .await
+    }
+
+    /// Notes by id, in the order of `ids`, all or none: an id the caller
+    /// cannot read fails the call as NOT_FOUND, named by its index.
+    pub(crate) async fn get_notes(
+        &self,
+        principal: &Principal,
+        ids: &[NoteId],
+        budget_bytes: usize,
+    ) -> Result<Vec<Note>, DomainError> {
+        let mut found = self
+            .store
+            .get_many(&principal.tenant, ids, budget_bytes)
+            .await?;
+        let mut wanted: HashMap<NoteId, usize> = HashMap::new();
+        for id in ids {
+            *wanted.entry(*id).or_default() += 1;
+        }
+        ids.iter()
+            .enumerate()
+            .map(|(index, id)| {
+                let readable = found
+                    .get(id)
+                    .is_some_and(|note| access::can_read(principal, note));
+                if !readable {
+                    return Err(DomainError::NoteNotFound.in_batch("ids", index));
+                }
+                let left = wanted.get_mut(id).expect("counted above");
+                *left -= 1;
+                Ok(if *left == 0 {
+                    found.remove(id).expect("checked above")
+                } else {
+                    found[id].clone()
+                })
+            })
+            .collect()
+    }
+
+    /// A page of the notes the caller may read that match `query`.
+    pub(crate) async fn search_notes(
+        &self,
+        principal: &Principal,
+        filter: &NoteFilter,
+        query: &SearchQuery,
+        order: SearchOrder,
+        page_size: usize,
+        after: Option<SearchCursor>,
+    ) -> Result<SearchPage, DomainError> {
+        self.store
+            .search(&Search {
+                tenant: &principal.tenant,
+                viewer: (!principal.is_admin()).then_some(&principal.member),
+                filter,
+                query,
+                order,
+                page_size,
+                after,
+            })
+            .await
+    }
+
+    /// Erases notes for good; admin keys only.
+    pub(crate) async fn purge_notes(
+        &self,
+        principal: &Principal,
+        target: &PurgeTarget,
+    ) -> Result<Purged, DomainError> {
+        if !principal.is_admin() {
+            return Err(DomainError::AdminKeyRequired);
+        }
+        let purged = self
+            .store
+            .purge(&principal.tenant, &principal.member, target)
+            .await?;
+        tracing::info!(
+            tenant = %principal.tenant,
+            purge_id = %purged.id,
+            notes = purged.notes,
+            revisions = purged.revisions,
+            "notes purged"
+        );
+        Ok(purged)
     }
 
     /// A page of the notes the caller may read, and the stream position a
@@ -257,6 +343,88 @@ impl Notes {
             .revisions(&principal.tenant, id, page_size, before_revision)
             .await
     }
+}
+
+/// The note a draft becomes when `principal` adds it at `now`.
+fn new_note(
+    principal: &Principal,
+    draft: NoteDraft,
+    request: Option<RequestKey>,
+    now: DateTime<Utc>,
+) -> Result<NewNote, DomainError> {
+    let owner = draft.owner.unwrap_or_else(|| principal.member.clone());
+    access::ensure_may_create_for(principal, &owner)?;
+    let note = Note {
+        tenant: principal.tenant.clone(),
+        id: NoteId(Uuid::now_v7()),
+        subject: draft.subject,
+        related_subjects: draft.related_subjects,
+        owner,
+        created_by: principal.member.clone(),
+        updated_by: principal.member.clone(),
+        visibility: draft.visibility,
+        edit_policy: draft.edit_policy,
+        body: draft.body,
+        title: draft.title,
+        mentions: draft.mentions,
+        actions: draft.actions,
+        attachments: draft.attachments,
+        pinned: draft.pinned,
+        pinned_at: draft.pinned.then_some(now),
+        occurred_at: draft.occurred_at.map_or(now, |t| t.trunc_subsecs(6)),
+        created_at: now,
+        updated_at: now,
+        edited_at: None,
+        deleted_at: None,
+        draft: draft.draft,
+        source: draft.source,
+        client_reference: draft.client_reference,
+        revision: 1,
+    };
+    Ok(NewNote {
+        note,
+        request,
+        any_subject: access::may_add_notes_to_any_subject(principal),
+    })
+}
+
+/// What an add answers.
+fn added(principal: &Principal, outcome: InsertOutcome) -> Result<Note, DomainError> {
+    match outcome {
+        InsertOutcome::Created(note) => Ok(note),
+        // The first call's note, as it is now: if it has since been
+        // handed to someone else and hidden, the retry cannot see it.
+        InsertOutcome::Replayed(note) if access::can_read(principal, &note) => Ok(note),
+        InsertOutcome::Replayed(_) => Err(DomainError::NoteNotFound),
+        InsertOutcome::RequestConflict => Err(DomainError::RequestIdConflict),
+    }
+}
+
+/// The note deleted (or restored) by `principal`, after the checks of
+/// DeleteNote (UndeleteNote).
+fn deletion(
+    principal: &Principal,
+    mut note: Note,
+    etag: Option<&str>,
+    delete: bool,
+) -> Result<(Note, ChangeKind), DomainError> {
+    check_writable(principal, &note, etag)?;
+    match (delete, note.deleted_at.is_some()) {
+        (true, true) => return Err(DomainError::NoteDeleted),
+        (false, false) => return Err(DomainError::NoteNotDeleted),
+        _ => {}
+    }
+    let now = now();
+    note.deleted_at = delete.then_some(now);
+    note.updated_by = principal.member.clone();
+    note.updated_at = now;
+    note.revision += 1;
+    let kind = if delete {
+        ChangeKind::Deleted
+    } else {
+        ChangeKind::Undeleted
+    };
+    Ok((note, kind))
 }
 
 /// The checks every change makes, in the order a caller can act on them:

@@ -377,7 +377,10 @@ fn implied_mask(note: &pb::Note) -> Vec<NoteField> {
         .collect()
 }
 
-fn parse_range(field: &str, range: Option<&pb::TimeRange>) -> Result<TimeRange, DomainError> {
+pub(crate) fn parse_range(
+    field: &str,
+    range: Option<&pb::TimeRange>,
+) -> Result<TimeRange, DomainError> {
     let Some(range) = range else {
         return Ok(TimeRange::default());
     };

@@ -4,8 +4,10 @@
 //! budget; errors leave it as [`DomainError`]s, which each edge renders by
 //! their [`ErrorKind`](crate::domain::ErrorKind).
 
+mod batch;
 pub(crate) mod convert;
 mod page_token;
+mod search;
 mod watch;
 
 pub(crate) use convert::{NoteField, update_of};
@@ -16,7 +18,7 @@ use std::pin::Pin;
 use futures_util::Stream;
 
 use crate::domain::list::{self, NoteCursor, NoteFilter};
-use crate::domain::{DomainError, Note, NoteId, Principal};
+use crate::domain::{DomainError, ErrorKind, Note, NoteId, Principal};
 use crate::proto::notes::v1 as pb;
 use crate::service::Notes;
 
@@ -247,6 +249,190 @@ impl NotesApi {
                 .map(|revision| page_token::encode_revisions(id, revision))
                 .unwrap_or_default(),
         })
+    }
+}
+
+impl NotesApi {
+    pub(crate) async fn search_notes(
+        &self,
+        principal: &Principal,
+        request: &pb::SearchNotesRequest,
+    ) -> Result<pb::SearchNotesResponse, DomainError> {
+        let search::SearchRequest {
+            filter,
+            query,
+            order,
+            page_size,
+        } = search::parse_request(request)?;
+        let after = page_token::decode_search(&filter, &query, order, &request.page_token)?;
+        let page = self
+            .notes
+            .search_notes(principal, &filter, &query, order, page_size, after)
+            .await?;
+        let cursors: Vec<_> = (0..page.hits.len()).map(|i| page.cursor_after(i)).collect();
+        let mut hits: Vec<pb::SearchHit> = page
+            .hits
+            .into_iter()
+            .map(|hit| pb::SearchHit {
+                snippet: search::render_snippet(&hit.snippet),
+                score: hit.score,
+                note: Some(convert::note_to_proto(hit.note)),
+            })
+            .collect();
+        // The response budget cuts a page of large notes short, as in
+        // ListNotes.
+        let fitting = count_within_budget(&hits);
+        let next = if fitting < hits.len() {
+            hits.truncate(fitting);
+            cursors.get(fitting - 1).copied()
+        } else if page.more {
+            cursors.last().copied()
+        } else {
+            None
+        };
+        let next = next
+            .map(|cursor| page_token::encode_search(&filter, &query, order, &cursor))
+            .unwrap_or_default();
+        Ok(pb::SearchNotesResponse {
+            hits,
+            next_page_token: next,
+        })
+    }
+
+    pub(crate) async fn batch_get_notes(
+        &self,
+        principal: &Principal,
+        request: &pb::BatchGetNotesRequest,
+    ) -> Result<pb::BatchGetNotesResponse, DomainError> {
+        let ids = batch::parse_ids("ids", &request.ids)?;
+        let notes = self
+            .notes
+            .get_notes(principal, &ids, RESPONSE_BUDGET_BYTES)
+            .await?;
+        Ok(pb::BatchGetNotesResponse {
+            notes: notes.into_iter().map(convert::note_to_proto).collect(),
+        })
+    }
+
+    pub(crate) async fn batch_add_notes(
+        &self,
+        principal: &Principal,
+        request: &pb::BatchAddNotesRequest,
+    ) -> Result<pb::BatchAddNotesResponse, DomainError> {
+        let html: usize = request
+            .requests
+            .iter()
+            .map(|add| html_len(add.note.as_ref()))
+            .sum();
+        let parsed = if html >= BLOCKING_HTML_BYTES {
+            let (principal, request) = (principal.clone(), request.clone());
+            blocking(move || batch::parse_adds(&principal, &request)).await?
+        } else {
+            batch::parse_adds(principal, request)?
+        };
+        if !request.partial_success {
+            let drafts = parsed
+                .into_iter()
+                .enumerate()
+                .map(|(index, add)| add.map_err(|err| err.in_batch("requests", index)))
+                .collect::<Result<Vec<_>, _>>()?;
+            let notes = self.notes.add_notes(principal, drafts).await?;
+            return Ok(pb::BatchAddNotesResponse {
+                notes: notes.into_iter().map(convert::note_to_proto).collect(),
+                results: Vec::new(),
+            });
+        }
+        // Each parsed note is written; each that failed to parse keeps its
+        // error, in its place.
+        let mut outcomes: Vec<Option<Result<Note, DomainError>>> = Vec::new();
+        let mut drafts = Vec::new();
+        for add in parsed {
+            match add {
+                Ok(draft) => {
+                    drafts.push(draft);
+                    outcomes.push(None);
+                }
+                Err(err) => outcomes.push(Some(Err(err))),
+            }
+        }
+        let mut written = self
+            .notes
+            .add_each_note(principal, drafts)
+            .await
+            .into_iter();
+        let results = outcomes
+            .into_iter()
+            .map(|outcome| {
+                let outcome = outcome.or_else(|| written.next()).unwrap_or_else(|| {
+                    Err(DomainError::Internal(anyhow::anyhow!(
+                        "a batch add was not answered"
+                    )))
+                });
+                match outcome {
+                    Ok(note) => pb::BatchAddNoteResult {
+                        note: Some(convert::note_to_proto(note)),
+                        error: None,
+                    },
+                    Err(err) => pb::BatchAddNoteResult {
+                        note: None,
+                        error: Some(batch::item_error(err)),
+                    },
+                }
+            })
+            .collect();
+        Ok(pb::BatchAddNotesResponse {
+            notes: Vec::new(),
+            results,
+        })
+    }
+
+    pub(crate) async fn batch_delete_notes(
+        &self,
+        principal: &Principal,
+        request: &pb::BatchDeleteNotesRequest,
+    ) -> Result<pb::BatchDeleteNotesResponse, DomainError> {
+        let deletes = batch::parse_deletes(request)?;
+        let notes = self.notes.delete_notes(principal, &deletes).await?;
+        Ok(pb::BatchDeleteNotesResponse {
+            notes: notes.into_iter().map(convert::note_to_proto).collect(),
+        })
+    }
+
+    pub(crate) async fn purge_notes(
+        &self,
+        principal: &Principal,
+        request: &pb::PurgeNotesRequest,
+    ) -> Result<pb::PurgeNotesResponse, DomainError> {
+        // Who may purge is checked before what to purge is read.
+        if !principal.is_admin() {
+            return Err(DomainError::AdminKeyRequired);
+        }
+        let target = batch::parse_purge(request)?;
+        let purged = self.notes.purge_notes(principal, &target).await?;
+        Ok(pb::PurgeNotesResponse {
+            purged_notes: purged.notes,
+            purged_revisions: purged.revisions,
+            purge_id: purged.id.to_string(),
+        })
+    }
+}
+
+/// The gRPC status code of each kind of error: what the gRPC edge answers
+/// and what a batch item's error reports.
+pub(crate) fn status_code(kind: ErrorKind) -> tonic::Code {
+    use tonic::Code;
+    match kind {
+        ErrorKind::InvalidArgument => Code::InvalidArgument,
+        ErrorKind::Unauthenticated => Code::Unauthenticated,
+        ErrorKind::PermissionDenied => Code::PermissionDenied,
+        ErrorKind::NotFound => Code::NotFound,
+        ErrorKind::Aborted => Code::Aborted,
+        ErrorKind::FailedPrecondition => Code::FailedPrecondition,
+        ErrorKind::AlreadyExists => Code::AlreadyExists,
+        ErrorKind::OutOfRange => Code::OutOfRange,
+        ErrorKind::ResourceExhausted => Code::ResourceExhausted,
+        ErrorKind::Unavailable => Code::Unavailable,
+        ErrorKind::Internal => Code::Internal,
     }
 }
 

@@ -9,10 +9,12 @@ use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 
 use crate::domain::list::{NoteCursor, NoteFilter};
+use crate::domain::search::{SearchCursor, SearchOrder, SearchQuery};
 use crate::domain::{DomainError, NoteId};
 
 const NOTES_V1: u8 = 1;
 const REVISIONS_V1: u8 = 2;
+const SEARCH_V1: u8 = 3;
 
 /// A digest of whatever must stay the same from page to page.
 fn scope_digest(scope: &str) -> [u8; 8] {
@@ -134,8 +136,7 @@ fn decode(
 pub(super) fn encode_notes(filter: &NoteFilter, cursor: &NoteCursor) -> String {
     let mut bytes = vec![NOTES_V1];
     bytes.extend(filter_scope(filter));
-    bytes.extend(cursor.occurred_at.timestamp_micros().to_be_bytes());
-    bytes.extend(cursor.id.0.as_bytes());
+    push_cursor(&mut bytes, cursor);
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
@@ -147,14 +148,7 @@ pub(super) fn decode_notes(
         return Ok(None);
     }
     let payload = decode(token, NOTES_V1, filter_scope(filter), 8 + 16)?;
-    let micros = i64::from_be_bytes(payload[..8].try_into().expect("8 bytes"));
-    let occurred_at = DateTime::from_timestamp_micros(micros)
-        .ok_or_else(|| DomainError::bad_page_token("page_token is malformed"))?;
-    let id = Uuid::from_slice(&payload[8..]).expect("16 bytes");
-    Ok(Some(NoteCursor {
-        occurred_at,
-        id: NoteId(id),
-    }))
+    read_cursor(&payload).map(Some)
 }
 
 pub(super) fn encode_revisions(note: NoteId, before_revision: i64) -> String {
@@ -172,6 +166,87 @@ pub(super) fn decode_revisions(note: NoteId, token: &str) -> Result<Option<i64>,
     Ok(Some(i64::from_be_bytes(
         payload[..].try_into().expect("8 bytes"),
     )))
+}
+
+/// A search's scope: its filter's digest, its query and its order.
+fn search_scope(filter: &NoteFilter, query: &SearchQuery, order: SearchOrder) -> [u8; 8] {
+    let mut encoded = ScopeEncoder::default();
+    encoded.0.extend(filter_scope(filter));
+    encoded.text(Some(query.as_str()));
+    encoded.0.push(match order {
+        SearchOrder::Newest => 1,
+        SearchOrder::Relevance => 2,
+    });
+    let digest = Sha256::digest(&encoded.0);
+    digest[..8]
+        .try_into()
+        .expect("sha-256 is longer than 8 bytes")
+}
+
+fn push_cursor(bytes: &mut Vec<u8>, cursor: &NoteCursor) {
+    bytes.extend(cursor.occurred_at.timestamp_micros().to_be_bytes());
+    bytes.extend(cursor.id.0.as_bytes());
+}
+
+fn read_cursor(bytes: &[u8]) -> Result<NoteCursor, DomainError> {
+    let micros = i64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"));
+    let occurred_at = DateTime::from_timestamp_micros(micros)
+        .ok_or_else(|| DomainError::bad_page_token("page_token is malformed"))?;
+    let id = Uuid::from_slice(&bytes[8..24]).expect("16 bytes");
+    Ok(NoteCursor {
+        occurred_at,
+        id: NoteId(id),
+    })
+}
+
+pub(super) fn encode_search(
+    filter: &NoteFilter,
+    query: &SearchQuery,
+    order: SearchOrder,
+    cursor: &SearchCursor,
+) -> String {
+    let mut bytes = vec![SEARCH_V1];
+    bytes.extend(search_scope(filter, query, order));
+    match cursor {
+        SearchCursor::Newest(last) => push_cursor(&mut bytes, last),
+        SearchCursor::Relevance { floor, score, last } => {
+            push_cursor(&mut bytes, last);
+            push_cursor(&mut bytes, floor);
+            bytes.extend(score.to_bits().to_be_bytes());
+        }
+    }
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+pub(super) fn decode_search(
+    filter: &NoteFilter,
+    query: &SearchQuery,
+    order: SearchOrder,
+    token: &str,
+) -> Result<Option<SearchCursor>, DomainError> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let scope = search_scope(filter, query, order);
+    Ok(Some(match order {
+        SearchOrder::Newest => {
+            SearchCursor::Newest(read_cursor(&decode(token, SEARCH_V1, scope, 24)?)?)
+        }
+        SearchOrder::Relevance => {
+            let payload = decode(token, SEARCH_V1, scope, 24 + 24 + 4)?;
+            let score = f32::from_bits(u32::from_be_bytes(
+                payload[48..].try_into().expect("4 bytes"),
+            ));
+            if !score.is_finite() {
+                return Err(DomainError::bad_page_token("page_token is malformed"));
+            }
+            SearchCursor::Relevance {
+                last: read_cursor(&payload[..24])?,
+                floor: read_cursor(&payload[24..48])?,
+                score,
+            }
+        }
+    }))
 }
 
 #[cfg(test)]
@@ -204,6 +279,29 @@ mod tests {
         let err = decode_notes(&other, &token).unwrap_err();
         assert_eq!(err.reason(), "INVALID_PAGE_TOKEN");
         assert!(decode_notes(&other, "!!!").is_err());
+    }
+
+    #[test]
+    fn search_tokens_round_trip_and_are_bound_to_their_query() {
+        let filter = NoteFilter::default();
+        let query = SearchQuery::parse("query", "alpha").unwrap();
+        let at = |micros| NoteCursor {
+            occurred_at: DateTime::from_timestamp_micros(micros).unwrap(),
+            id: NoteId(Uuid::now_v7()),
+        };
+        let cursor = SearchCursor::Relevance {
+            floor: at(1),
+            score: 0.25,
+            last: at(2),
+        };
+        let token = encode_search(&filter, &query, SearchOrder::Relevance, &cursor);
+        assert_eq!(
+            decode_search(&filter, &query, SearchOrder::Relevance, &token).unwrap(),
+            Some(cursor)
+        );
+        let other = SearchQuery::parse("query", "beta").unwrap();
+        assert!(decode_search(&filter, &other, SearchOrder::Relevance, &token).is_err());
+        assert!(decode_search(&filter, &query, SearchOrder::Newest, &token).is_err());
     }
 
     #[test]

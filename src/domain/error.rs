@@ -113,6 +113,17 @@ pub enum DomainError {
     DatabaseUnavailable(#[source] anyhow::Error),
     /// Anything the caller cannot fix: logged with its cause, answered with
     /// a generic message.
+    #[error("only an admin key may do this")]
+    AdminKeyRequired,
+    #[error("the notes together exceed {0} MiB; ask for fewer")]
+    ResponseTooLarge(usize),
+    /// One request of a batch call failed, and with it the call: `index`
+    /// is the request's position (from 0) in the batch.
+    #[error("request {index} of the batch: {error}")]
+    InBatch {
+        index: usize,
+        error: Box<DomainError>,
+    },
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -164,6 +175,9 @@ impl DomainError {
             Self::RequestIdConflict => "REQUEST_ID_CONFLICT",
             Self::SourceExists => "SOURCE_ALREADY_EXISTS",
             Self::DatabaseUnavailable(_) => "DATABASE_UNAVAILABLE",
+            Self::AdminKeyRequired => "ADMIN_KEY_REQUIRED",
+            Self::ResponseTooLarge(_) => "RESPONSE_TOO_LARGE",
+            Self::InBatch { error, .. } => error.reason(),
             Self::Internal(_) => "INTERNAL",
         }
     }
@@ -177,13 +191,17 @@ impl DomainError {
             | Self::InvalidPageToken(_)
             | Self::InvalidWatchToken(_) => ErrorKind::InvalidArgument,
             Self::WatchTokenExpired => ErrorKind::OutOfRange,
-            Self::WatchTooSlow | Self::TooManyWatchers => ErrorKind::ResourceExhausted,
+            Self::WatchTooSlow | Self::TooManyWatchers | Self::ResponseTooLarge(_) => {
+                ErrorKind::ResourceExhausted
+            }
+            Self::InBatch { error, .. } => error.kind(),
             Self::ApiKeyMissing | Self::ApiKeyInvalid | Self::ActorMissing => {
                 ErrorKind::Unauthenticated
             }
-            Self::ActorMismatch | Self::NotOwner(_) | Self::IpNotAllowed => {
-                ErrorKind::PermissionDenied
-            }
+            Self::ActorMismatch
+            | Self::NotOwner(_)
+            | Self::IpNotAllowed
+            | Self::AdminKeyRequired => ErrorKind::PermissionDenied,
             Self::NoteNotFound | Self::SubjectNotFound => ErrorKind::NotFound,
             Self::EtagMismatch => ErrorKind::Aborted,
             Self::NoteDeleted | Self::NoteNotDeleted => ErrorKind::FailedPrecondition,
@@ -220,6 +238,12 @@ impl DomainError {
             Self::NoteNotDeleted => Self::NoteNotDeleted,
             Self::RequestIdConflict => Self::RequestIdConflict,
             Self::SourceExists => Self::SourceExists,
+            Self::AdminKeyRequired => Self::AdminKeyRequired,
+            Self::ResponseTooLarge(mib) => Self::ResponseTooLarge(*mib),
+            Self::InBatch { index, error } => Self::InBatch {
+                index: *index,
+                error: Box::new(error.duplicate()),
+            },
             Self::DatabaseUnavailable(cause) => {
                 Self::DatabaseUnavailable(anyhow::anyhow!("{cause:#}"))
             }
@@ -235,6 +259,7 @@ impl DomainError {
                 tracing::warn!(edge, error = format!("{cause:#}"), "database unavailable");
             }
             Self::Internal(cause) => tracing::error!(edge, error = ?cause, "internal error"),
+            Self::InBatch { error, .. } => error.log_cause(edge),
             _ => {}
         }
     }
@@ -247,6 +272,34 @@ impl DomainError {
             | Self::FieldTooLarge(v)
             | Self::InvalidPageToken(v)
             | Self::InvalidWatchToken(v) => Some(v),
+            Self::InBatch { error, .. } => error.violation(),
+            _ => None,
+        }
+    }
+
+    /// This error, as the failure of request `index` of a batch call: a
+    /// field it names gets the path `{list}[index].` before it.
+    pub(crate) fn in_batch(self, list: &str, index: usize) -> Self {
+        let prefixed = |v: FieldViolation| FieldViolation {
+            field: format!("{list}[{index}].{}", v.field),
+            description: v.description,
+        };
+        let error = match self {
+            Self::MissingField(v) => Self::MissingField(prefixed(v)),
+            Self::InvalidField(v) => Self::InvalidField(prefixed(v)),
+            Self::FieldTooLarge(v) => Self::FieldTooLarge(prefixed(v)),
+            other => other,
+        };
+        Self::InBatch {
+            index,
+            error: Box::new(error),
+        }
+    }
+
+    /// The position in its batch of the request that failed, if any.
+    pub fn batch_index(&self) -> Option<usize> {
+        match self {
+            Self::InBatch { index, .. } => Some(*index),
             _ => None,
         }
     }

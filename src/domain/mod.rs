@@ -9,6 +9,7 @@ pub(crate) mod error;
 pub(crate) mod list;
 pub(crate) mod note;
 pub(crate) mod principal;
+pub(crate) mod search;
 pub(crate) mod subject;
 pub(crate) mod watch;
 

@@ -116,6 +116,62 @@ impl NotesService for NotesGrpc {
         Ok(Response::new(pb::UndeleteNoteResponse { note: Some(note) }))
     }
 
+    async fn search_notes(
+        &self,
+        request: Request<pb::SearchNotesRequest>,
+    ) -> Result<Response<pb::SearchNotesResponse>, Status> {
+        let principal = callers::principal(&request)?;
+        Ok(Response::new(
+            self.api.search_notes(principal, request.get_ref()).await?,
+        ))
+    }
+
+    async fn batch_get_notes(
+        &self,
+        request: Request<pb::BatchGetNotesRequest>,
+    ) -> Result<Response<pb::BatchGetNotesResponse>, Status> {
+        let principal = callers::principal(&request)?;
+        Ok(Response::new(
+            self.api
+                .batch_get_notes(principal, request.get_ref())
+                .await?,
+        ))
+    }
+
+    async fn batch_add_notes(
+        &self,
+        request: Request<pb::BatchAddNotesRequest>,
+    ) -> Result<Response<pb::BatchAddNotesResponse>, Status> {
+        let principal = callers::principal(&request)?;
+        Ok(Response::new(
+            self.api
+                .batch_add_notes(principal, request.get_ref())
+                .await?,
+        ))
+    }
+
+    async fn batch_delete_notes(
+        &self,
+        request: Request<pb::BatchDeleteNotesRequest>,
+    ) -> Result<Response<pb::BatchDeleteNotesResponse>, Status> {
+        let principal = callers::principal(&request)?;
+        Ok(Response::new(
+            self.api
+                .batch_delete_notes(principal, request.get_ref())
+                .await?,
+        ))
+    }
+
+    async fn purge_notes(
+        &self,
+        request: Request<pb::PurgeNotesRequest>,
+    ) -> Result<Response<pb::PurgeNotesResponse>, Status> {
+        let principal = callers::principal(&request)?;
+        Ok(Response::new(
+            self.api.purge_notes(principal, request.get_ref()).await?,
+        ))
+    }
+
     async fn list_note_revisions(
         &self,
         request: Request<pb::ListNoteRevisionsRequest>,

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt as _};
 
-use crate::domain::{DomainError, ErrorKind};
+use crate::domain::DomainError;
 
 /// The ErrorInfo domain of every notesd error.
 pub(super) const ERROR_DOMAIN: &str = "notesd.dev";
@@ -15,24 +15,15 @@ pub(super) const ERROR_DOMAIN: &str = "notesd.dev";
 impl From<DomainError> for Status {
     fn from(err: DomainError) -> Self {
         err.log_cause("grpc");
-        let code = match err.kind() {
-            ErrorKind::InvalidArgument => Code::InvalidArgument,
-            ErrorKind::Unauthenticated => Code::Unauthenticated,
-            ErrorKind::PermissionDenied => Code::PermissionDenied,
-            ErrorKind::NotFound => Code::NotFound,
-            ErrorKind::Aborted => Code::Aborted,
-            ErrorKind::FailedPrecondition => Code::FailedPrecondition,
-            ErrorKind::AlreadyExists => Code::AlreadyExists,
-            ErrorKind::OutOfRange => Code::OutOfRange,
-            ErrorKind::ResourceExhausted => Code::ResourceExhausted,
-            ErrorKind::Unavailable => Code::Unavailable,
-            ErrorKind::Internal => Code::Internal,
-        };
+        let code = crate::api::status_code(err.kind());
         let mut metadata = HashMap::new();
         let mut details = ErrorDetails::new();
         if let Some(violation) = err.violation() {
             metadata.insert("field".to_owned(), violation.field.clone());
             details.add_bad_request_violation(&violation.field, &violation.description);
+        }
+        if let Some(index) = err.batch_index() {
+            metadata.insert("index".to_owned(), index.to_string());
         }
         details.set_error_info(err.reason(), ERROR_DOMAIN, metadata);
         Status::with_error_details(code, err.to_string(), details)

@@ -65,13 +65,19 @@ pub(crate) enum InsertOutcome {
     RequestConflict,
 }
 
-/// One add waiting for its batch.
-struct PendingAdd {
-    note: Note,
-    request: Option<RequestKey>,
+/// A note to insert, with its request key.
+#[derive(Debug)]
+pub(crate) struct NewNote {
+    pub note: Note,
+    pub request: Option<RequestKey>,
     /// Whether the note's creator may add notes to any subject (see
     /// `access::may_add_notes_to_any_subject`).
-    any_subject: bool,
+    pub any_subject: bool,
+}
+
+/// One add waiting for its batch.
+struct PendingAdd {
+    add: NewNote,
     reply: oneshot::Sender<Result<InsertOutcome, DomainError>>,
 }
 
@@ -104,19 +110,9 @@ impl AddBatcher {
     }
 
     /// Writes `note` in the next batch; see `NoteStore::insert`.
-    pub(super) async fn insert(
-        &self,
-        note: Note,
-        request: Option<RequestKey>,
-        any_subject: bool,
-    ) -> Result<InsertOutcome, DomainError> {
+    pub(super) async fn insert(&self, add: NewNote) -> Result<InsertOutcome, DomainError> {
         let (reply, outcome) = oneshot::channel();
-        let add = PendingAdd {
-            note,
-            request,
-            any_subject,
-            reply,
-        };
+        let add = PendingAdd { add, reply };
         self.queue
             .send(add)
             .await
@@ -130,7 +126,7 @@ impl AddBatcher {
 impl std::fmt::Debug for PendingAdd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PendingAdd")
-            .field("note", &self.note.id)
+            .field("note", &self.add.note.id)
             .finish_non_exhaustive()
     }
 }
@@ -162,7 +158,7 @@ impl Writer {
     async fn write_batch(&self, batch: Vec<PendingAdd>) {
         per_tenant(
             batch,
-            |add| &add.note.tenant,
+            |pending| &pending.add.note.tenant,
             |tenant, adds| {
                 let writer = self.clone();
                 async move { writer.write_tenant(tenant, adds).await }
@@ -177,16 +173,21 @@ impl Writer {
     async fn write_tenant(&self, tenant: TenantId, mut adds: Vec<PendingAdd>) {
         while !adds.is_empty() {
             let mut seen = HashSet::new();
-            let (group, later): (Vec<_>, Vec<_>) = adds
-                .into_iter()
-                .partition(|add| add.request.as_ref().is_none_or(|r| seen.insert(r.id)));
+            let (group, later): (Vec<_>, Vec<_>) = adds.into_iter().partition(|pending| {
+                pending
+                    .add
+                    .request
+                    .as_ref()
+                    .is_none_or(|r| seen.insert(r.id))
+            });
             adds = later;
             self.write_group(&tenant, group).await;
         }
     }
 
     async fn write_group(&self, tenant: &TenantId, adds: Vec<PendingAdd>) {
-        match try_write(&self.pool, tenant, &adds).await {
+        let new: Vec<&NewNote> = adds.iter().map(|pending| &pending.add).collect();
+        match try_write(&self.pool, tenant, &new).await {
             Ok(outcomes) => {
                 self.feeds.touched(tenant);
                 self.observer.batch_written(adds.len());
@@ -234,7 +235,7 @@ type AddOutcome = Result<Written, DomainError>;
 impl PendingAdd {
     fn answer(self, outcome: AddOutcome) {
         let outcome = outcome.map(|written| match written {
-            Written::Created => InsertOutcome::Created(self.note),
+            Written::Created => InsertOutcome::Created(self.add.note),
             Written::Replayed(note) => InsertOutcome::Replayed(*note),
             Written::RequestConflict => InsertOutcome::RequestConflict,
         });
@@ -267,10 +268,94 @@ mod code {
 async fn try_write(
     pool: &PgPool,
     tenant: &TenantId,
-    adds: &[PendingAdd],
+    adds: &[&NewNote],
 ) -> Result<Vec<AddOutcome>, DomainError> {
-    fn column<'a, T>(adds: &'a [PendingAdd], f: impl Fn(&'a PendingAdd) -> T) -> Vec<T> {
-        adds.iter().map(f).collect()
+    let Some(rows) = add_notes(pool, tenant, adds).await? else {
+        // Committed, but not answerable: each add gets the error.
+        return Ok(adds.iter().map(|_| Err(out_of_order())).collect());
+    };
+
+    // A retry of an earlier request is answered with that request's note,
+    // as it is now. The batch has committed: a failure here is the retry's
+    // alone. An error, if any, is answered to each replay (a copy each).
+    let mut replay_notes = replayed_notes(pool, tenant, &rows).await;
+    Ok(rows
+        .into_iter()
+        .map(|(outcome, replayed_note)| match outcome {
+            code::CREATED => Ok(Written::Created),
+            code::REPLAYED => {
+                let id = replayed_note.unwrap_or_default();
+                match &mut replay_notes {
+                    Ok(notes) => notes
+                        .remove(&id)
+                        .map(|note| Written::Replayed(Box::new(note)))
+                        .ok_or_else(|| missing_replay(id)),
+                    Err(err) => Err(err.duplicate()),
+                }
+            }
+            code::REQUEST_CONFLICT => Ok(Written::RequestConflict),
+            other => Err(refusal(other)),
+        })
+        .collect())
+}
+
+/// Writes `adds` (one tenant, distinct request ids) all or none, in one
+/// transaction: when `notesd_add_notes` refuses any add, or `may_replay`
+/// refuses the note a retried request created, the transaction rolls back
+/// and the error names that add's index. Returns each add's note (for a
+/// retried request, the note it created), in order.
+pub(super) async fn write_all(
+    pool: &PgPool,
+    tenant: &TenantId,
+    adds: Vec<NewNote>,
+    may_replay: impl Fn(&Note) -> bool,
+) -> Result<Vec<Note>, DomainError> {
+    let new: Vec<&NewNote> = adds.iter().collect();
+    let mut tx = super::begin_for(pool, tenant).await?;
+    let rows = add_notes(&mut *tx, tenant, &new)
+        .await?
+        .ok_or_else(out_of_order)?;
+    if let Some((index, (outcome, _))) = rows
+        .iter()
+        .enumerate()
+        .find(|(_, (outcome, _))| *outcome != code::CREATED && *outcome != code::REPLAYED)
+    {
+        tx.rollback().await?;
+        let error = match *outcome {
+            code::REQUEST_CONFLICT => DomainError::RequestIdConflict,
+            other => refusal(other),
+        };
+        return Err(error.in_batch("requests", index));
+    }
+    let mut replays = replayed_notes(&mut *tx, tenant, &rows).await?;
+    let mut notes = Vec::with_capacity(adds.len());
+    for (index, (add, (outcome, replayed_note))) in adds.into_iter().zip(rows).enumerate() {
+        if outcome == code::CREATED {
+            notes.push(add.note);
+            continue;
+        }
+        let id = replayed_note.unwrap_or_default();
+        let note = replays.remove(&id).ok_or_else(|| missing_replay(id))?;
+        if !may_replay(&note) {
+            tx.rollback().await?;
+            return Err(DomainError::NoteNotFound.in_batch("requests", index));
+        }
+        notes.push(note);
+    }
+    tx.commit().await?;
+    Ok(notes)
+}
+
+/// Calls `notesd_add_notes` for `adds`: each add's outcome code and the
+/// note a replayed request created, in order; `None` when its answer does
+/// not line up with the adds.
+async fn add_notes<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    tenant: &TenantId,
+    adds: &[&NewNote],
+) -> Result<Option<Vec<(i16, Option<Uuid>)>>, DomainError> {
+    fn column<'a, T>(adds: &[&'a NewNote], f: impl Fn(&'a NewNote) -> T) -> Vec<T> {
+        adds.iter().map(|add| f(add)).collect()
     }
     let rows: Vec<(i64, i16, Option<Uuid>)> = sqlx::query_as(ADD_NOTES)
         .bind(tenant.as_str())
@@ -306,66 +391,57 @@ async fn try_write(
             a.request.as_ref().map(|r| &r.fingerprint[..])
         }))
         .bind(column(adds, |a| a.any_subject))
-        .fetch_all(pool)
+        .fetch_all(executor)
         .await?;
-    if rows.len() != adds.len()
-        || rows
+    let in_order = rows.len() == adds.len()
+        && rows
             .iter()
             .enumerate()
-            .any(|(i, (index, _, _))| usize::try_from(*index) != Ok(i + 1))
-    {
-        // Committed, but not answerable: each add gets the error.
-        return Ok(adds
-            .iter()
-            .map(|_| Err(anyhow::anyhow!("notesd_add_notes answered out of order").into()))
-            .collect());
-    }
+            .all(|(i, (index, _, _))| usize::try_from(*index) == Ok(i + 1));
+    Ok(in_order.then(|| {
+        rows.into_iter()
+            .map(|(_, outcome, note)| (outcome, note))
+            .collect()
+    }))
+}
 
-    // A retry of an earlier request is answered with that request's note,
-    // as it is now. The batch has committed: a failure here is the retry's
-    // alone.
+/// The notes that the replayed requests among `rows` created, by id.
+async fn replayed_notes<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    tenant: &TenantId,
+    rows: &[(i16, Option<Uuid>)],
+) -> Result<HashMap<Uuid, Note>, DomainError> {
     let replayed: Vec<Uuid> = rows
         .iter()
-        .filter(|(_, outcome, _)| *outcome == code::REPLAYED)
-        .filter_map(|(_, _, note)| *note)
+        .filter(|(outcome, _)| *outcome == code::REPLAYED)
+        .filter_map(|(_, note)| *note)
         .collect();
-    // An error, if any, is answered to each replay (a copy each).
-    let mut replay_notes: Result<HashMap<Uuid, Note>, DomainError> = if replayed.is_empty() {
-        Ok(HashMap::new())
-    } else {
-        select_notes(pool, tenant, &replayed)
-            .await
-            .map_err(DomainError::from)
-            .and_then(|rows| {
-                rows.into_iter()
-                    .map(|row| Ok((row.id, Note::try_from(row)?)))
-                    .collect()
-            })
-    };
-
-    Ok(rows
+    if replayed.is_empty() {
+        return Ok(HashMap::new());
+    }
+    select_notes(executor, tenant, &replayed)
+        .await?
         .into_iter()
-        .map(|(_, outcome, replayed_note)| match outcome {
-            code::CREATED => Ok(Written::Created),
-            code::REPLAYED => {
-                let id = replayed_note.unwrap_or_default();
-                match &mut replay_notes {
-                    Ok(notes) => notes
-                        .remove(&id)
-                        .map(|note| Written::Replayed(Box::new(note)))
-                        .ok_or_else(|| {
-                            anyhow::anyhow!("request id names a missing note {id}").into()
-                        }),
-                    Err(err) => Err(err.duplicate()),
-                }
-            }
-            code::REQUEST_CONFLICT => Ok(Written::RequestConflict),
-            code::SUBJECT_OWNER_ONLY => Err(access::subject_takes_owner_notes_only()),
-            code::SOURCE_EXISTS => Err(DomainError::SourceExists),
-            code::REQUEST_UNRECORDED => {
-                Err(anyhow::anyhow!("a request id is neither new nor recorded").into())
-            }
-            other => Err(anyhow::anyhow!("notesd_add_notes answered outcome {other}").into()),
-        })
-        .collect())
+        .map(|row| Ok((row.id, Note::try_from(row)?)))
+        .collect()
+}
+
+/// The error of an add that `notesd_add_notes` refused with `outcome`.
+fn refusal(outcome: i16) -> DomainError {
+    match outcome {
+        code::SUBJECT_OWNER_ONLY => access::subject_takes_owner_notes_only(),
+        code::SOURCE_EXISTS => DomainError::SourceExists,
+        code::REQUEST_UNRECORDED => {
+            anyhow::anyhow!("a request id is neither new nor recorded").into()
+        }
+        other => anyhow::anyhow!("notesd_add_notes answered outcome {other}").into(),
+    }
+}
+
+fn out_of_order() -> DomainError {
+    anyhow::anyhow!("notesd_add_notes answered out of order").into()
+}
+
+fn missing_replay(id: Uuid) -> DomainError {
+    anyhow::anyhow!("request id names a missing note {id}").into()
 }

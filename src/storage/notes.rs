@@ -10,17 +10,18 @@ use sqlx::types::Json;
 use sqlx::{FromRow as _, PgConnection, PgPool, Postgres, QueryBuilder, Row as _};
 use uuid::Uuid;
 
-use super::batch::{AddBatcher, BatchSettings, InsertOutcome};
+use super::batch::{self, AddBatcher, BatchSettings, InsertOutcome, NewNote};
 use super::begin_for;
 use super::gather::BatchObserver;
+use super::purge::{self, PurgeTarget, Purged};
 use super::reads::GetBatcher;
 use super::rows::{self, NoteRow, note_columns};
+use super::search::{self, Search};
 use super::watch::{ChangeFeeds, Watch};
 use crate::domain::list::{NoteCursor, NoteFilter, Page};
+use crate::domain::search::SearchPage;
 use crate::domain::watch::{StreamPosition, WatchScope};
-use crate::domain::{
-    ChangeKind, DomainError, MemberId, Note, NoteId, RequestKey, Revision, Subject, TenantId,
-};
+use crate::domain::{ChangeKind, DomainError, MemberId, Note, NoteId, Revision, Subject, TenantId};
 
 const SAVE_NOTE: &str = include_str!("sql/save_note.sql");
 
@@ -88,13 +89,121 @@ impl NoteStore {
     /// is applied in that transaction, with `any_subject` from
     /// `access::may_add_notes_to_any_subject` for the note's creator; a
     /// retry of an earlier request is answered without it.
-    pub(crate) async fn insert(
+    pub(crate) async fn insert(&self, add: NewNote) -> Result<InsertOutcome, DomainError> {
+        self.batcher.insert(add).await
+    }
+
+    /// Inserts all of `adds` (one tenant's, with distinct request ids) or
+    /// none, in one transaction and one statement, as the write batcher
+    /// writes a batch; the first refused add, or a retried request whose
+    /// note `may_replay` refuses, fails the whole and is named by its
+    /// index (see `batch::write_all`).
+    pub(crate) async fn insert_all(
         &self,
-        note: Note,
-        request: Option<RequestKey>,
-        any_subject: bool,
-    ) -> Result<InsertOutcome, DomainError> {
-        self.batcher.insert(note, request, any_subject).await
+        tenant: &TenantId,
+        adds: Vec<NewNote>,
+        may_replay: impl Fn(&Note) -> bool,
+    ) -> Result<Vec<Note>, DomainError> {
+        let notes = batch::write_all(&self.pool, tenant, adds, may_replay).await?;
+        self.feeds.touched(tenant);
+        Ok(notes)
+    }
+
+    /// The notes with these ids that exist, by id, in one transaction:
+    /// first their sizes, read without the bodies (a body's stored length
+    /// is known without reading it), then, only when they fit in
+    /// `budget_bytes`, the notes themselves.
+    pub(crate) async fn get_many(
+        &self,
+        tenant: &TenantId,
+        ids: &[NoteId],
+        budget_bytes: usize,
+    ) -> Result<HashMap<NoteId, Note>, DomainError> {
+        let ids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
+        let mut tx = begin_for(&self.pool, tenant).await?;
+        let sizes: Vec<(Uuid, i64)> = sqlx::query_as(
+            "select id, octet_length(body_text)::int8 + coalesce(octet_length(body_html), 0)
+                 + octet_length(title) + pg_column_size(actions) + pg_column_size(attachments)
+             from notes where tenant_id = $1 and id = any($2)",
+        )
+        .bind(tenant.as_str())
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        let sizes: HashMap<Uuid, i64> = sizes.into_iter().collect();
+        // Each id as often as it is asked for: each is answered.
+        let total: i64 = ids.iter().filter_map(|id| sizes.get(id)).sum();
+        if usize::try_from(total).unwrap_or(usize::MAX) > budget_bytes {
+            tx.rollback().await?;
+            return Err(DomainError::ResponseTooLarge(budget_bytes >> 20));
+        }
+        let rows = rows::select_notes(&mut *tx, tenant, &ids).await?;
+        tx.commit().await?;
+        rows.into_iter()
+            .map(|row| {
+                let note = Note::try_from(row)?;
+                Ok((note.id, note))
+            })
+            .collect()
+    }
+
+    /// Changes several notes in one transaction, all or none: locks them
+    /// (in id order, so that two such calls never wait on each other in a
+    /// cycle), lets `change` decide each one's new state in the order of
+    /// `ids` (`None` for an id that names no note), and writes them with
+    /// their revisions and events. The first error, named by its index,
+    /// rolls the whole back.
+    pub(crate) async fn modify_all<F>(
+        &self,
+        tenant: &TenantId,
+        ids: &[NoteId],
+        mut change: F,
+    ) -> Result<Vec<Note>, DomainError>
+    where
+        F: FnMut(usize, Option<Note>) -> Result<(Note, ChangeKind), DomainError>,
+    {
+        let mut sorted: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
+        sorted.sort_unstable();
+        let mut tx = begin_for(&self.pool, tenant).await?;
+        let rows: Vec<NoteRow> = sqlx::query_as(concat!(
+            "select ",
+            note_columns!(),
+            " from notes where tenant_id = $1 and id = any($2) order by id for update"
+        ))
+        .bind(tenant.as_str())
+        .bind(&sorted)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut current = rows
+            .into_iter()
+            .map(|row| Ok((NoteId(row.id), Note::try_from(row)?)))
+            .collect::<anyhow::Result<HashMap<NoteId, Note>>>()?;
+        let mut changed = Vec::with_capacity(ids.len());
+        for (index, id) in ids.iter().enumerate() {
+            let (note, kind) =
+                change(index, current.remove(id)).map_err(|err| err.in_batch("requests", index))?;
+            save(&mut tx, &note, kind).await?;
+            changed.push(note);
+        }
+        tx.commit().await?;
+        self.feeds.touched(tenant);
+        Ok(changed)
+    }
+
+    /// A page of the notes that match a full-text search (see `search`).
+    pub(crate) async fn search(&self, search: &Search<'_>) -> Result<SearchPage, DomainError> {
+        search::search(&self.pool, search).await
+    }
+
+    /// Erases notes for good (see `purge`): every note of `tenant` about
+    /// `target`'s subject, or with its ids.
+    pub(crate) async fn purge(
+        &self,
+        tenant: &TenantId,
+        actor: &MemberId,
+        target: &PurgeTarget,
+    ) -> Result<Purged, DomainError> {
+        purge::purge(&self.pool, tenant, actor, target).await
     }
 
     /// The note, read in the next batch of reads by id (see `reads`): one
@@ -220,64 +329,9 @@ impl NoteStore {
         let mut query = QueryBuilder::<Postgres>::new(concat!(
             "(select ",
             note_columns!(),
-            ", null::int8 from notes where tenant_id = "
+            ", null::int8 from notes where "
         ));
-        query.push_bind(tenant.as_str());
-        if let Some(subject) = &filter.subject {
-            query.push(" and subject_type = ").push_bind(&subject.kind);
-            query.push(" and subject_id = ").push_bind(&subject.id);
-        }
-        if let Some(kind) = &filter.subject_type {
-            query.push(" and subject_type = ").push_bind(kind);
-        }
-        // `@>` on the array of {type, id} objects: the GIN index
-        // notes_related_subjects answers it.
-        if let Some(related) = &filter.related_subject {
-            query
-                .push(" and related_subjects @> ")
-                .push_bind(related_array(related));
-        }
-        if let Some(about) = &filter.about {
-            query
-                .push(" and ((subject_type = ")
-                .push_bind(&about.kind)
-                .push(" and subject_id = ")
-                .push_bind(&about.id)
-                .push(") or related_subjects @> ")
-                .push_bind(related_array(about))
-                .push(")");
-        }
-        if let Some(owner) = &filter.owner {
-            query.push(" and owner_id = ").push_bind(owner.as_str());
-        }
-        // Literals, not binds, so the planner can use the partial index.
-        match filter.pinned {
-            Some(true) => query.push(" and pinned"),
-            Some(false) => query.push(" and not pinned"),
-            None => &mut query,
-        };
-        for (column, range) in [
-            ("occurred_at", &filter.occurred),
-            ("created_at", &filter.created),
-        ] {
-            if let Some(start) = range.start {
-                query
-                    .push(format_args!(" and {column} >= "))
-                    .push_bind(start);
-            }
-            if let Some(end) = range.end {
-                query.push(format_args!(" and {column} < ")).push_bind(end);
-            }
-        }
-        if !filter.show_deleted {
-            query.push(" and deleted_at is null");
-        }
-        if let Some(viewer) = viewer {
-            query
-                .push(" and ((visibility = 2 and not draft) or owner_id = ")
-                .push_bind(viewer.as_str())
-                .push(")");
-        }
+        push_filter(&mut query, tenant, viewer, filter);
         if let Some(cursor) = after {
             query
                 .push(" and (occurred_at, id) < (")
@@ -365,6 +419,78 @@ impl NoteStore {
             items: revisions,
             next,
         })
+    }
+}
+
+/// The conditions, after `where`, that select the notes of `tenant` that
+/// match `filter` and that `viewer` may read (every one when `viewer` is
+/// `None`, an admin): shared by ListNotes and SearchNotes, so that both
+/// apply the same access rules in SQL and pages stay full.
+pub(super) fn push_filter<'a>(
+    query: &mut QueryBuilder<'a, Postgres>,
+    tenant: &'a TenantId,
+    viewer: Option<&'a MemberId>,
+    filter: &'a NoteFilter,
+) {
+    query.push("tenant_id = ").push_bind(tenant.as_str());
+    if let Some(subject) = &filter.subject {
+        query.push(" and subject_type = ").push_bind(&subject.kind);
+        query.push(" and subject_id = ").push_bind(&subject.id);
+    }
+    if let Some(kind) = &filter.subject_type {
+        query.push(" and subject_type = ").push_bind(kind);
+    }
+    // `@>` on the array of {type, id} objects: the GIN index
+    // notes_related_subjects answers it.
+    if let Some(related) = &filter.related_subject {
+        query
+            .push(" and related_subjects @> ")
+            .push_bind(related_array(related));
+    }
+    if let Some(about) = &filter.about {
+        query
+            .push(" and ((subject_type = ")
+            .push_bind(&about.kind)
+            .push(" and subject_id = ")
+            .push_bind(&about.id)
+            .push(") or related_subjects @> ")
+            .push_bind(related_array(about))
+            .push(")");
+    }
+    if let Some(owner) = &filter.owner {
+        query.push(" and owner_id = ").push_bind(owner.as_str());
+    }
+    // Literals, not binds, so the planner can use the partial index.
+    match filter.pinned {
+        Some(true) => {
+            query.push(" and pinned");
+        }
+        Some(false) => {
+            query.push(" and not pinned");
+        }
+        None => {}
+    }
+    for (column, range) in [
+        ("occurred_at", &filter.occurred),
+        ("created_at", &filter.created),
+    ] {
+        if let Some(start) = range.start {
+            query
+                .push(format_args!(" and {column} >= "))
+                .push_bind(start);
+        }
+        if let Some(end) = range.end {
+            query.push(format_args!(" and {column} < ")).push_bind(end);
+        }
+    }
+    if !filter.show_deleted {
+        query.push(" and deleted_at is null");
+    }
+    if let Some(viewer) = viewer {
+        query
+            .push(" and ((visibility = 2 and not draft) or owner_id = ")
+            .push_bind(viewer.as_str())
+            .push(")");
     }
 }
 

@@ -3,7 +3,6 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
-use sqlx::PgPool;
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 use sqlx::{FromRow, Row};
@@ -195,8 +194,8 @@ impl TryFrom<NoteRow> for Note {
 
 /// The notes of `tenant` with these ids (those that exist), in one round
 /// trip: no transaction of its own to begin or commit.
-pub(crate) async fn select_notes(
-    pool: &PgPool,
+pub(crate) async fn select_notes<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
     tenant: &TenantId,
     ids: &[Uuid],
 ) -> Result<Vec<NoteRow>, sqlx::Error> {
@@ -207,6 +206,6 @@ pub(crate) async fn select_notes(
     ))
     .bind(tenant.as_str())
     .bind(ids)
-    .fetch_all(pool)
+    .fetch_all(executor)
     .await
 }

@@ -36,7 +36,7 @@ with saved as (
         draft = excluded.draft,
         client_reference = excluded.client_reference,
         revision = excluded.revision
-    returning tenant_id, id, revision, updated_by, updated_at, to_jsonb(notes.*) as snapshot
+    returning tenant_id, id, revision, updated_by, updated_at, to_jsonb(notes.*) - 'search' as snapshot
 ),
 revision as (
     insert into note_revisions (tenant_id, note_id, revision, change_kind, actor_id, changed_at, snapshot)

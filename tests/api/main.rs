@@ -26,6 +26,7 @@ mod process;
 mod reasons;
 mod revisions;
 mod rls;
+mod search;
 mod server;
 mod subjects;
 mod watch;

@@ -285,6 +285,35 @@ async fn every_documented_reason_is_produced() {
         failure(get(&mut proxied, &proxied_note.id).await),
     ));
 
+    // PurgeNotes with a member key.
+    produced.push((
+        "ADMIN_KEY_REQUIRED",
+        failure(
+            alice
+                .purge_notes(pb::PurgeNotesRequest {
+                    subject: subject("customer", "c-1"),
+                    note_ids: Vec::new(),
+                })
+                .await,
+        ),
+    ));
+    // BatchGetNotes of more than a response holds: one large note, twice.
+    let large = add(
+        &mut alice,
+        text_note("customer", "c-1", &"x".repeat(9 * 1024 * 1024)),
+    )
+    .await;
+    produced.push((
+        "RESPONSE_TOO_LARGE",
+        failure(
+            alice
+                .batch_get_notes(pb::BatchGetNotesRequest {
+                    ids: vec![large.id.clone(), large.id],
+                })
+                .await,
+        ),
+    ));
+
     // The change stream's refusals and ends.
     produced.extend(watch_reasons().await);
 

@@ -47,23 +47,33 @@ impl Notes {
     }
 
     /// Creates several notes, all or none, in one transaction (see
-    /// `NoteStore::insert_all`); the error of the first refused one names
-    /// its index.
+    /// `NoteStore::insert_all`); the error of the first refused one, here
+    /// or in the store, names its index.
     pub(crate) async fn add_notes(
         &self,
         principal: &Principal,
         drafts: Vec<(NoteDraft, Option<RequestKey>)>,
     ) -> Result<Vec<Note>, DomainError> {
         let now = now();
-        let adds = drafts
-            .into_iter()
-            .enumerate()
-            .map(|(index, (draft, request))| {
-                new_note(principal, draft, request, now).map_err(|e| e.in_batch("requests", index))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        // The adds before the first one refused here go to the store all
+        // the same: one of them that the store refuses comes first.
+        let mut adds = Vec::with_capacity(drafts.len());
+        let mut refused = None;
+        for (index, (draft, request)) in drafts.into_iter().enumerate() {
+            match new_note(principal, draft, request, now) {
+                Ok(add) => adds.push(add),
+                Err(err) => {
+                    refused = Some(err.in_batch("requests", index));
+                    break;
+                }
+            }
+        }
+        let refused = match refused {
+            Some(err) if adds.is_empty() => return Err(err),
+            refused => refused,
+        };
         self.store
-            .insert_all(&principal.tenant, adds, |note| {
+            .insert_all(&principal.tenant, adds, refused, |note| {
                 access::can_read(principal, note)
             })
             .await

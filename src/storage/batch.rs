@@ -302,12 +302,15 @@ async fn try_write(
 /// Writes `adds` (one tenant, distinct request ids) all or none, in one
 /// transaction: when `notesd_add_notes` refuses any add, or `may_replay`
 /// refuses the note a retried request created, the transaction rolls back
-/// and the error names that add's index. Returns each add's note (for a
-/// retried request, the note it created), in order.
+/// and the error names the first such add's index; else `refused_next`
+/// (the error of an add after them, refused before the store), if any,
+/// rolls it back. Returns each add's note (for a retried request, the note
+/// it created), in order.
 pub(super) async fn write_all(
     pool: &PgPool,
     tenant: &TenantId,
     adds: Vec<NewNote>,
+    refused_next: Option<DomainError>,
     may_replay: impl Fn(&Note) -> bool,
 ) -> Result<Vec<Note>, DomainError> {
     let new: Vec<&NewNote> = adds.iter().collect();
@@ -315,32 +318,33 @@ pub(super) async fn write_all(
     let rows = add_notes(&mut *tx, tenant, &new)
         .await?
         .ok_or_else(out_of_order)?;
-    if let Some((index, (outcome, _))) = rows
-        .iter()
-        .enumerate()
-        .find(|(_, (outcome, _))| *outcome != code::CREATED && *outcome != code::REPLAYED)
-    {
-        tx.rollback().await?;
-        let error = match *outcome {
+    let mut replays = replayed_notes(&mut *tx, tenant, &rows).await?;
+    let mut notes = Vec::with_capacity(adds.len());
+    // In request order, so that the error is the first refused add's.
+    for (index, (add, (outcome, replayed_note))) in adds.into_iter().zip(rows).enumerate() {
+        let error = match outcome {
+            code::CREATED => {
+                notes.push(add.note);
+                continue;
+            }
+            code::REPLAYED => {
+                let id = replayed_note.unwrap_or_default();
+                let note = replays.remove(&id).ok_or_else(|| missing_replay(id))?;
+                if may_replay(&note) {
+                    notes.push(note);
+                    continue;
+                }
+                DomainError::NoteNotFound
+            }
             code::REQUEST_CONFLICT => DomainError::RequestIdConflict,
             other => refusal(other),
         };
+        tx.rollback().await?;
         return Err(error.in_batch("requests", index));
     }
-    let mut replays = replayed_notes(&mut *tx, tenant, &rows).await?;
-    let mut notes = Vec::with_capacity(adds.len());
-    for (index, (add, (outcome, replayed_note))) in adds.into_iter().zip(rows).enumerate() {
-        if outcome == code::CREATED {
-            notes.push(add.note);
-            continue;
-        }
-        let id = replayed_note.unwrap_or_default();
-        let note = replays.remove(&id).ok_or_else(|| missing_replay(id))?;
-        if !may_replay(&note) {
-            tx.rollback().await?;
-            return Err(DomainError::NoteNotFound.in_batch("requests", index));
-        }
-        notes.push(note);
+    if let Some(error) = refused_next {
+        tx.rollback().await?;
+        return Err(error);
     }
     tx.commit().await?;
     Ok(notes)

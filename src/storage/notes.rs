@@ -97,14 +97,17 @@ impl NoteStore {
     /// none, in one transaction and one statement, as the write batcher
     /// writes a batch; the first refused add, or a retried request whose
     /// note `may_replay` refuses, fails the whole and is named by its
-    /// index (see `batch::write_all`).
+    /// index (see `batch::write_all`). `refused_next`: the error of the add
+    /// right after `adds`, refused before the store, which fails the whole
+    /// unless one of `adds` is refused first.
     pub(crate) async fn insert_all(
         &self,
         tenant: &TenantId,
         adds: Vec<NewNote>,
+        refused_next: Option<DomainError>,
         may_replay: impl Fn(&Note) -> bool,
     ) -> Result<Vec<Note>, DomainError> {
-        let notes = batch::write_all(&self.pool, tenant, adds, may_replay).await?;
+        let notes = batch::write_all(&self.pool, tenant, adds, refused_next, may_replay).await?;
         self.feeds.touched(tenant);
         Ok(notes)
     }

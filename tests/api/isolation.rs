@@ -4,12 +4,18 @@
 //! service key acting as each member (`x-actor-id`), and an admin key. A
 //! seeded random sequence of a few thousand calls (AddNote, also for
 //! another owner and on owner-only subjects, UpdateNote, GetNote,
-//! ListNotes, DeleteNote, UndeleteNote, ListNoteRevisions, RegisterSubject)
-//! aims at the callers' own notes, at other tenants' notes and at notes
-//! that do not exist. An in-test model of every note and registered subject
-//! predicts each outcome from the rules of `proto/notes/v1/*.proto`; every
-//! response (code, ErrorInfo reason, and on success the note's fields, the
-//! listed ids in order, the revisions) is checked against it.
+//! ListNotes, DeleteNote, UndeleteNote, ListNoteRevisions, RegisterSubject,
+//! SearchNotes, BatchGetNotes, BatchAddNotes all or none and with
+//! `partial_success`, BatchDeleteNotes) aims at the callers' own notes, at
+//! other tenants' notes and at notes that do not exist. An in-test model of
+//! every note and registered subject predicts each outcome from the rules
+//! of `proto/notes/v1/*.proto`; every response (code, ErrorInfo reason, for
+//! a batch the ErrorInfo `index` of the failing item or each item's result,
+//! and on success the note's fields, the listed or found ids in order, the
+//! revisions) is checked against it. Note bodies and titles hold words of a
+//! small vocabulary (as typed: mixed case) and a token of their own, so
+//! that a search for a word matches many notes and one for a token at most
+//! one.
 //!
 //! The seed is `NOTESD_ISOLATION_SEED` (decimal or 0x-hex) or a fixed
 //! default, and the number of operations `NOTESD_ISOLATION_OPERATIONS`; a
@@ -41,6 +47,13 @@ const DEFAULT_SEED: u64 = 0x1501_a7ed;
 const DEFAULT_OPERATIONS: usize = 3000;
 /// A listing that needs more pages than this is a violation (a loop).
 const MAX_PAGES: usize = 500;
+/// The words of note bodies and titles, which searches look for: few, so
+/// that each matches many notes.
+const VOCABULARY: [&str; 8] = [
+    "amber", "birch", "cobalt", "dune", "ember", "fjord", "garnet", "harbor",
+];
+/// How each note's own token starts (`tok<op>x<k>`).
+const TOKEN_PREFIX: &str = "tok";
 
 type Registry = SubjectsServiceClient<InterceptedService<Channel, Metadata>>;
 
@@ -164,6 +177,36 @@ fn can_edit(caller: &Caller, note: &ModelNote) -> bool {
 
 fn is_owner(caller: &Caller, note: &ModelNote) -> bool {
     caller.admin() || note.owner == caller.member
+}
+
+/// Whether a search for `word` matches the note: the `simple`
+/// configuration, case-insensitive, words as typed, in the title or the
+/// text. The test writes words separated by spaces, so splitting at
+/// anything but letters and digits finds the words PostgreSQL finds.
+fn has_word(note: &ModelNote, word: &str) -> bool {
+    let word = word.to_lowercase();
+    [&note.title, &note.text].into_iter().any(|text| {
+        text.split(|c: char| !c.is_alphanumeric())
+            .any(|w| w.to_lowercase() == word)
+    })
+}
+
+/// The note's own token, if its text has one.
+fn token_of(note: &ModelNote) -> Option<&str> {
+    note.text
+        .split_whitespace()
+        .find(|w| w.starts_with(TOKEN_PREFIX))
+}
+
+/// The ErrorInfo metadata `index` of a failed batch call.
+fn error_index(status: &tonic::Status) -> Option<usize> {
+    use tonic_types::StatusExt as _;
+    status
+        .get_details_error_info()?
+        .metadata
+        .get("index")?
+        .parse()
+        .ok()
 }
 
 /// The field changes of one UpdateNote.
@@ -341,6 +384,40 @@ enum Target {
     Missing,
 }
 
+/// The ListNotes filters the test uses (SearchNotes has the same ones).
+#[derive(Debug, Default)]
+struct Filters {
+    subject: Option<String>,
+    owner: Option<String>,
+    show_deleted: bool,
+}
+
+/// One AddNote as the test builds it, and what the model expects of it.
+struct PlannedAdd {
+    request: pb::Note,
+    /// The note expected, but for what the server chooses: its id, its
+    /// default occur_time and its etag.
+    model: ModelNote,
+    /// The occur_time sent, if any.
+    occur: Option<chrono::DateTime<chrono::Utc>>,
+    expected: Result<(), Failure>,
+    /// Its name in the tally.
+    rpc: String,
+    what: String,
+}
+
+impl PlannedAdd {
+    /// The model's note for this add, which the server answered with `note`.
+    fn created(&self, note: &pb::Note) -> ModelNote {
+        let mut model = self.model.clone();
+        model.id = note.id.clone();
+        model.occur = self
+            .occur
+            .map_or_else(|| occur_of(note).unwrap_or_default(), pair);
+        model
+    }
+}
+
 impl World {
     fn new(seed: u64) -> Self {
         Self {
@@ -430,6 +507,179 @@ impl World {
                 .is_some_and(|(owner, only)| *only && *owner != caller.member)
     }
 
+    /// A word of the vocabulary, as someone might type it.
+    fn typed(&mut self, word: &str) -> String {
+        match self.rng.random_range(0..4) {
+            0 => word.to_uppercase(),
+            1 => {
+                let mut chars = word.chars();
+                chars.next().map_or_else(String::new, |first| {
+                    first.to_uppercase().chain(chars).collect()
+                })
+            }
+            _ => word.to_owned(),
+        }
+    }
+
+    /// A note's text: three words of the vocabulary, the note's own token
+    /// (the `k`th note written by this operation), and who wrote it.
+    fn note_text(&mut self, caller: &Caller, k: usize) -> String {
+        let words: Vec<String> = (0..3)
+            .map(|_| {
+                let word = self.pick(&VOCABULARY);
+                self.typed(word)
+            })
+            .collect();
+        format!(
+            "{} {TOKEN_PREFIX}{}x{k} by {}",
+            words.join(" "),
+            self.op,
+            caller.label()
+        )
+    }
+
+    /// A note's title, sometimes with a word of the vocabulary.
+    fn note_title(&mut self) -> String {
+        let n = self.rng.random_range(0..3);
+        if self.rng.random_bool(0.3) {
+            let word = self.pick(&VOCABULARY);
+            format!("title {n} {}", self.typed(word))
+        } else {
+            format!("title {n}")
+        }
+    }
+
+    /// Often (with probability `bias`) a note of the caller's tenant that
+    /// `fits`, when there is one; else any target.
+    fn target_fitting(
+        &mut self,
+        caller: &Caller,
+        bias: f64,
+        fits: fn(&Caller, &ModelNote) -> bool,
+    ) -> Target {
+        if self.rng.random_bool(bias) {
+            let fitting: Vec<usize> = self.by_tenant[caller.tenant]
+                .iter()
+                .copied()
+                .filter(|&i| fits(caller, &self.notes[i]))
+                .collect();
+            if !fitting.is_empty() {
+                return Target::Note(fitting[self.rng.random_range(0..fitting.len())]);
+            }
+        }
+        self.target(caller.tenant)
+    }
+
+    /// The notes the caller can read that pass `filters` (and hold `word`,
+    /// when given), newest occur_time first, then newest id: the order of
+    /// ListNotes and of SearchNotes by newest.
+    fn visible(&self, caller: &Caller, filters: &Filters, word: Option<&str>) -> Vec<ModelNote> {
+        let mut want: Vec<&ModelNote> = self.by_tenant[caller.tenant]
+            .iter()
+            .map(|&i| &self.notes[i])
+            .filter(|n| {
+                can_read(caller, n)
+                    && filters.subject.as_ref().is_none_or(|s| n.subject == *s)
+                    && filters.owner.as_ref().is_none_or(|o| n.owner == *o)
+                    && (filters.show_deleted || !n.deleted)
+                    && word.is_none_or(|w| has_word(n, w))
+            })
+            .collect();
+        want.sort_by(|a, b| (b.occur, &b.id).cmp(&(a.occur, &a.id)));
+        want.into_iter().cloned().collect()
+    }
+
+    /// Compares the notes a listing (or search) returned with the model's.
+    fn compare_listing(
+        &mut self,
+        caller: &Caller,
+        what: &str,
+        want: &[ModelNote],
+        got: &[pb::Note],
+    ) {
+        let want_ids: Vec<&str> = want.iter().map(|n| n.id.as_str()).collect();
+        let got_ids: Vec<&str> = got.iter().map(|n| n.id.as_str()).collect();
+        if want_ids != got_ids {
+            let missing: Vec<&str> = want_ids
+                .iter()
+                .filter(|id| !got_ids.contains(id))
+                .copied()
+                .collect();
+            let extra: Vec<String> = got
+                .iter()
+                .filter(|n| !want_ids.contains(&n.id.as_str()))
+                .map(brief)
+                .collect();
+            self.violation(
+                caller,
+                what,
+                format!(
+                    "listed {} notes, want {}; missing {missing:?}; unexpected {extra:?}{}",
+                    got_ids.len(),
+                    want_ids.len(),
+                    if missing.is_empty() && extra.is_empty() {
+                        "; out of order"
+                    } else {
+                        ""
+                    }
+                ),
+            );
+            return;
+        }
+        for (want, got) in want.iter().zip(got) {
+            let d = diff(want, got);
+            if !d.is_empty() {
+                self.violation(caller, what, format!("listed note differs: {d:?}"));
+            }
+        }
+    }
+
+    /// Compares a batch call's outcome with the expected failure and the
+    /// index of the item that causes it (`None`: success); returns the
+    /// response when both agree that the call succeeded.
+    fn judge_batch<T>(
+        &mut self,
+        caller: &Caller,
+        what: &str,
+        expected: Option<(Failure, usize)>,
+        got: Result<T, tonic::Status>,
+    ) -> Option<T> {
+        self.calls += 1;
+        match (expected, got) {
+            (Some(((code, reason_), index)), Err(status)) => {
+                let got_index = error_index(&status);
+                if status.code() != code || reason(&status) != reason_ || got_index != Some(index) {
+                    self.violation(
+                        caller,
+                        what,
+                        format!(
+                            "want {code:?} {reason_} at index {index}, got {} at index {got_index:?}",
+                            status_text(&status)
+                        ),
+                    );
+                }
+                None
+            }
+            (Some(((code, reason_), index)), Ok(_)) => {
+                self.violation(
+                    caller,
+                    what,
+                    format!("want {code:?} {reason_} at index {index}, got OK"),
+                );
+                None
+            }
+            (None, Err(status)) => {
+                self.violation(
+                    caller,
+                    what,
+                    format!("want OK, got {}", status_text(&status)),
+                );
+                None
+            }
+            (None, Ok(response)) => Some(response),
+        }
+    }
+
     /// Compares a call's result with the expected failure or note; returns
     /// the returned note when both agree that the call succeeded.
     fn judge(
@@ -496,7 +746,9 @@ impl World {
     // Operations.
     // -----------------------------------------------------------------------
 
-    async fn add_note(&mut self, caller: &mut Caller) {
+    /// An AddNote as the add operations send it (the `k`th note of the
+    /// operation), and what the model expects of it.
+    fn plan_add(&mut self, caller: &Caller, k: usize) -> PlannedAdd {
         let subject_id = self.any_subject(SUBJECTS);
         let owner_id = match self.rng.random_range(0..10) {
             0..=5 => String::new(),
@@ -522,8 +774,8 @@ impl World {
             .rng
             .random_bool(0.5)
             .then(|| at_minute(self.rng.random_range(0..30)));
-        let title = format!("title {}", self.rng.random_range(0..3));
-        let text = format!("op {} by {}", self.op, caller.label());
+        let title = self.note_title();
+        let text = self.note_text(caller, k);
         let request = pb::Note {
             subject: subject(SUBJECT_TYPE, &subject_id),
             owner_id: owner_id.clone(),
@@ -562,10 +814,8 @@ impl World {
         } else {
             rpc.to_owned()
         };
-        self.tally(&rpc, &expected, "");
         let what = format!("{rpc} about {subject_id} owner {owner_id:?}");
-        let got = try_add(&mut caller.notes, request).await;
-        let mut model = ModelNote {
+        let model = ModelNote {
             id: String::new(),
             tenant: caller.tenant,
             subject: subject_id,
@@ -589,18 +839,160 @@ impl World {
             old_etags: Vec::new(),
             changes: vec![(ChangeKind::Created, caller.member.clone())],
         };
-        // The id, the default occur_time and the etag are the server's.
-        if let Ok(note) = &got {
-            model.id = note.id.clone();
-            model.occur = occur.map_or_else(|| occur_of(note).unwrap_or_default(), pair);
+        PlannedAdd {
+            request,
+            model,
+            occur,
+            expected,
+            rpc,
+            what,
         }
-        let expected = expected.map(|()| &model);
-        let Some(note) = self.judge(caller, &what, expected, got) else {
+    }
+
+    /// Takes a created note into the model, with the etag the server gave it.
+    fn remember(&mut self, mut model: ModelNote, etag: String) {
+        model.etag = etag;
+        self.by_tenant[model.tenant].push(self.notes.len());
+        self.notes.push(model);
+    }
+
+    async fn add_note(&mut self, caller: &mut Caller) {
+        let plan = self.plan_add(caller, 0);
+        self.tally(&plan.rpc, &plan.expected, "");
+        let got = try_add(&mut caller.notes, plan.request.clone()).await;
+        // The id, the default occur_time and the etag are the server's.
+        let model = match &got {
+            Ok(note) => plan.created(note),
+            Err(_) => plan.model.clone(),
+        };
+        let expected = plan.expected.map(|()| &model);
+        let Some(note) = self.judge(caller, &plan.what, expected, got) else {
             return;
         };
-        model.etag = note.etag;
-        self.by_tenant[caller.tenant].push(self.notes.len());
-        self.notes.push(model);
+        self.remember(model, note.etag);
+    }
+
+    /// BatchAddNotes of one to four notes, each built as `add_note` builds
+    /// it, some with a request id (a new one each). All or none: OK when
+    /// every note would be added alone, else the first refused one's error,
+    /// and nothing written. With `partial_success`: each note's outcome is
+    /// the one AddNote would have.
+    async fn batch_add_notes(&mut self, caller: &mut Caller, partial: bool) {
+        let count = self.rng.random_range(1..=4);
+        let plans: Vec<PlannedAdd> = (0..count).map(|k| self.plan_add(caller, k)).collect();
+        let requests: Vec<pb::AddNoteRequest> = plans
+            .iter()
+            .map(|plan| pb::AddNoteRequest {
+                request_id: if self.rng.random_bool(0.3) {
+                    uuid::Uuid::now_v7().to_string()
+                } else {
+                    String::new()
+                },
+                note: Some(plan.request.clone()),
+            })
+            .collect();
+        let what = format!(
+            "BatchAddNotes partial_success {partial} [{}]",
+            plans
+                .iter()
+                .map(|p| p.what.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+        let got = caller
+            .notes
+            .batch_add_notes(pb::BatchAddNotesRequest {
+                requests,
+                partial_success: partial,
+            })
+            .await
+            .map(|r| r.into_inner());
+        if partial {
+            for plan in &plans {
+                self.tally("BatchAddNotes partial_success item", &plan.expected, "");
+            }
+            let Some(response) = self.judge_batch(caller, &what, None, got) else {
+                return;
+            };
+            if !response.notes.is_empty() || response.results.len() != count {
+                self.violation(
+                    caller,
+                    &what,
+                    format!(
+                        "want {count} results and no notes, got {} results and {} notes",
+                        response.results.len(),
+                        response.notes.len()
+                    ),
+                );
+                return;
+            }
+            for (k, (plan, result)) in plans.iter().zip(response.results).enumerate() {
+                match (plan.expected, result.note, result.error) {
+                    (Ok(()), Some(note), None) => {
+                        let model = plan.created(&note);
+                        let d = diff(&model, &note);
+                        if !d.is_empty() {
+                            self.violation(
+                                caller,
+                                &what,
+                                format!("result {k}: returned note differs: {d:?}"),
+                            );
+                        }
+                        self.remember(model, note.etag);
+                    }
+                    (Err((code, reason_)), None, Some(error))
+                        if error.code == code as i32 && error.reason == reason_ => {}
+                    (expected, note, error) => self.violation(
+                        caller,
+                        &what,
+                        format!(
+                            "result {k}: want {expected:?}, got note {:?} error {error:?}",
+                            note.as_ref().map(brief)
+                        ),
+                    ),
+                }
+            }
+            return;
+        }
+        let first_refused = plans
+            .iter()
+            .enumerate()
+            .find_map(|(k, plan)| plan.expected.err().map(|failure| (failure, k)));
+        self.tally(
+            "BatchAddNotes",
+            &first_refused.map_or(Ok(()), |(failure, _)| Err(failure)),
+            match first_refused {
+                Some((_, k)) if k > 0 => " at a later index",
+                _ => "",
+            },
+        );
+        let Some(response) = self.judge_batch(caller, &what, first_refused, got) else {
+            return;
+        };
+        if !response.results.is_empty() || response.notes.len() != count {
+            self.violation(
+                caller,
+                &what,
+                format!(
+                    "want {count} notes and no results, got {} notes and {} results",
+                    response.notes.len(),
+                    response.results.len()
+                ),
+            );
+            return;
+        }
+        for (k, (plan, note)) in plans.iter().zip(response.notes).enumerate() {
+            let model = plan.created(&note);
+            let d = diff(&model, &note);
+            if !d.is_empty() {
+                self.violation(
+                    caller,
+                    &what,
+                    format!("note {k}: returned note differs: {d:?}"),
+                );
+            }
+            self.remember(model, note.etag);
+        }
     }
 
     async fn register(&mut self, caller: &mut Caller) {
@@ -700,10 +1092,10 @@ impl World {
         let mut change = Patch::default();
         while change.request(&id).1.is_empty() {
             if self.rng.random_bool(0.4) {
-                change.title = Some(format!("title {}", self.rng.random_range(0..3)));
+                change.title = Some(self.note_title());
             }
             if self.rng.random_bool(0.3) {
-                change.text = Some(format!("op {} by {}", self.op, caller.label()));
+                change.text = Some(self.note_text(caller, 0));
             }
             if self.rng.random_bool(0.2) {
                 change.visibility = Some(self.pick(&[Visibility::Private, Visibility::Team]));
@@ -806,6 +1198,46 @@ impl World {
         }
     }
 
+    /// The note after DeleteNote (`deleting`) or UndeleteNote by the caller,
+    /// with a stale etag or not, or why it fails.
+    fn deletion(
+        &self,
+        caller: &Caller,
+        target: Target,
+        stale: bool,
+        deleting: bool,
+    ) -> Result<ModelNote, Failure> {
+        let Target::Note(i) = target else {
+            return Err(NOT_FOUND);
+        };
+        let current = &self.notes[i];
+        if !can_read(caller, current) {
+            return Err(NOT_FOUND);
+        }
+        if stale {
+            return Err(ETAG_MISMATCH);
+        }
+        if !can_edit(caller, current) {
+            return Err(NOT_OWNER);
+        }
+        match (deleting, current.deleted) {
+            (true, true) => return Err(NOTE_DELETED),
+            (false, false) => return Err(NOTE_NOT_DELETED),
+            _ => {}
+        }
+        let mut next = current.clone();
+        next.deleted = deleting;
+        next.updater = caller.member.clone();
+        let kind = if deleting {
+            ChangeKind::Deleted
+        } else {
+            ChangeKind::Undeleted
+        };
+        next.changes.push((kind, caller.member.clone()));
+        next.etag = String::new();
+        Ok(next)
+    }
+
     async fn set_deleted(&mut self, caller: &mut Caller, deleting: bool) {
         let deleted: Vec<usize> = (0..self.notes.len())
             .filter(|&i| self.notes[i].deleted)
@@ -817,37 +1249,7 @@ impl World {
         };
         let id = self.target_id(target);
         let (etag, stale) = self.etag_for(target);
-        let expected = (|| {
-            let Target::Note(i) = target else {
-                return Err(NOT_FOUND);
-            };
-            let current = &self.notes[i];
-            if !can_read(caller, current) {
-                return Err(NOT_FOUND);
-            }
-            if stale {
-                return Err(ETAG_MISMATCH);
-            }
-            if !can_edit(caller, current) {
-                return Err(NOT_OWNER);
-            }
-            match (deleting, current.deleted) {
-                (true, true) => return Err(NOTE_DELETED),
-                (false, false) => return Err(NOTE_NOT_DELETED),
-                _ => {}
-            }
-            let mut next = current.clone();
-            next.deleted = deleting;
-            next.updater = caller.member.clone();
-            let kind = if deleting {
-                ChangeKind::Deleted
-            } else {
-                ChangeKind::Undeleted
-            };
-            next.changes.push((kind, caller.member.clone()));
-            next.etag = String::new();
-            Ok(next)
-        })();
+        let expected = self.deletion(caller, target, stale, deleting);
         let rpc = if deleting {
             "DeleteNote"
         } else {
@@ -870,37 +1272,27 @@ impl World {
     }
 
     async fn list_notes(&mut self, caller: &mut Caller) {
-        let subject_filter = self
-            .rng
-            .random_bool(0.3)
-            .then(|| self.any_subject(SUBJECTS));
-        let owner_filter = self.rng.random_bool(0.3).then(|| self.any_member());
-        let show_deleted = self.rng.random_bool(0.4);
+        let filters = Filters {
+            subject: self
+                .rng
+                .random_bool(0.3)
+                .then(|| self.any_subject(SUBJECTS)),
+            owner: self.rng.random_bool(0.3).then(|| self.any_member()),
+            show_deleted: self.rng.random_bool(0.4),
+        };
         let page_size = self.pick(&[0, 7, 50, 1000]);
         let mut request = pb::ListNotesRequest {
             page_size,
-            subject: subject_filter
+            subject: filters
+                .subject
                 .as_deref()
                 .and_then(|s| subject(SUBJECT_TYPE, s)),
-            owner_id: owner_filter.clone().unwrap_or_default(),
-            show_deleted,
+            owner_id: filters.owner.clone().unwrap_or_default(),
+            show_deleted: filters.show_deleted,
             ..Default::default()
         };
-        let what = format!(
-            "ListNotes subject {subject_filter:?} owner {owner_filter:?} show_deleted {show_deleted} page_size {page_size}"
-        );
-        let mut want: Vec<&ModelNote> = self.by_tenant[caller.tenant]
-            .iter()
-            .map(|&i| &self.notes[i])
-            .filter(|n| {
-                can_read(caller, n)
-                    && subject_filter.as_ref().is_none_or(|s| n.subject == *s)
-                    && owner_filter.as_ref().is_none_or(|o| n.owner == *o)
-                    && (show_deleted || !n.deleted)
-            })
-            .collect();
-        want.sort_by(|a, b| (b.occur, &b.id).cmp(&(a.occur, &a.id)));
-        let want: Vec<ModelNote> = want.into_iter().cloned().collect();
+        let what = format!("ListNotes {filters:?} page_size {page_size}");
+        let want = self.visible(caller, &filters, None);
         *self
             .outcomes
             .entry(format!(
@@ -938,40 +1330,241 @@ impl World {
                 return;
             }
         }
-        let want_ids: Vec<&str> = want.iter().map(|n| n.id.as_str()).collect();
-        let got_ids: Vec<&str> = got.iter().map(|n| n.id.as_str()).collect();
-        if want_ids != got_ids {
-            let missing: Vec<&str> = want_ids
+        self.compare_listing(caller, &what, &want, &got);
+    }
+
+    /// SearchNotes, newest first, for a word of the vocabulary (as typed:
+    /// any case) or, sometimes, a note's own token, with at most one
+    /// ListNotes filter, paged with small pages: exactly the notes ListNotes
+    /// would list with that filter that hold the word, in its order, each
+    /// with its word marked in the snippet.
+    async fn search_notes(&mut self, caller: &mut Caller) {
+        let token = if self.rng.random_bool(0.2) {
+            match self.target_fitting(caller, 0.5, can_read) {
+                Target::Note(i) => token_of(&self.notes[i]).map(str::to_owned),
+                Target::Missing => None,
+            }
+        } else {
+            None
+        };
+        let query = match token {
+            Some(token) => token,
+            None => {
+                let word = self.pick(&VOCABULARY);
+                self.typed(word)
+            }
+        };
+        let filters = Filters {
+            subject: None,
+            owner: None,
+            show_deleted: self.rng.random_bool(0.4),
+        };
+        let filters = match self.rng.random_range(0..4) {
+            0 => Filters {
+                subject: Some(self.any_subject(SUBJECTS)),
+                ..filters
+            },
+            1 => Filters {
+                owner: Some(self.any_member()),
+                ..filters
+            },
+            _ => filters,
+        };
+        let page_size = self.pick(&[2, 3, 5, 0]);
+        let order = self.pick(&[pb::SearchOrder::Unspecified, pb::SearchOrder::Newest]);
+        let mut request = pb::SearchNotesRequest {
+            query: query.clone(),
+            page_size,
+            order: order as i32,
+            subject: filters
+                .subject
+                .as_deref()
+                .and_then(|s| subject(SUBJECT_TYPE, s)),
+            owner_id: filters.owner.clone().unwrap_or_default(),
+            show_deleted: filters.show_deleted,
+            ..Default::default()
+        };
+        let what = format!("SearchNotes {query:?} {filters:?} {order:?} page_size {page_size}");
+        let want = self.visible(caller, &filters, Some(&query));
+        *self
+            .outcomes
+            .entry(format!(
+                "SearchNotes {}{}",
+                if query.starts_with(TOKEN_PREFIX) {
+                    "for a token "
+                } else {
+                    ""
+                },
+                if want.is_empty() {
+                    "empty"
+                } else {
+                    "non-empty"
+                }
+            ))
+            .or_default() += 1;
+
+        let mut got = Vec::new();
+        let mark = format!("<mark>{}</mark>", query.to_lowercase());
+        for page in 0.. {
+            self.calls += 1;
+            match caller.notes.search_notes(request.clone()).await {
+                Ok(response) => {
+                    let response = response.into_inner();
+                    for hit in response.hits {
+                        if !hit.snippet.to_lowercase().contains(&mark) {
+                            self.violation(
+                                caller,
+                                &what,
+                                format!("snippet {:?} does not mark the word", hit.snippet),
+                            );
+                        }
+                        got.extend(hit.note);
+                    }
+                    if response.next_page_token.is_empty() {
+                        break;
+                    }
+                    request.page_token = response.next_page_token;
+                }
+                Err(status) => {
+                    self.violation(
+                        caller,
+                        &what,
+                        format!("page {page} failed: {}", status_text(&status)),
+                    );
+                    return;
+                }
+            }
+            if page == MAX_PAGES {
+                self.violation(caller, &what, format!("more than {MAX_PAGES} pages"));
+                return;
+            }
+        }
+        self.compare_listing(caller, &what, &want, &got);
+    }
+
+    /// BatchGetNotes of one to five targets, mostly notes the caller can
+    /// read: all the notes in order, or NOT_FOUND naming the first one it
+    /// cannot.
+    async fn batch_get_notes(&mut self, caller: &mut Caller) {
+        let count = self.rng.random_range(1..=5);
+        let targets: Vec<Target> = (0..count)
+            .map(|_| {
+                if self.rng.random_bool(0.05) {
+                    Target::Missing
+                } else {
+                    self.target_fitting(caller, 0.8, can_read)
+                }
+            })
+            .collect();
+        let ids: Vec<String> = targets.iter().map(|&t| self.target_id(t)).collect();
+        let unreadable = targets.iter().position(|&t| match t {
+            Target::Note(i) => !can_read(caller, &self.notes[i]),
+            Target::Missing => true,
+        });
+        let expected = unreadable.map(|k| (NOT_FOUND, k));
+        let aim = unreadable.map_or("", |k| self.aim(caller, targets[k]));
+        self.tally(
+            "BatchGetNotes",
+            &expected.map_or(Ok(()), |(failure, _)| Err(failure)),
+            aim,
+        );
+        let what = format!("BatchGetNotes {ids:?}");
+        let got = caller
+            .notes
+            .batch_get_notes(pb::BatchGetNotesRequest { ids })
+            .await
+            .map(|r| r.into_inner().notes);
+        let Some(notes) = self.judge_batch(caller, &what, expected, got) else {
+            return;
+        };
+        let want: Vec<ModelNote> = targets
+            .iter()
+            .filter_map(|&t| match t {
+                Target::Note(i) => Some(self.notes[i].clone()),
+                Target::Missing => None,
+            })
+            .collect();
+        self.compare_listing(caller, &what, &want, &notes);
+    }
+
+    /// BatchDeleteNotes of one to three distinct targets, mostly notes the
+    /// caller may delete, sometimes ones already deleted, each with an etag as `set_deleted` sends it: all
+    /// deleted, or the first refused one's DeleteNote error and none.
+    async fn batch_delete_notes(&mut self, caller: &mut Caller) {
+        fn deletable(caller: &Caller, note: &ModelNote) -> bool {
+            can_read(caller, note) && can_edit(caller, note) && !note.deleted
+        }
+        fn deleted(caller: &Caller, note: &ModelNote) -> bool {
+            can_read(caller, note) && can_edit(caller, note) && note.deleted
+        }
+        let count = self.rng.random_range(1..=3);
+        let mut targets: Vec<Target> = Vec::new();
+        for _ in 0..count {
+            let fits = if self.rng.random_bool(0.05) {
+                deleted
+            } else {
+                deletable
+            };
+            let target = self.target_fitting(caller, 0.8, fits);
+            let repeated = targets
                 .iter()
-                .filter(|id| !got_ids.contains(id))
-                .copied()
-                .collect();
-            let extra: Vec<String> = got
+                .any(|t| matches!((t, target), (Target::Note(a), Target::Note(b)) if *a == b));
+            if !repeated {
+                targets.push(target);
+            }
+        }
+        let mut requests = Vec::new();
+        let mut outcomes = Vec::new();
+        for &target in &targets {
+            let (etag, stale) = self.etag_for(target);
+            requests.push(pb::DeleteNoteRequest {
+                id: self.target_id(target),
+                etag,
+            });
+            outcomes.push(self.deletion(caller, target, stale, true));
+        }
+        let refused = outcomes
+            .iter()
+            .enumerate()
+            .find_map(|(k, outcome)| outcome.as_ref().err().map(|failure| (*failure, k)));
+        let aim = refused.map_or("", |(_, k)| self.aim(caller, targets[k]));
+        self.tally(
+            "BatchDeleteNotes",
+            &refused.map_or(Ok(()), |(failure, _)| Err(failure)),
+            aim,
+        );
+        let what = format!(
+            "BatchDeleteNotes {:?}",
+            requests
                 .iter()
-                .filter(|n| !want_ids.contains(&n.id.as_str()))
-                .map(brief)
-                .collect();
+                .map(|r| (r.id.as_str(), r.etag.as_str()))
+                .collect::<Vec<_>>()
+        );
+        let got = caller
+            .notes
+            .batch_delete_notes(pb::BatchDeleteNotesRequest { requests })
+            .await
+            .map(|r| r.into_inner().notes);
+        let Some(notes) = self.judge_batch(caller, &what, refused, got) else {
+            return;
+        };
+        if notes.len() != targets.len() {
             self.violation(
                 caller,
                 &what,
-                format!(
-                    "listed {} notes, want {}; missing {missing:?}; unexpected {extra:?}{}",
-                    got_ids.len(),
-                    want_ids.len(),
-                    if missing.is_empty() && extra.is_empty() {
-                        "; out of order"
-                    } else {
-                        ""
-                    }
-                ),
+                format!("want {} notes, got {}", targets.len(), notes.len()),
             );
             return;
         }
-        for (want, got) in want.iter().zip(&got) {
-            let d = diff(want, got);
+        for ((target, next), note) in targets.into_iter().zip(outcomes).zip(notes) {
+            let (Target::Note(i), Ok(next)) = (target, next) else {
+                continue;
+            };
+            let d = diff(&next, &note);
             if !d.is_empty() {
-                self.violation(caller, &what, format!("listed note differs: {d:?}"));
+                self.violation(caller, &what, format!("returned note differs: {d:?}"));
             }
+            self.commit(caller, &what, i, next, &note.etag);
         }
     }
 
@@ -1102,6 +1695,23 @@ const REQUIRED_OUTCOMES: &[&str] = &[
     "ListNoteRevisions OK",
     "ListNoteRevisions NOT_FOUND",
     "ListNoteRevisions NOT_FOUND (other tenant)",
+    "SearchNotes non-empty",
+    "SearchNotes for a token empty",
+    "SearchNotes for a token non-empty",
+    "BatchGetNotes OK",
+    "BatchGetNotes NOT_FOUND",
+    "BatchGetNotes NOT_FOUND (other tenant)",
+    "BatchGetNotes NOT_FOUND (no such note)",
+    "BatchAddNotes OK",
+    "BatchAddNotes NOT_OWNER",
+    "BatchAddNotes NOT_OWNER at a later index",
+    "BatchAddNotes partial_success item OK",
+    "BatchAddNotes partial_success item NOT_OWNER",
+    "BatchDeleteNotes OK",
+    "BatchDeleteNotes NOT_FOUND",
+    "BatchDeleteNotes NOT_FOUND (other tenant)",
+    "BatchDeleteNotes NOT_OWNER",
+    "BatchDeleteNotes NOTE_DELETED",
 ];
 
 #[tokio::test]
@@ -1120,7 +1730,7 @@ async fn random_operations_never_cross_the_access_rules() {
         world.op = op;
         let who = world.rng.random_range(0..callers.len());
         let caller = &mut callers[who];
-        match world.rng.random_range(0..100) {
+        match world.rng.random_range(0..115) {
             0..=24 => world.add_note(caller).await,
             25..=27 => world.register(caller).await,
             28..=45 => world.get_note(caller).await,
@@ -1128,7 +1738,12 @@ async fn random_operations_never_cross_the_access_rules() {
             68..=75 => world.set_deleted(caller, true).await,
             76..=82 => world.set_deleted(caller, false).await,
             83..=90 => world.list_notes(caller).await,
-            _ => world.list_revisions(caller).await,
+            91..=99 => world.list_revisions(caller).await,
+            100..=103 => world.search_notes(caller).await,
+            104..=106 => world.batch_get_notes(caller).await,
+            107..=108 => world.batch_add_notes(caller, false).await,
+            109..=110 => world.batch_add_notes(caller, true).await,
+            _ => world.batch_delete_notes(caller).await,
         }
     }
     println!(

@@ -165,7 +165,10 @@ async fn batch_get_limits() {
     .await
     .id;
     assert_eq!(
-        batch_get(&mut alice, &[large.clone()]).await.unwrap().len(),
+        batch_get(&mut alice, std::slice::from_ref(&large))
+            .await
+            .unwrap()
+            .len(),
         1
     );
     let status = batch_get(&mut alice, &[large.clone(), large])

@@ -126,7 +126,7 @@ mod tests {
             "MISSING_FIELDS"
         );
         assert_eq!(
-            SearchQuery::parse("query", "- \"\" or")
+            SearchQuery::parse("query", "- \"\" !!")
                 .unwrap_err()
                 .reason(),
             "INVALID_FIELD"

@@ -161,6 +161,13 @@ struct ServeArgs {
           default_value_t = CallLimits::default().max_concurrent_streams)]
     max_concurrent_streams: u32,
 
+    /// How long one SearchNotes statement may run; a search that would
+    /// read more is cancelled and refused (RESOURCE_EXHAUSTED, reason
+    /// SEARCH_TOO_COSTLY).
+    #[arg(long, env = "NOTESD_SEARCH_TIMEOUT_MS",
+          default_value_t = CallLimits::default().search_timeout.as_millis() as u64)]
+    search_timeout_ms: u64,
+
     /// WatchNotes streams open at once; one more is refused
     /// (RESOURCE_EXHAUSTED, reason TOO_MANY_WATCHERS). Watches do not count
     /// against --max-in-flight-calls.
@@ -365,6 +372,7 @@ async fn serve(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
         limits: CallLimits {
             max_in_flight: args.max_in_flight_calls,
             max_concurrent_streams: args.max_concurrent_streams,
+            search_timeout: Duration::from_millis(args.search_timeout_ms.max(1)),
         },
         watch: WatchSettings {
             max_watchers: args.max_watchers,

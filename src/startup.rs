@@ -49,8 +49,8 @@ pub struct Settings {
     pub retention: RetentionSettings,
 }
 
-/// Bounds on the memory that calls in flight may hold (docs/access.md,
-/// "Resource bounds").
+/// Bounds on the memory that calls in flight may hold, and on the work one
+/// call may make the database do (docs/access.md, "Resource bounds").
 #[derive(Debug, Clone, Copy)]
 pub struct CallLimits {
     /// Calls handled at once, gRPC and facade requests together; more are
@@ -59,6 +59,9 @@ pub struct CallLimits {
     /// HTTP/2 streams a client may open at once on one connection
     /// (SETTINGS_MAX_CONCURRENT_STREAMS).
     pub max_concurrent_streams: u32,
+    /// How long one SearchNotes statement may run before it is cancelled
+    /// (RESOURCE_EXHAUSTED, SEARCH_TOO_COSTLY).
+    pub search_timeout: Duration,
 }
 
 impl Default for CallLimits {
@@ -66,6 +69,7 @@ impl Default for CallLimits {
         Self {
             max_in_flight: 1024,
             max_concurrent_streams: 128,
+            search_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -135,7 +139,13 @@ impl Application {
             self.retention,
         ));
         let notes_api = NotesApi::new(Notes::new(
-            NoteStore::new(pool.clone(), self.batching, metrics.clone(), feeds.clone()),
+            NoteStore::new(
+                pool.clone(),
+                self.batching,
+                metrics.clone(),
+                feeds.clone(),
+                self.limits.search_timeout,
+            ),
             SubjectStore::new(pool.clone()),
         ));
         let notes = NotesGrpc::new(notes_api.clone());

@@ -113,6 +113,10 @@ pub enum DomainError {
     DatabaseUnavailable(#[source] anyhow::Error),
     /// Anything the caller cannot fix: logged with its cause, answered with
     /// a generic message.
+    #[error(
+        "the search would read too many notes to answer in time; add words or filters (a subject, an owner, a time range)"
+    )]
+    SearchTooCostly,
     #[error("only an admin key may do this")]
     AdminKeyRequired,
     #[error("the notes together exceed {0} MiB; ask for fewer")]
@@ -176,6 +180,7 @@ impl DomainError {
             Self::SourceExists => "SOURCE_ALREADY_EXISTS",
             Self::DatabaseUnavailable(_) => "DATABASE_UNAVAILABLE",
             Self::AdminKeyRequired => "ADMIN_KEY_REQUIRED",
+            Self::SearchTooCostly => "SEARCH_TOO_COSTLY",
             Self::ResponseTooLarge(_) => "RESPONSE_TOO_LARGE",
             Self::InBatch { error, .. } => error.reason(),
             Self::Internal(_) => "INTERNAL",
@@ -191,9 +196,10 @@ impl DomainError {
             | Self::InvalidPageToken(_)
             | Self::InvalidWatchToken(_) => ErrorKind::InvalidArgument,
             Self::WatchTokenExpired => ErrorKind::OutOfRange,
-            Self::WatchTooSlow | Self::TooManyWatchers | Self::ResponseTooLarge(_) => {
-                ErrorKind::ResourceExhausted
-            }
+            Self::WatchTooSlow
+            | Self::TooManyWatchers
+            | Self::ResponseTooLarge(_)
+            | Self::SearchTooCostly => ErrorKind::ResourceExhausted,
             Self::InBatch { error, .. } => error.kind(),
             Self::ApiKeyMissing | Self::ApiKeyInvalid | Self::ActorMissing => {
                 ErrorKind::Unauthenticated
@@ -239,6 +245,7 @@ impl DomainError {
             Self::RequestIdConflict => Self::RequestIdConflict,
             Self::SourceExists => Self::SourceExists,
             Self::AdminKeyRequired => Self::AdminKeyRequired,
+            Self::SearchTooCostly => Self::SearchTooCostly,
             Self::ResponseTooLarge(mib) => Self::ResponseTooLarge(*mib),
             Self::InBatch { index, error } => Self::InBatch {
                 index: *index,

@@ -48,6 +48,8 @@ pub(crate) struct NoteStore {
     batcher: AddBatcher,
     reader: GetBatcher,
     feeds: ChangeFeeds,
+    /// How long a search statement may run.
+    search_timeout: std::time::Duration,
 }
 
 impl NoteStore {
@@ -58,6 +60,7 @@ impl NoteStore {
         batching: BatchSettings,
         observer: Arc<dyn BatchObserver>,
         feeds: ChangeFeeds,
+        search_timeout: std::time::Duration,
     ) -> Self {
         Self {
             batcher: AddBatcher::start(
@@ -69,6 +72,7 @@ impl NoteStore {
             reader: GetBatcher::start(pool.clone(), observer),
             pool,
             feeds,
+            search_timeout,
         }
     }
 
@@ -195,7 +199,7 @@ impl NoteStore {
 
     /// A page of the notes that match a full-text search (see `search`).
     pub(crate) async fn search(&self, search: &Search<'_>) -> Result<SearchPage, DomainError> {
-        search::search(&self.pool, search).await
+        search::search(&self.pool, search, self.search_timeout).await
     }
 
     /// Erases notes for good (see `purge`): every note of `tenant` about

@@ -314,6 +314,8 @@ async fn every_documented_reason_is_produced() {
         ),
     ));
 
+    produced.push(("SEARCH_TOO_COSTLY", search_too_costly().await));
+
     // The change stream's refusals and ends.
     produced.extend(watch_reasons().await);
 
@@ -376,6 +378,35 @@ fn defined_reasons() -> BTreeSet<&'static str> {
     let edge = edge_reasons();
     assert_eq!(edge.len(), 2, "limits.rs was parsed: {edge:?}");
     reasons.union(&edge).copied().collect()
+}
+
+/// A search cut short by its bound, on a server whose bound is 1 ms and a
+/// tenant of 100,000 notes that all hold the words of a phrase none holds.
+async fn search_too_costly() -> tonic::Status {
+    let app = spawn_app_with(|settings| {
+        settings.limits.search_timeout = std::time::Duration::from_millis(1);
+    })
+    .await;
+    let mut alice = app.member("acme", "alice").await;
+    sqlx::query(
+        "insert into notes (
+             tenant_id, id, subject_type, subject_id, owner_id, created_by, updated_by,
+             visibility, edit_policy, body_text, occurred_at, created_at, updated_at, revision)
+         select 'acme', gen_random_uuid(), 'customer', 'c-1', 'alice', 'alice', 'alice', 2, 1,
+                'alpha beta', now(), now(), now(), 1
+         from generate_series(1, 100000)",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    failure(
+        alice
+            .search_notes(pb::SearchNotesRequest {
+                query: "\"beta alpha\"".to_owned(),
+                ..Default::default()
+            })
+            .await,
+    )
 }
 
 /// The reasons only WatchNotes gives, each from a server set up to give it.

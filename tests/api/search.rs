@@ -445,3 +445,55 @@ async fn bad_searches_are_refused_naming_the_field() {
         assert_eq!(reason(&status), "INVALID_PAGE_TOKEN");
     }
 }
+
+#[tokio::test]
+async fn a_search_that_would_read_most_of_a_tenant_is_cut_short() {
+    let app = spawn_app_with(|settings| {
+        settings.limits.search_timeout = std::time::Duration::from_millis(50);
+    })
+    .await;
+    let mut alice = app.member("acme", "alice").await;
+    // 300,000 notes that all hold `alpha` and `beta`, never as the phrase
+    // "beta alpha", each with a word of its own.
+    sqlx::query(
+        "insert into notes (
+             tenant_id, id, subject_type, subject_id, owner_id, created_by, updated_by,
+             visibility, edit_policy, body_text, occurred_at, created_at, updated_at, revision)
+         select 'acme', gen_random_uuid(), 'customer', 'c-1', 'alice', 'alice', 'alice', 2, 1,
+                'alpha beta n' || g, t, t, t, 1
+         from generate_series(1, 300000) as g,
+              lateral (select now() - g * interval '1 second' as t) as ts",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query("analyze notes")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+
+    // A rare word is found through the index, a common one from the
+    // newest notes: both answer within the bound.
+    let rare = search(&mut alice, search_request("n4242")).await.unwrap();
+    assert_eq!(rare.hits.len(), 1);
+    let common = search(&mut alice, search_request("alpha beta"))
+        .await
+        .unwrap();
+    assert_eq!(common.hits.len(), 20);
+    // A phrase of common words that no note holds can only be answered by
+    // reading every note: it is stopped at the bound and refused.
+    let status = search(&mut alice, search_request("\"beta alpha\""))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(reason(&status), "SEARCH_TOO_COSTLY");
+    // The connection it ran on is fine for the next call.
+    assert_eq!(
+        search(&mut alice, search_request("n7"))
+            .await
+            .unwrap()
+            .hits
+            .len(),
+        1
+    );
+}

@@ -88,9 +88,9 @@ pub(super) async fn search(
         SearchOrder::Relevance => push_relevance(&mut query, search),
     }
     let mut tx = begin_for(pool, search.tenant).await?;
-    let mut probe = QueryBuilder::<Postgres>::new(concat!(
-        "select count(*) from (select search from tenant_notes where "
-    ));
+    let mut probe = QueryBuilder::<Postgres>::new(
+        "select count(*) from (select search from tenant_notes where ",
+    );
     push_filter(&mut probe, search.tenant, search.viewer, search.filter);
     probe.push(format_args!(
         " order by occurred_at desc, id desc limit {PROBE_NOTES}) recent where true"

@@ -12,11 +12,16 @@
 //! - `get`: GetNote of random ids from the deterministic set that
 //!   `bench/run` seeds (tenant `bench-get`).
 //! - `list`: ListNotes, page 1 and page 1000 of a large tenant.
+//! - `search`: SearchNotes of one query, in a closed loop.
+//! - `batch-get`: BatchGetNotes of random ids of the `bench-get` tenant.
+//! - `batch-add`: BatchAddNotes of notes like `add`'s, then checks them in
+//!   the database as `add` does.
 //! - `watch`: WatchNotes streams, optionally with AddNote at a fixed rate:
 //!   the delay from each change to its delivery, and what every watcher got.
 //!
-//! Exit status: 0 when every call was OK (and, for `add`, every created note
-//! was found in the database); 1 otherwise, after printing the figures.
+//! Exit status: 0 when every call was OK (and, for `add` and `batch-add`,
+//! every created note was found in the database); 1 otherwise, after
+//! printing the figures.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -62,6 +67,16 @@ enum Command {
     List(ListArgs),
     /// WatchNotes streams, with AddNote at a fixed rate (or none).
     Watch(WatchArgs),
+    /// SearchNotes of one query in a closed loop (4 calls in flight by default).
+    #[command(mut_arg("concurrency", |arg| arg.default_value("4")))]
+    Search(SearchArgs),
+    /// BatchGetNotes of random notes of the seeded `bench-get` tenant (4 calls in flight by default).
+    #[command(mut_arg("concurrency", |arg| arg.default_value("4")))]
+    BatchGet(BatchGetArgs),
+    /// BatchAddNotes in a closed loop, then verify the created notes in the database (4 calls
+    /// in flight by default).
+    #[command(mut_arg("concurrency", |arg| arg.default_value("4")))]
+    BatchAdd(BatchAddArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -83,11 +98,17 @@ struct Load {
     #[arg(long, default_value_t = 4)]
     connections: usize,
     /// Seconds measured, after the warmup.
-    #[arg(long, default_value_t = 20.0)]
+    #[arg(long, visible_alias = "secs", default_value_t = 20.0)]
     duration_secs: f64,
     /// Seconds of load before measuring starts.
     #[arg(long, default_value_t = 3.0)]
     warmup_secs: f64,
+}
+
+impl Load {
+    fn window(&self) -> Window {
+        Window::new(self.warmup_secs, self.duration_secs)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -148,6 +169,51 @@ struct ListArgs {
 }
 
 #[derive(Debug, Args)]
+struct SearchArgs {
+    #[command(flatten)]
+    target: Target,
+    #[command(flatten)]
+    load: Load,
+    /// What to search for, as typed into a search box: words, "quoted
+    /// phrases", `or`, `-word`.
+    #[arg(long)]
+    query: String,
+    /// The order of the hits.
+    #[arg(long, value_enum, default_value_t = SearchOrder::Newest)]
+    order: SearchOrder,
+    /// Hits per page (the server's default is 20, its maximum 100).
+    #[arg(long, default_value_t = 20)]
+    page_size: i32,
+    /// Accept calls that find nothing (by default a call with no hit fails).
+    #[arg(long)]
+    allow_empty: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum SearchOrder {
+    Newest,
+    Relevance,
+}
+
+#[derive(Debug, Args)]
+struct BatchGetArgs {
+    #[command(flatten)]
+    get: GetArgs,
+    /// Ids a call (random, possibly repeated); every call must return them all.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+}
+
+#[derive(Debug, Args)]
+struct BatchAddArgs {
+    #[command(flatten)]
+    add: AddArgs,
+    /// Notes a call, each with its own request id (unless --no-request-id).
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+}
+
+#[derive(Debug, Args)]
 struct WatchArgs {
     #[command(flatten)]
     target: Target,
@@ -189,6 +255,9 @@ fn main() -> ExitCode {
             Command::Get(args) => get(args).await,
             Command::List(args) => list(args).await,
             Command::Watch(args) => watch(args).await,
+            Command::Search(args) => search(args).await,
+            Command::BatchGet(args) => batch_get(args).await,
+            Command::BatchAdd(args) => batch_add(args).await,
         }
     });
     match result {
@@ -212,6 +281,9 @@ const ADD_NOTE: &str = "/notes.v1.NotesService/AddNote";
 const GET_NOTE: &str = "/notes.v1.NotesService/GetNote";
 const LIST_NOTES: &str = "/notes.v1.NotesService/ListNotes";
 const WATCH_NOTES: &str = "/notes.v1.NotesService/WatchNotes";
+const SEARCH_NOTES: &str = "/notes.v1.NotesService/SearchNotes";
+const BATCH_GET_NOTES: &str = "/notes.v1.NotesService/BatchGetNotes";
+const BATCH_ADD_NOTES: &str = "/notes.v1.NotesService/BatchAddNotes";
 
 /// A gRPC client on one HTTP/2 connection; clones share the connection.
 #[derive(Clone)]
@@ -354,11 +426,13 @@ struct TaskResult {
     /// window, OK or not.
     latencies_us: Vec<u32>,
     ok: u64,
+    /// Notes the measured OK calls returned or wrote (hits, for a search).
+    notes: u64,
     errors: BTreeMap<String, u64>,
     /// Calls that finished during the warmup.
     warmup_ok: u64,
     warmup_errors: u64,
-    /// Created note ids (add only), warmup included.
+    /// Created note ids (add and batch-add only), warmup included.
     created: Vec<Uuid>,
     /// When the task's last measured call finished.
     last_finish: Option<Instant>,
@@ -382,14 +456,39 @@ impl Window {
     }
 }
 
-impl TaskResult {
-    /// Records one call that started at `start`; `Ok(Some(id))` for a note
-    /// the server created.
-    fn record(&mut self, window: Window, start: Instant, outcome: Result<Option<Uuid>, String>) {
-        let end = Instant::now();
-        if let Ok(Some(id)) = outcome {
-            self.created.push(id);
+/// What an OK call carried: how many notes it returned or wrote, and the
+/// ids of those it created.
+struct Answer {
+    notes: u64,
+    created: Vec<Uuid>,
+}
+
+impl Answer {
+    /// `n` notes read.
+    fn read(n: usize) -> Self {
+        Answer {
+            notes: n as u64,
+            created: Vec::new(),
         }
+    }
+
+    /// The notes the server created.
+    fn created(ids: Vec<Uuid>) -> Self {
+        Answer {
+            notes: ids.len() as u64,
+            created: ids,
+        }
+    }
+}
+
+impl TaskResult {
+    /// Records one call that started at `start`.
+    fn record(&mut self, window: Window, start: Instant, outcome: Result<Answer, String>) {
+        let end = Instant::now();
+        let outcome = outcome.map(|answer| {
+            self.created.extend(answer.created);
+            answer.notes
+        });
         if end < window.measure_from {
             match outcome {
                 Ok(_) => self.warmup_ok += 1,
@@ -402,7 +501,10 @@ impl TaskResult {
             .push(u32::try_from(micros).unwrap_or(u32::MAX));
         self.last_finish = Some(end);
         match outcome {
-            Ok(_) => self.ok += 1,
+            Ok(notes) => {
+                self.ok += 1;
+                self.notes += notes;
+            }
             Err(code) => *self.errors.entry(code).or_default() += 1,
         }
     }
@@ -415,17 +517,57 @@ struct Summary {
     created: Vec<Uuid>,
 }
 
-/// Waits for every task and merges what they measured.
-async fn join_and_summarize(
-    tasks: Vec<tokio::task::JoinHandle<TaskResult>>,
+/// Makes each call's request from the task's random numbers.
+type MakeRequest<Req> = dyn Fn(&mut SmallRng) -> Req + Send + Sync;
+/// Checks a call's response against its request.
+type CheckResponse<Req, Rsp> = dyn Fn(&Req, Rsp) -> Result<Answer, String> + Send + Sync;
+
+/// Calls `path` in a closed loop from `concurrency` tasks, spread over
+/// `clients`, until the window ends, and merges what they measured. Task
+/// `i` draws its random numbers from seed `seed + i`; a response that
+/// `check` refuses counts as a failed call, with the name it gives.
+async fn closed_loop<Req, Rsp>(
+    clients: &[Client],
+    concurrency: usize,
     window: Window,
-    cpu_start: Option<(f64, Instant)>,
-) -> anyhow::Result<Summary> {
+    seed: u64,
+    path: &'static str,
+    request: Arc<MakeRequest<Req>>,
+    check: Arc<CheckResponse<Req, Rsp>>,
+) -> anyhow::Result<Summary>
+where
+    Req: Message + Send + 'static,
+    Rsp: Message + Default + Send + 'static,
+{
+    let cpu_start = own_cpu_secs().map(|cpu| (cpu, Instant::now()));
+    let mut tasks = Vec::with_capacity(concurrency);
+    for i in 0..concurrency {
+        let mut client = clients[i % clients.len()].clone();
+        let (request, check) = (Arc::clone(&request), Arc::clone(&check));
+        tasks.push(tokio::spawn(async move {
+            let mut rng = SmallRng::seed_from_u64(seed + i as u64);
+            let mut result = TaskResult::default();
+            while Instant::now() < window.stop_at {
+                let request = request(&mut rng);
+                let start = Instant::now();
+                let outcome = client
+                    .unary(path, &request)
+                    .await
+                    .and_then(|response| check(&request, response));
+                result.record(window, start, outcome);
+            }
+            result
+        }));
+    }
     let mut results = Vec::with_capacity(tasks.len());
     for task in tasks {
         results.push(task.await?);
     }
-    Ok(summarize(results, window, cpu_start))
+    let mut summary = summarize(results, window, cpu_start);
+    summary
+        .figures
+        .insert("concurrency".into(), json!(concurrency));
+    Ok(summary)
 }
 
 fn summarize(
@@ -435,6 +577,7 @@ fn summarize(
 ) -> Summary {
     let mut latencies = Vec::new();
     let mut ok = 0;
+    let mut notes = 0;
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     let mut warmup_ok = 0;
     let mut warmup_errors = 0;
@@ -443,6 +586,7 @@ fn summarize(
     for result in results {
         latencies.extend_from_slice(&result.latencies_us);
         ok += result.ok;
+        notes += result.notes;
         for (code, n) in result.errors {
             *errors.entry(code).or_default() += n;
         }
@@ -466,10 +610,21 @@ fn summarize(
     figures.insert("warmup_ok".into(), json!(warmup_ok));
     figures.insert("warmup_errors".into(), json!(warmup_errors));
     figures.insert("measured_secs".into(), json!(round3(elapsed)));
+    let per_sec = |n: u64| {
+        if elapsed > 0.0 {
+            round1(n as f64 / elapsed)
+        } else {
+            0.0
+        }
+    };
+    figures.insert("rps".into(), json!(per_sec(calls)));
+    // Notes returned or written by the OK calls (hits, for a search).
+    figures.insert("notes".into(), json!(notes));
+    figures.insert("notes_per_sec".into(), json!(per_sec(notes)));
     figures.insert(
-        "rps".into(),
-        json!(if elapsed > 0.0 {
-            round1(calls as f64 / elapsed)
+        "notes_per_call".into(),
+        json!(if ok > 0 {
+            round1(notes as f64 / ok as f64)
         } else {
             0.0
         }),
@@ -565,50 +720,90 @@ fn template_note() -> pb::Note {
     }
 }
 
+/// An AddNote request for `note` about a random one of 1000 contacts,
+/// with a fresh request id unless `with_request_id` is false.
+fn add_request(note: &pb::Note, rng: &mut SmallRng, with_request_id: bool) -> pb::AddNoteRequest {
+    let mut note = note.clone();
+    if let Some(subject) = note.subject.as_mut() {
+        subject.id = format!("c-{}", rng.random_range(0..1000u32));
+    }
+    pb::AddNoteRequest {
+        request_id: if with_request_id {
+            Uuid::now_v7().to_string()
+        } else {
+            String::new()
+        },
+        note: Some(note),
+    }
+}
+
+/// The ids of notes a response says were created, in order.
+fn created_ids(notes: &[pb::Note]) -> Result<Vec<Uuid>, String> {
+    notes
+        .iter()
+        .map(|note| Uuid::parse_str(&note.id).map_err(|_| "BadResponse".to_owned()))
+        .collect()
+}
+
 async fn add(args: AddArgs) -> anyhow::Result<(Value, bool)> {
     let clients = clients(&args.target, args.load.connections).await?;
     let note = template_note();
-    let cpu_start = own_cpu_secs().map(|cpu| (cpu, Instant::now()));
-    let window = Window::new(args.load.warmup_secs, args.load.duration_secs);
-    let mut tasks = Vec::new();
     let with_request_id = !args.no_request_id;
-    for i in 0..args.load.concurrency {
-        let mut client = clients[i % clients.len()].clone();
-        let note = note.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut rng = SmallRng::seed_from_u64(i as u64);
-            let mut result = TaskResult::default();
-            while Instant::now() < window.stop_at {
-                let mut note = note.clone();
-                if let Some(subject) = note.subject.as_mut() {
-                    subject.id = format!("c-{}", rng.random_range(0..1000u32));
-                }
-                let request = pb::AddNoteRequest {
-                    request_id: if with_request_id {
-                        Uuid::now_v7().to_string()
-                    } else {
-                        String::new()
-                    },
-                    note: Some(note),
-                };
-                let start = Instant::now();
-                let outcome = client.unary(ADD_NOTE, &request).await.and_then(
-                    |response: pb::AddNoteResponse| {
-                        response
-                            .note
-                            .and_then(|note| Uuid::parse_str(&note.id).ok())
-                            .map(Some)
-                            .ok_or_else(|| "BadResponse".to_owned())
-                    },
-                );
-                result.record(window, start, outcome);
-            }
-            result
-        }));
-    }
-    let mut summary = join_and_summarize(tasks, window, cpu_start).await?;
+    let summary = closed_loop(
+        &clients,
+        args.load.concurrency,
+        args.load.window(),
+        0,
+        ADD_NOTE,
+        Arc::new(move |rng: &mut SmallRng| add_request(&note, rng, with_request_id)),
+        Arc::new(
+            |_: &pb::AddNoteRequest, response: pb::AddNoteResponse| match response.note {
+                Some(note) => created_ids(&[note]).map(Answer::created),
+                None => Err("BadResponse".to_owned()),
+            },
+        ),
+    )
+    .await?;
+    verify_created(&args, summary).await
+}
 
-    // Every note the server said it created must be in the database.
+async fn batch_add(args: BatchAddArgs) -> anyhow::Result<(Value, bool)> {
+    anyhow::ensure!(args.batch >= 1, "--batch must be at least 1");
+    let add = args.add;
+    let clients = clients(&add.target, add.load.connections).await?;
+    let note = template_note();
+    let (batch, with_request_id) = (args.batch, !add.no_request_id);
+    let mut summary = closed_loop(
+        &clients,
+        add.load.concurrency,
+        add.load.window(),
+        3_000,
+        BATCH_ADD_NOTES,
+        Arc::new(move |rng: &mut SmallRng| pb::BatchAddNotesRequest {
+            requests: (0..batch)
+                .map(|_| add_request(&note, rng, with_request_id))
+                .collect(),
+            partial_success: false,
+        }),
+        Arc::new(
+            move |_: &pb::BatchAddNotesRequest, response: pb::BatchAddNotesResponse| {
+                if response.notes.len() != batch {
+                    return Err("WrongCount".to_owned());
+                }
+                created_ids(&response.notes).map(Answer::created)
+            },
+        ),
+    )
+    .await?;
+    summary.figures.insert("batch".into(), json!(batch));
+    verify_created(&add, summary).await
+}
+
+/// Checks that every note the server said it created (`summary.created`)
+/// is in the database, adds what it found to the figures, and writes the
+/// ids to `--ids-out`: the report, and whether every call was OK and
+/// every note found.
+async fn verify_created(args: &AddArgs, mut summary: Summary) -> anyhow::Result<(Value, bool)> {
     let mut created = std::mem::take(&mut summary.created);
     let reported = created.len();
     created.sort_unstable();
@@ -645,10 +840,10 @@ async fn add(args: AddArgs) -> anyhow::Result<(Value, bool)> {
         json!(round3(verify_start.elapsed().as_secs_f64())),
     );
     if missing > 0 {
-        eprintln!("loadgen add: {missing} notes answered OK are missing from the database");
+        eprintln!("loadgen: {missing} notes answered OK are missing from the database");
     }
     if duplicates > 0 {
-        eprintln!("loadgen add: the server returned {duplicates} note ids twice");
+        eprintln!("loadgen: the server returned {duplicates} note ids twice");
     }
     let ok = missing == 0 && duplicates == 0 && summary.errors == 0;
     Ok((Value::Object(summary.figures), ok))
@@ -660,36 +855,117 @@ fn seeded_id(k: u64) -> Uuid {
     Uuid::from_u128(0x0000_0000_0000_7000_8000_0000_0000_0000 | u128::from(k))
 }
 
+/// The ids of the seeded notes k = 1..=`keys`, as strings.
+fn seeded_ids(keys: u64) -> anyhow::Result<Arc<Vec<String>>> {
+    anyhow::ensure!(keys >= 1, "--keys must be at least 1");
+    Ok(Arc::new(
+        (1..=keys).map(|k| seeded_id(k).to_string()).collect(),
+    ))
+}
+
 async fn get(args: GetArgs) -> anyhow::Result<(Value, bool)> {
-    anyhow::ensure!(args.keys >= 1, "--keys must be at least 1");
+    let ids = seeded_ids(args.keys)?;
     let clients = clients(&args.target, args.load.connections).await?;
-    let ids: Arc<Vec<String>> =
-        Arc::new((1..=args.keys).map(|k| seeded_id(k).to_string()).collect());
-    let cpu_start = own_cpu_secs().map(|cpu| (cpu, Instant::now()));
-    let window = Window::new(args.load.warmup_secs, args.load.duration_secs);
-    let mut tasks = Vec::new();
-    for i in 0..args.load.concurrency {
-        let mut client = clients[i % clients.len()].clone();
-        let ids = Arc::clone(&ids);
-        tasks.push(tokio::spawn(async move {
-            let mut rng = SmallRng::seed_from_u64(1_000 + i as u64);
-            let mut result = TaskResult::default();
-            while Instant::now() < window.stop_at {
-                let id = &ids[rng.random_range(0..ids.len())];
-                let request = pb::GetNoteRequest { id: id.clone() };
-                let start = Instant::now();
-                let outcome = client.unary(GET_NOTE, &request).await.and_then(
-                    |response: pb::GetNoteResponse| match response.note {
-                        Some(note) if &note.id == id => Ok(None),
-                        _ => Err("WrongNote".to_owned()),
-                    },
-                );
-                result.record(window, start, outcome);
-            }
-            result
-        }));
-    }
-    let summary = join_and_summarize(tasks, window, cpu_start).await?;
+    let summary = closed_loop(
+        &clients,
+        args.load.concurrency,
+        args.load.window(),
+        1_000,
+        GET_NOTE,
+        Arc::new(move |rng: &mut SmallRng| pb::GetNoteRequest {
+            id: ids[rng.random_range(0..ids.len())].clone(),
+        }),
+        Arc::new(
+            |request: &pb::GetNoteRequest, response: pb::GetNoteResponse| match response.note {
+                Some(note) if note.id == request.id => Ok(Answer::read(1)),
+                _ => Err("WrongNote".to_owned()),
+            },
+        ),
+    )
+    .await?;
+    let ok = summary.errors == 0;
+    Ok((Value::Object(summary.figures), ok))
+}
+
+async fn batch_get(args: BatchGetArgs) -> anyhow::Result<(Value, bool)> {
+    anyhow::ensure!(args.batch >= 1, "--batch must be at least 1");
+    let (get, batch) = (args.get, args.batch);
+    let ids = seeded_ids(get.keys)?;
+    let clients = clients(&get.target, get.load.connections).await?;
+    let mut summary = closed_loop(
+        &clients,
+        get.load.concurrency,
+        get.load.window(),
+        2_000,
+        BATCH_GET_NOTES,
+        Arc::new(move |rng: &mut SmallRng| pb::BatchGetNotesRequest {
+            ids: (0..batch)
+                .map(|_| ids[rng.random_range(0..ids.len())].clone())
+                .collect(),
+        }),
+        Arc::new(
+            |request: &pb::BatchGetNotesRequest, response: pb::BatchGetNotesResponse| {
+                let in_order = response.notes.len() == request.ids.len()
+                    && response
+                        .notes
+                        .iter()
+                        .zip(&request.ids)
+                        .all(|(n, id)| &n.id == id);
+                if in_order {
+                    Ok(Answer::read(response.notes.len()))
+                } else {
+                    Err("WrongNotes".to_owned())
+                }
+            },
+        ),
+    )
+    .await?;
+    summary.figures.insert("batch".into(), json!(batch));
+    let ok = summary.errors == 0;
+    Ok((Value::Object(summary.figures), ok))
+}
+
+async fn search(args: SearchArgs) -> anyhow::Result<(Value, bool)> {
+    let clients = clients(&args.target, args.load.connections).await?;
+    let order = match args.order {
+        SearchOrder::Newest => pb::SearchOrder::Newest,
+        SearchOrder::Relevance => pb::SearchOrder::Relevance,
+    };
+    let request = pb::SearchNotesRequest {
+        query: args.query.clone(),
+        page_size: args.page_size,
+        order: order as i32,
+        ..Default::default()
+    };
+    let (allow_empty, page_size) = (args.allow_empty, args.page_size);
+    let mut summary = closed_loop(
+        &clients,
+        args.load.concurrency,
+        args.load.window(),
+        0,
+        SEARCH_NOTES,
+        Arc::new(move |_: &mut SmallRng| request.clone()),
+        Arc::new(
+            move |_: &pb::SearchNotesRequest, response: pb::SearchNotesResponse| {
+                let hits = response.hits.len();
+                if hits == 0 && !allow_empty {
+                    Err("NoHits".to_owned())
+                } else if i32::try_from(hits).unwrap_or(i32::MAX) > page_size.max(1) {
+                    Err("PageTooLong".to_owned())
+                } else {
+                    Ok(Answer::read(hits))
+                }
+            },
+        ),
+    )
+    .await?;
+    let figures = &mut summary.figures;
+    figures.insert("query".into(), json!(args.query));
+    figures.insert(
+        "order".into(),
+        json!(format!("{:?}", args.order).to_lowercase()),
+    );
+    figures.insert("page_size".into(), json!(args.page_size));
     let ok = summary.errors == 0;
     Ok((Value::Object(summary.figures), ok))
 }
@@ -746,31 +1022,25 @@ async fn list(args: ListArgs) -> anyhow::Result<(Value, bool)> {
         ("page1".to_owned(), String::new()),
         (format!("page{}", args.far_page), token),
     ] {
-        let cpu_start = own_cpu_secs().map(|cpu| (cpu, Instant::now()));
-        let window = Window::new(args.warmup_secs, args.duration_secs);
-        let mut tasks = Vec::new();
-        for i in 0..args.concurrency {
-            let mut client = clients[i % clients.len()].clone();
-            let request = request(token.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut result = TaskResult::default();
-                while Instant::now() < window.stop_at {
-                    let start = Instant::now();
-                    let outcome = client.unary(LIST_NOTES, &request).await.and_then(
-                        |response: pb::ListNotesResponse| {
-                            if response.notes.len() == expected {
-                                Ok(None)
-                            } else {
-                                Err("ShortPage".to_owned())
-                            }
-                        },
-                    );
-                    result.record(window, start, outcome);
-                }
-                result
-            }));
-        }
-        let summary = join_and_summarize(tasks, window, cpu_start).await?;
+        let page = request(token);
+        let summary = closed_loop(
+            &clients,
+            args.concurrency,
+            Window::new(args.warmup_secs, args.duration_secs),
+            0,
+            LIST_NOTES,
+            Arc::new(move |_: &mut SmallRng| page.clone()),
+            Arc::new(
+                move |_: &pb::ListNotesRequest, response: pb::ListNotesResponse| {
+                    if response.notes.len() == expected {
+                        Ok(Answer::read(expected))
+                    } else {
+                        Err("ShortPage".to_owned())
+                    }
+                },
+            ),
+        )
+        .await?;
         errors += summary.errors;
         report.insert(name, Value::Object(summary.figures));
     }

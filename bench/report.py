@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Helpers of bench/run (standard library only).
+"""Helpers of bench/run and bench/search (standard library only).
 
   free-port PREFERRED            the preferred TCP port if free on 127.0.0.1, else a free one
   proc-mem PID                   VmHWM and VmRSS of a process, as JSON (KiB and MiB)
@@ -7,6 +7,7 @@
   pgbench-stats OUT LOGDIR TIME  TPS from pgbench's output, latency percentiles from its
                                  per-transaction logs, client CPU from /usr/bin/time
   summary --work DIR ...         the report: a table on stdout, markdown and JSON files
+  search-summary --work DIR ...  bench/search's report, the same way
 """
 
 import argparse
@@ -204,12 +205,142 @@ def fmt(value, unit="", digits=2):
     return f"{text}{unit}"
 
 
+def met(ok):
+    return "n/a" if ok is None else ("yes" if ok else "NO")
+
+
+def at_most(value, limit):
+    return None if value is None else value <= limit
+
+
+def at_least(value, limit):
+    return None if value is None else value >= limit
+
+
+def p50_p99(phase):
+    return f"{fmt(phase.get('p50_ms'))} / {fmt(phase.get('p99_ms'), ' ms')}"
+
+
+def table(header, body):
+    """A markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def aligned(header, body):
+    """The same table for the terminal, aligned."""
+    widths = [max(len(str(r[i])) for r in [header, *body]) for i in range(len(header))]
+    out = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths))]
+    out.append("  ".join("-" * w for w in widths))
+    out += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in body]
+    return "\n".join(out)
+
+
+def knobs_of(names):
+    return {k: os.environ.get(k, "") for k in names}
+
+
+def load_avg():
+    try:
+        return " ".join(open("/proc/loadavg").read().split()[:3])
+    except OSError:
+        return "n/a"
+
+
+def run_meta(args):
+    """When, what and where: the head of each report."""
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "git_rev": args.git_rev,
+        "nproc": os.cpu_count(),
+        "postgres": args.pg_version,
+        "seed_secs": float(args.seed_secs),
+        "total_secs": float(args.total_secs),
+        "load_average_at_end": load_avg(),
+        "note": os.environ.get("BENCH_NOTE", ""),
+    }
+
+
+def meta_lines(meta, knobs):
+    """The report's opening lines, under its title."""
+    lines = [
+        f"{meta['date']}, commit `{meta['git_rev']}`, {meta['nproc']} CPUs, PostgreSQL {meta['postgres']}. "
+        f"Seeding took {meta['seed_secs']:.0f} s, the whole run {meta['total_secs']:.0f} s; "
+        f"load average at the end: {meta['load_average_at_end']}.",
+        "",
+        "Knobs: " + ", ".join(f"`{k}={v}`" for k, v in knobs.items() if v != "") + ".",
+    ]
+    if meta["note"]:
+        lines += ["", f"Note: {meta['note']}"]
+    return lines
+
+
+def cpu_row(label, cpu, client, notesd=True):
+    """A phase's row of the CPU table (notesd idle for a pgbench phase); fills in cpu["other_cores"]."""
+    other = None
+    if cpu and client.get("client_cpu_cores") is not None:
+        other = round(
+            max(0.0, cpu["all_cores"] - cpu["postgres_cores"] - cpu["notesd_cores"] - client["client_cpu_cores"]), 2
+        )
+        cpu["other_cores"] = other
+    return (
+        label,
+        fmt(cpu.get("machine_busy_pct"), " %", digits=1),
+        fmt(cpu.get("postgres_cores")),
+        fmt(cpu.get("notesd_cores")) if notesd else "idle",
+        fmt(client.get("client_cpu_cores")),
+        fmt(other),
+    )
+
+
+CPU_HEADER = ("phase", "machine busy", "postgres", "notesd", "client (pgbench / loadgen)", "other")
+CPU_NOTE = (
+    "CPU used during each measured phase, in cores (the machine has "
+    f"{os.cpu_count()}): postgres counts every postgres process, whatever its database; "
+    "other is the rest of the machine. A client near its thread count limited the phase; "
+    "a busy machine with idle server processes points at something else running."
+)
+
+
+def write_report(args, md_lines, result, rows, cpu_rows):
+    """Writes the markdown and JSON files and prints the tables."""
+    os.makedirs(os.path.dirname(args.md) or ".", exist_ok=True)
+    with open(args.md, "w") as f:
+        f.write("\n".join(md_lines) + "\n")
+    with open(args.json, "w") as f:
+        json.dump(result, f, indent=2, sort_keys=False)
+        f.write("\n")
+    print()
+    print(aligned(("figure", "value", "target", "met?"), rows))
+    print()
+    print(aligned(("phase", "machine busy", "postgres", "notesd", "client", "other"), cpu_rows))
+    print()
+    print(f"written: {args.md}, {args.json}")
+
+
+def load_phase(work, name, loadgen=True):
+    """A phase's figures, with its CPU and (for a load generator phase) the client's."""
+    data = load(os.path.join(work, f"{name}.json"), {}) or {}
+    data.update({"cpu": cpu_use(work, name)})
+    client = read_time(os.path.join(work, f"{name}.time"))
+    if client and loadgen:
+        data["client"] = client
+    return data
+
+
+def failures_of(work):
+    try:
+        with open(os.path.join(work, "failures.txt")) as f:
+            return [line.strip() for line in f if line.strip()]
+    except OSError:
+        return []
+
+
 def summary(args):
     work = args.work
-    env = os.environ
-    knobs = {
-        k: env.get(k, "")
-        for k in (
+    knobs = knobs_of(
+        (
             "BENCH_SECS",
             "BENCH_WARMUP_SECS",
             "BENCH_CLIENTS",
@@ -224,23 +355,15 @@ def summary(args):
             "BENCH_NOTESD_ARGS",
             "BENCH_NOTESD",
         )
+    )
+    phases = {
+        name: load_phase(work, name, loadgen=name in ("add", "get", "list"))
+        for name in ("pgbench_insert", "add", "pgbench_select", "get", "list")
     }
-    phases = {}
-    for name in ("pgbench_insert", "add", "pgbench_select", "get", "list"):
-        data = load(os.path.join(work, f"{name}.json"), {}) or {}
-        data.update({"cpu": cpu_use(work, name)})
-        client = read_time(os.path.join(work, f"{name}.time"))
-        if client and name in ("add", "get", "list"):
-            data["client"] = client
-        phases[name] = data
     rss_add = load(os.path.join(work, "rss_after_add.json"), {}) or {}
     rss_end = load(os.path.join(work, "rss_end.json"), {}) or {}
     rss_idle = load(os.path.join(work, "rss_idle.json"), {}) or {}
-    try:
-        with open(os.path.join(work, "failures.txt")) as f:
-            failures = [line.strip() for line in f if line.strip()]
-    except OSError:
-        failures = []
+    failures = failures_of(work)
 
     ins, add, sel, get, lst = (phases[n] for n in ("pgbench_insert", "add", "pgbench_select", "get", "list"))
     far = f"page{lst.get('far_page', 1000)}"
@@ -250,21 +373,11 @@ def summary(args):
     list_ratio = ratio(pagefar.get("p99_ms"), page1.get("p99_ms"))
     peak_rss = rss_add.get("VmHWM_mib")
 
-    def met(ok):
-        return "n/a" if ok is None else ("yes" if ok else "NO")
-
-    def at_most(value, limit):
-        return None if value is None else value <= limit
-
-    def at_least(value, limit):
-        return None if value is None else value >= limit
-
     rows = [
         ("pgbench INSERT TPS", fmt(ins.get("tps")), "baseline", ""),
-        ("pgbench INSERT p50 / p99", f"{fmt(ins.get('p50_ms'))} / {fmt(ins.get('p99_ms'), ' ms')}", "", ""),
+        ("pgbench INSERT p50 / p99", p50_p99(ins), "", ""),
         ("AddNote RPS", fmt(add.get("rps")), "", ""),
-        ("AddNote p50 / p99", f"{fmt(add.get('p50_ms'))} / {fmt(add.get('p99_ms'), ' ms')}", "p99 ≤ 15 ms",
-         met(at_most(add.get("p99_ms"), 15))),
+        ("AddNote p50 / p99", p50_p99(add), "p99 ≤ 15 ms", met(at_most(add.get("p99_ms"), 15))),
         ("AddNote / pgbench INSERT", fmt(add_ratio, "×"), "≥ 1.2×", met(at_least(add_ratio, 1.2))),
         ("AddNote OK (warmup incl.) / found in DB",
          f"{fmt(add.get('created_ok_total'))} / {fmt(add.get('verified_in_db'))}", "all found",
@@ -272,96 +385,45 @@ def summary(args):
         ("AddNote errors", fmt(add.get("errors")), "0", met(None if add.get("errors") is None else add["errors"] == 0)),
         ("notesd peak RSS (VmHWM) after AddNote", fmt(peak_rss, " MiB"), "≤ 100 MiB", met(at_most(peak_rss, 100))),
         ("pgbench select-by-key TPS", fmt(sel.get("tps")), "baseline", ""),
-        ("pgbench select p50 / p99", f"{fmt(sel.get('p50_ms'))} / {fmt(sel.get('p99_ms'), ' ms')}", "", ""),
+        ("pgbench select p50 / p99", p50_p99(sel), "", ""),
         ("GetNote RPS", fmt(get.get("rps")), "", ""),
-        ("GetNote p50 / p99", f"{fmt(get.get('p50_ms'))} / {fmt(get.get('p99_ms'), ' ms')}", "", ""),
+        ("GetNote p50 / p99", p50_p99(get), "", ""),
         ("GetNote / pgbench select", fmt(get_ratio, "×"), "≥ 0.8×", met(at_least(get_ratio, 0.8))),
         ("GetNote errors", fmt(get.get("errors")), "0", met(None if get.get("errors") is None else get["errors"] == 0)),
         ("ListNotes page 1 RPS", fmt(page1.get("rps")), "", ""),
-        ("ListNotes page 1 p50 / p99", f"{fmt(page1.get('p50_ms'))} / {fmt(page1.get('p99_ms'), ' ms')}",
-         "p99 ≤ 5 ms", met(at_most(page1.get("p99_ms"), 5))),
+        ("ListNotes page 1 p50 / p99", p50_p99(page1), "p99 ≤ 5 ms", met(at_most(page1.get("p99_ms"), 5))),
         (f"ListNotes page {lst.get('far_page', 1000)} RPS", fmt(pagefar.get("rps")), "", ""),
-        (f"ListNotes page {lst.get('far_page', 1000)} p50 / p99",
-         f"{fmt(pagefar.get('p50_ms'))} / {fmt(pagefar.get('p99_ms'), ' ms')}", "p99 ≤ 5 ms",
+        (f"ListNotes page {lst.get('far_page', 1000)} p50 / p99", p50_p99(pagefar), "p99 ≤ 5 ms",
          met(at_most(pagefar.get("p99_ms"), 5))),
         (f"ListNotes p99 page {lst.get('far_page', 1000)} / page 1", fmt(list_ratio, "×"), "≤ 1.5×",
          met(at_most(list_ratio, 1.5))),
     ]
 
-    cpu_rows = []
-    for name, label, client in (
-        ("pgbench_insert", "1 pgbench INSERT", ins),
-        ("add", "2 AddNote", add.get("client", {})),
-        ("pgbench_select", "3 pgbench select", sel),
-        ("get", "4 GetNote", get.get("client", {})),
-        ("list", "5 ListNotes (both pages)", lst.get("client", {})),
-    ):
-        cpu = phases[name]["cpu"]
-        other = None
-        if cpu and client.get("client_cpu_cores") is not None:
-            other = round(
-                max(0.0, cpu["all_cores"] - cpu["postgres_cores"] - cpu["notesd_cores"] - client["client_cpu_cores"]), 2
-            )
-            cpu["other_cores"] = other
-        cpu_rows.append(
-            (
-                label,
-                fmt(cpu.get("machine_busy_pct"), " %", digits=1),
-                fmt(cpu.get("postgres_cores")),
-                fmt(cpu.get("notesd_cores")) if name in ("add", "get", "list") else "idle",
-                fmt(client.get("client_cpu_cores")),
-                fmt(other),
-            )
+    cpu_rows = [
+        cpu_row(label, phases[name]["cpu"], client, notesd=name in ("add", "get", "list"))
+        for name, label, client in (
+            ("pgbench_insert", "1 pgbench INSERT", ins),
+            ("add", "2 AddNote", add.get("client", {})),
+            ("pgbench_select", "3 pgbench select", sel),
+            ("get", "4 GetNote", get.get("client", {})),
+            ("list", "5 ListNotes (both pages)", lst.get("client", {})),
         )
-
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    try:
-        load_avg = " ".join(open("/proc/loadavg").read().split()[:3])
-    except OSError:
-        load_avg = "n/a"
-    meta = {
-        "date": now,
-        "git_rev": args.git_rev,
-        "nproc": os.cpu_count(),
-        "postgres": args.pg_version,
-        "seed_secs": float(args.seed_secs),
-        "total_secs": float(args.total_secs),
-        "load_average_at_end": load_avg,
-        "note": env.get("BENCH_NOTE", ""),
-    }
-
-    def table(header, body):
-        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-        lines += ["| " + " | ".join(row) + " |" for row in body]
-        return "\n".join(lines)
-
-    md = [
-        "# notesd benchmark: latest run",
-        "",
-        f"{now}, commit `{args.git_rev}`, {os.cpu_count()} CPUs, PostgreSQL {args.pg_version}. "
-        f"Seeding took {float(args.seed_secs):.0f} s, the whole run {float(args.total_secs):.0f} s; "
-        f"load average at the end: {load_avg}.",
-        "",
-        "Knobs: " + ", ".join(f"`{k}={v}`" for k, v in knobs.items() if v != "") + ".",
     ]
-    if meta["note"]:
-        md += ["", f"Note: {meta['note']}"]
+
+    meta = run_meta(args)
+    md = ["# notesd benchmark: latest run", ""] + meta_lines(meta, knobs)
     md += [
         "",
         "Targets are figures to compare against, not pass/fail of the run.",
         "",
         table(("figure", "value", "target", "met?"), rows),
         "",
-        "CPU used during each measured phase, in cores (the machine has "
-        f"{os.cpu_count()}): postgres counts every postgres process, whatever its database; "
-        "other is the rest of the machine. A client near its thread count limited the phase; "
-        "a busy machine with idle server processes points at something else running.",
+        CPU_NOTE,
         "",
-        table(("phase", "machine busy", "postgres", "notesd", "client (pgbench / loadgen)", "other"), cpu_rows),
+        table(CPU_HEADER, cpu_rows),
     ]
     if failures:
         md += ["", "**Failed steps:**", ""] + [f"- {f}" for f in failures]
-    md_text = "\n".join(md) + "\n"
 
     result = {
         "meta": meta,
@@ -375,27 +437,145 @@ def summary(args):
         "phases": phases,
         "failures": failures,
     }
-    os.makedirs(os.path.dirname(args.md) or ".", exist_ok=True)
-    with open(args.md, "w") as f:
-        f.write(md_text)
-    with open(args.json, "w") as f:
-        json.dump(result, f, indent=2, sort_keys=False)
-        f.write("\n")
+    write_report(args, md, result, rows, cpu_rows)
 
-    # The terminal gets the same tables, aligned.
-    def aligned(header, body):
-        widths = [max(len(str(r[i])) for r in [header, *body]) for i in range(len(header))]
-        out = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths))]
-        out.append("  ".join("-" * w for w in widths))
-        out += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in body]
-        return "\n".join(out)
 
-    print()
-    print(aligned(("figure", "value", "target", "met?"), rows))
-    print()
-    print(aligned(("phase", "machine busy", "postgres", "notesd", "client", "other"), cpu_rows))
-    print()
-    print(f"written: {args.md}, {args.json}")
+SEARCHES = (
+    ("search_rare", "rare word"),
+    ("search_common", "common word"),
+    ("search_phrase", "phrase"),
+    ("search_relevance", "common word, relevance order"),
+)
+BATCH_PHASES = ("get", "batch_get", "add", "batch_add")
+SEARCH_P99_MS = 20
+
+
+def per_million(value, notes):
+    return value * 1_000_000 / notes if value is not None and notes else None
+
+
+def mib(n):
+    return None if n is None else round(n / 2**20, 1)
+
+
+def search_summary(args):
+    """bench/search's report. Its work directory holds each phase's figures
+    and CPU, queries.json (each search's query and how many notes match it)
+    and sizes.json (the index, the column and the table, in bytes)."""
+    work = args.work
+    knobs = knobs_of(
+        (
+            "BENCH_SECS",
+            "BENCH_WARMUP_SECS",
+            "BENCH_CLIENTS",
+            "BENCH_LIST_NOTES",
+            "BENCH_GET_NOTES",
+            "BENCH_DB",
+            "BENCH_CONNECTIONS",
+            "BENCH_LOADGEN_THREADS",
+            "BENCH_SEARCH_CONCURRENCY",
+            "BENCH_SEARCH_PAGE_SIZE",
+            "BENCH_BATCH",
+            "BENCH_BATCH_CONCURRENCY",
+            "BENCH_NOTESD_ARGS",
+            "BENCH_NOTESD",
+        )
+    )
+    phases = {name: load_phase(work, name) for name, _ in SEARCHES}
+    phases.update({name: load_phase(work, name) for name in BATCH_PHASES})
+    queries = load(os.path.join(work, "queries.json"), {}) or {}
+    sizes = load(os.path.join(work, "sizes.json"), {}) or {}
+    failures = failures_of(work)
+
+    list_notes, table_notes = sizes.get("list_notes"), sizes.get("table_notes")
+    index_per_m = per_million(sizes.get("index_bytes"), table_notes)
+    column_per_m = per_million(sizes.get("column_bytes"), list_notes)
+    heap_per_m = per_million(sizes.get("table_bytes"), table_notes)
+    rows = []
+    for name, label in SEARCHES:
+        phase, query = phases[name], queries.get(name, {})
+        rows.append(
+            (
+                f"SearchNotes, {label}: `{query.get('query', '?')}` ({fmt(query.get('matches'))} notes match)",
+                f"{p50_p99(phase)}; {fmt(phase.get('rps'))} calls/s, {fmt(phase.get('notes_per_call'))} hits a call",
+                f"p99 ≤ {SEARCH_P99_MS} ms",
+                met(at_most(phase.get("p99_ms"), SEARCH_P99_MS)),
+            )
+        )
+    rows += [
+        ("notes_search (GIN) per 1M notes",
+         f"{fmt(mib(index_per_m), ' MiB')} ({fmt(mib(sizes.get('index_bytes')), ' MiB')} for {fmt(table_notes)} notes)",
+         "", ""),
+        ("search column per 1M notes (bench-list)",
+         f"{fmt(mib(column_per_m), ' MiB')} ({fmt(mib(sizes.get('column_bytes')), ' MiB')} for {fmt(list_notes)} notes)",
+         "", ""),
+        ("  for comparison: notes table per 1M notes",
+         f"{fmt(mib(heap_per_m), ' MiB')} ({fmt(mib(sizes.get('table_bytes')), ' MiB')}, heap and TOAST)", "", ""),
+    ]
+    ratios = {}
+    for single, batch, label in (("get", "batch_get", "GetNote"), ("add", "batch_add", "AddNote")):
+        one, many = phases[single], phases[batch]
+        ratios[f"{batch}_over_{single}_notes_per_sec"] = ratio(many.get("notes_per_sec"), one.get("notes_per_sec"))
+        for phase, what in ((one, label), (many, f"Batch{label.replace('Note', 'Notes')} of {many.get('batch', '?')}")):
+            rows.append(
+                (
+                    f"{what}, {phase.get('concurrency', '?')} in flight",
+                    f"{fmt(phase.get('notes_per_sec'))} notes/s ({fmt(phase.get('rps'))} calls/s); {p50_p99(phase)}",
+                    "",
+                    "",
+                )
+            )
+        rows.append((f"  notes/s, batch over single {label}", fmt(ratios[f"{batch}_over_{single}_notes_per_sec"], "×"),
+                     "", ""))
+        if single == "add":
+            for phase, what in ((one, label), (many, "BatchAddNotes")):
+                rows.append((f"  {what} notes OK (warmup incl.) / found in DB",
+                             f"{fmt(phase.get('created_ok_total'))} / {fmt(phase.get('verified_in_db'))}",
+                             "all found",
+                             met(None if phase.get("missing_in_db") is None else phase["missing_in_db"] == 0)))
+    errors = [phase.get("errors") for phase in phases.values()]
+    total_errors = None if None in errors else sum(errors)
+    rows.append(("failed calls, every phase", fmt(total_errors), "0", met(None if total_errors is None else total_errors == 0)))
+
+    labels = dict(SEARCHES)
+    labels.update(get="GetNote", batch_get="BatchGetNotes", add="AddNote", batch_add="BatchAddNotes")
+    cpu_rows = [
+        cpu_row(f"{i} {labels[name]}", phases[name]["cpu"], phases[name].get("client", {}))
+        for i, name in enumerate(phases, start=1)
+    ]
+
+    meta = run_meta(args)
+    md = ["# SearchNotes and the batch calls: benchmark", ""] + meta_lines(meta, knobs)
+    md += [
+        "",
+        f"SearchNotes on tenant bench-list ({fmt(list_notes)} notes), "
+        f"{knobs['BENCH_SEARCH_CONCURRENCY'] or '?'} calls in flight, "
+        f"{knobs['BENCH_SEARCH_PAGE_SIZE'] or '?'} hits a page, newest first unless said. "
+        "Targets are figures to compare against, not pass/fail of the run.",
+        "",
+        table(("figure", "value", "target", "met?"), rows),
+        "",
+        CPU_NOTE,
+        "",
+        table(CPU_HEADER, cpu_rows),
+    ]
+    if failures:
+        md += ["", "**Failed steps:**", ""] + [f"- {f}" for f in failures]
+    result = {
+        "meta": meta,
+        "knobs": knobs,
+        "queries": queries,
+        "sizes": dict(
+            sizes,
+            index_bytes_per_million_notes=round(index_per_m) if index_per_m else None,
+            column_bytes_per_million_notes=round(column_per_m) if column_per_m else None,
+            table_bytes_per_million_notes=round(heap_per_m) if heap_per_m else None,
+        ),
+        "ratios": ratios,
+        "phases": phases,
+        "failures": failures,
+    }
+    write_report(args, md, result, rows, cpu_rows)
 
 
 def main():
@@ -411,14 +591,15 @@ def main():
     p.add_argument("out")
     p.add_argument("log_dir")
     p.add_argument("time")
-    p = sub.add_parser("summary")
-    p.add_argument("--work", required=True)
-    p.add_argument("--git-rev", default="unknown")
-    p.add_argument("--pg-version", default="unknown")
-    p.add_argument("--seed-secs", default="0")
-    p.add_argument("--total-secs", default="0")
-    p.add_argument("--md", required=True)
-    p.add_argument("--json", required=True)
+    for name in ("summary", "search-summary"):
+        p = sub.add_parser(name)
+        p.add_argument("--work", required=True)
+        p.add_argument("--git-rev", default="unknown")
+        p.add_argument("--pg-version", default="unknown")
+        p.add_argument("--seed-secs", default="0")
+        p.add_argument("--total-secs", default="0")
+        p.add_argument("--md", required=True)
+        p.add_argument("--json", required=True)
     args = parser.parse_args()
     if args.command == "free-port":
         print(free_port(args.preferred))
@@ -430,6 +611,8 @@ def main():
         print(json.dumps(pgbench_stats(args.out, args.log_dir, args.time)))
     elif args.command == "summary":
         summary(args)
+    elif args.command == "search-summary":
+        search_summary(args)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ pub(crate) const DEFAULT_PAGE_SIZE: usize = 20;
 /// opening: a page is kept small enough for that to stay cheap.
 pub(crate) const MAX_PAGE_SIZE: usize = 100;
 /// Relevance order ranks this many of the newest matches (docs/search.md).
-pub(crate) const RELEVANCE_WINDOW: usize = 10_000;
+pub(crate) const RELEVANCE_WINDOW: usize = 2_000;
 
 /// Marks the start and the end of a matched word in a raw snippet: control
 /// characters that are taken out of the text before the snippet is made,

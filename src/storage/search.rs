@@ -34,10 +34,10 @@ const PROBE_NOTES: i64 = 1000;
 /// index would hand over every match (1% of a million-note tenant: 10,000
 /// notes) to be sorted.
 const DENSE_FOR_NEWEST: i64 = 10;
-/// The same for relevance order, which ranks 10,000 matches: walking
-/// reads 10,000 / density notes, the index hands over tenant × density;
-/// for a million notes they cost the same at 10%.
-const DENSE_FOR_RELEVANCE: i64 = 100;
+/// The same for relevance order, which ranks 2,000 matches: walking reads
+/// 2,000 / density notes, the index hands over tenant × density; for a
+/// million notes they cost the same at about 4.5%.
+const DENSE_FOR_RELEVANCE: i64 = 50;
 
 /// ts_rank_cd's normalization: divide by 1 + the log of the note's
 /// length, so that a long note does not win by length alone.

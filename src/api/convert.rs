@@ -377,10 +377,7 @@ fn implied_mask(note: &pb::Note) -> Vec<NoteField> {
         .collect()
 }
 
-pub(crate) fn parse_range(
-    field: &str,
-    range: Option<&pb::TimeRange>,
-) -> Result<TimeRange, DomainError> {
+fn parse_range(field: &str, range: Option<&pb::TimeRange>) -> Result<TimeRange, DomainError> {
     let Some(range) = range else {
         return Ok(TimeRange::default());
     };
@@ -398,16 +395,42 @@ pub(crate) fn parse_range(
 }
 
 pub(crate) fn parse_list_filter(request: &pb::ListNotesRequest) -> Result<NoteFilter, DomainError> {
+    parse_note_filter(FilterFields {
+        subject: request.subject.as_ref(),
+        subject_type: &request.subject_type,
+        related_subject: request.related_subject.as_ref(),
+        owner_id: &request.owner_id,
+        pinned: request.pinned,
+        occur_time_range: request.occur_time_range.as_ref(),
+        create_time_range: request.create_time_range.as_ref(),
+        show_deleted: request.show_deleted,
+    })
+}
+
+/// The filter fields of ListNotes, which SearchNotes carries too, under the
+/// same names.
+pub(crate) struct FilterFields<'a> {
+    pub subject: Option<&'a pb::Subject>,
+    pub subject_type: &'a str,
+    pub related_subject: Option<&'a pb::Subject>,
+    pub owner_id: &'a str,
+    pub pinned: Option<bool>,
+    pub occur_time_range: Option<&'a pb::TimeRange>,
+    pub create_time_range: Option<&'a pb::TimeRange>,
+    pub show_deleted: bool,
+}
+
+pub(crate) fn parse_note_filter(fields: FilterFields<'_>) -> Result<NoteFilter, DomainError> {
     let WatchFilter {
         subject,
         subject_type,
         related_subject,
         owner,
     } = parse_scope_filter(
-        request.subject.as_ref(),
-        &request.subject_type,
-        request.related_subject.as_ref(),
-        &request.owner_id,
+        fields.subject,
+        fields.subject_type,
+        fields.related_subject,
+        fields.owner_id,
     )?;
     Ok(NoteFilter {
         subject,
@@ -415,10 +438,10 @@ pub(crate) fn parse_list_filter(request: &pb::ListNotesRequest) -> Result<NoteFi
         related_subject,
         about: None,
         owner,
-        pinned: request.pinned,
-        occurred: parse_range("occur_time_range", request.occur_time_range.as_ref())?,
-        created: parse_range("create_time_range", request.create_time_range.as_ref())?,
-        show_deleted: request.show_deleted,
+        pinned: fields.pinned,
+        occurred: parse_range("occur_time_range", fields.occur_time_range)?,
+        created: parse_range("create_time_range", fields.create_time_range)?,
+        show_deleted: fields.show_deleted,
     })
 }
 

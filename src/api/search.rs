@@ -2,11 +2,9 @@
 //! snippet made safe to show.
 
 use crate::domain::DomainError;
-use crate::domain::list::NoteFilter;
 use crate::domain::search::{
     DEFAULT_PAGE_SIZE, MARK_END, MARK_START, MAX_PAGE_SIZE, SearchOrder, SearchQuery,
 };
-use crate::domain::watch::WatchFilter;
 use crate::proto::notes::v1 as pb;
 
 /// The longest snippet, in characters of its text (before escaping).
@@ -14,7 +12,7 @@ const SNIPPET_CHARS: usize = 400;
 
 /// A parsed SearchNotes request.
 pub(super) struct SearchRequest {
-    pub filter: NoteFilter,
+    pub filter: crate::domain::list::NoteFilter,
     pub query: SearchQuery,
     pub order: SearchOrder,
     pub page_size: usize,
@@ -44,34 +42,16 @@ pub(super) fn parse_request(
             ));
         }
     };
-    let WatchFilter {
-        subject,
-        subject_type,
-        related_subject,
-        owner,
-    } = super::convert::parse_scope_filter(
-        request.subject.as_ref(),
-        &request.subject_type,
-        request.related_subject.as_ref(),
-        &request.owner_id,
-    )?;
-    let filter = NoteFilter {
-        subject,
-        subject_type,
-        related_subject,
-        about: None,
-        owner,
+    let filter = super::convert::parse_note_filter(super::convert::FilterFields {
+        subject: request.subject.as_ref(),
+        subject_type: &request.subject_type,
+        related_subject: request.related_subject.as_ref(),
+        owner_id: &request.owner_id,
         pinned: request.pinned,
-        occurred: super::convert::parse_range(
-            "occur_time_range",
-            request.occur_time_range.as_ref(),
-        )?,
-        created: super::convert::parse_range(
-            "create_time_range",
-            request.create_time_range.as_ref(),
-        )?,
+        occur_time_range: request.occur_time_range.as_ref(),
+        create_time_range: request.create_time_range.as_ref(),
         show_deleted: request.show_deleted,
-    };
+    })?;
     Ok(SearchRequest {
         filter,
         query,

@@ -340,12 +340,7 @@ impl NoteStore {
         ));
         push_filter(&mut query, tenant, viewer, filter);
         if let Some(cursor) = after {
-            query
-                .push(" and (occurred_at, id) < (")
-                .push_bind(cursor.occurred_at)
-                .push(", ")
-                .push_bind(cursor.id.0)
-                .push(")");
+            push_position(&mut query, "<", cursor);
         }
         query
             .push(" order by occurred_at desc, id desc limit ")
@@ -499,6 +494,17 @@ pub(super) fn push_filter<'a>(
             .push_bind(viewer.as_str())
             .push(")");
     }
+}
+
+/// ` and (occurred_at, id) <op> (<cursor>)`: the notes after (`<`, in
+/// newest-first order) or at and before (`>=`) a position.
+pub(super) fn push_position(query: &mut QueryBuilder<'_, Postgres>, op: &str, cursor: NoteCursor) {
+    query
+        .push(format_args!(" and (occurred_at, id) {op} ("))
+        .push_bind(cursor.occurred_at)
+        .push(", ")
+        .push_bind(cursor.id.0)
+        .push(")");
 }
 
 /// The note, locked until the transaction ends.

@@ -14,7 +14,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::begin_for;
-use super::notes::push_filter;
+use super::notes::{push_filter, push_position};
 use super::rows::{self, NoteRow, note_columns};
 use crate::domain::list::{NoteCursor, NoteFilter};
 use crate::domain::search::{
@@ -203,12 +203,7 @@ fn push_newest<'a>(query: &mut QueryBuilder<'a, Postgres>, search: &'a Search<'a
     push_filter(query, search.tenant, search.viewer, search.filter);
     push_matches(query, search.query);
     if let Some(SearchCursor::Newest(cursor)) = search.after {
-        query
-            .push(" and (occurred_at, id) < (")
-            .push_bind(cursor.occurred_at)
-            .push(", ")
-            .push_bind(cursor.id.0)
-            .push(")");
+        push_position(query, "<", cursor);
     }
     query
         .push(" order by occurred_at desc, id desc limit ")
@@ -227,12 +222,8 @@ fn push_relevance<'a>(query: &mut QueryBuilder<'a, Postgres>, search: &'a Search
     push_matches(query, search.query);
     let after = match search.after {
         Some(SearchCursor::Relevance { floor, score, last }) => {
-            query
-                .push(" and (occurred_at, id) >= (")
-                .push_bind(floor.occurred_at)
-                .push(", ")
-                .push_bind(floor.id.0)
-                .push(") order by occurred_at desc, id desc");
+            push_position(query, ">=", floor);
+            query.push(" order by occurred_at desc, id desc");
             Some((score, last))
         }
         _ => {

@@ -1059,3 +1059,25 @@ pub async fn json_answer(request: reqwest::RequestBuilder) -> (u16, serde_json::
         .unwrap_or_else(|_| panic!("a JSON body, got {status} {text:?}"));
     (status, body)
 }
+
+/// Inserts `count` TEAM notes of `alice` about customer/c-1 into `tenant`
+/// directly, as the owner (quick, for volume): the body is `body` followed
+/// by ` n<i>`, a word of its own for each note; the i-th note occurred i
+/// seconds ago.
+pub async fn insert_notes(app: &TestApp, tenant: &str, count: i32, body: &str) {
+    sqlx::query(
+        "insert into notes (
+             tenant_id, id, subject_type, subject_id, owner_id, created_by, updated_by,
+             visibility, edit_policy, body_text, occurred_at, created_at, updated_at, revision)
+         select $1, gen_random_uuid(), 'customer', 'c-1', 'alice', 'alice', 'alice', 2, 1,
+                $2 || ' n' || g, t, t, t, 1
+         from generate_series(1, $3) as g,
+              lateral (select now() - g * interval '1 second' as t) as ts",
+    )
+    .bind(tenant)
+    .bind(body)
+    .bind(count)
+    .execute(&app.pool)
+    .await
+    .expect("notes inserted");
+}

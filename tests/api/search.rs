@@ -454,19 +454,8 @@ async fn a_search_that_would_read_most_of_a_tenant_is_cut_short() {
     .await;
     let mut alice = app.member("acme", "alice").await;
     // 300,000 notes that all hold `alpha` and `beta`, never as the phrase
-    // "beta alpha", each with a word of its own.
-    sqlx::query(
-        "insert into notes (
-             tenant_id, id, subject_type, subject_id, owner_id, created_by, updated_by,
-             visibility, edit_policy, body_text, occurred_at, created_at, updated_at, revision)
-         select 'acme', gen_random_uuid(), 'customer', 'c-1', 'alice', 'alice', 'alice', 2, 1,
-                'alpha beta n' || g, t, t, t, 1
-         from generate_series(1, 300000) as g,
-              lateral (select now() - g * interval '1 second' as t) as ts",
-    )
-    .execute(&app.pool)
-    .await
-    .unwrap();
+    // "beta alpha", each with a word of its own (`n1`, `n2`, ...).
+    insert_notes(&app, "acme", 300_000, "alpha beta").await;
     sqlx::query("analyze notes")
         .execute(&app.pool)
         .await

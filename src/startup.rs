@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use ipnet::IpNet;
 use tokio::net::TcpListener;
+use tonic::codec::CompressionEncoding;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
@@ -193,6 +194,12 @@ impl Application {
         // Outermost first: every call is counted, then traced; the budget
         // of calls in flight is taken before anything else is done, and
         // the caller is known before a body is read.
+        //
+        // Compression (docs/api.md, "Compression"): requests in gzip or
+        // zstd are accepted; a response is compressed only when the
+        // client's grpc-accept-encoding names one of them (zstd first).
+        // tonic bounds a decompressed message by the same 32 MiB as a
+        // plain one, and only authenticated calls are ever decompressed.
         let server = Server::builder()
             .max_concurrent_streams(self.limits.max_concurrent_streams)
             .layer(GrpcMetricsLayer::new(metrics))
@@ -210,12 +217,20 @@ impl Application {
             .add_service(
                 NotesServiceServer::new(notes)
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES)
+                    .accept_compressed(CompressionEncoding::Gzip)
+                    .accept_compressed(CompressionEncoding::Zstd)
+                    .send_compressed(CompressionEncoding::Zstd)
+                    .send_compressed(CompressionEncoding::Gzip),
             )
             .add_service(
                 SubjectsServiceServer::new(subjects)
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES)
+                    .accept_compressed(CompressionEncoding::Gzip)
+                    .accept_compressed(CompressionEncoding::Zstd)
+                    .send_compressed(CompressionEncoding::Zstd)
+                    .send_compressed(CompressionEncoding::Gzip),
             )
             // No Nagle: a small response must not wait for the client's
             // delayed ACK (40 ms on Linux).

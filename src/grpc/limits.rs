@@ -13,7 +13,10 @@
 //!   length prefix before buffering it (as OUT_OF_RANGE), is answered
 //!   RESOURCE_EXHAUSTED with reason `MESSAGE_TOO_LARGE`, as gRPC's
 //!   convention has it. tonic's refusal is the one OUT_OF_RANGE without an
-//!   ErrorInfo: notesd's own (an expired watch token) always has one.
+//!   ErrorInfo: notesd's own (an expired watch token) always has one. So
+//!   is a compressed message that would decompress past the limit, which
+//!   tonic stops while decompressing and answers RESOURCE_EXHAUSTED
+//!   without an ErrorInfo (notesd's own always carry one).
 //!
 //! Health and reflection are outside the budget: a probe must answer
 //! under load, and a health watch would hold a permit for as long as it
@@ -113,15 +116,20 @@ where
         Box::pin(async move {
             let response = response.await?;
             let headers = response.headers();
+            // OUT_OF_RANGE: refused from the length prefix; RESOURCE_EXHAUSTED:
+            // a compressed message that would decompress past the limit.
             let refused_size = headers
                 .get("grpc-status")
-                .is_some_and(|status| status.as_bytes() == b"11")
+                .is_some_and(|status| matches!(status.as_bytes(), b"11" | b"8"))
                 && !headers.contains_key("grpc-status-details-bin");
             if refused_size {
                 let status = edge_status(
                     Code::ResourceExhausted,
                     REASON_MESSAGE_TOO_LARGE,
-                    format!("the request message is larger than {max_message_bytes} bytes"),
+                    format!(
+                        "the request message is larger than {max_message_bytes} bytes \
+                         (decompressed, when it is compressed)"
+                    ),
                 );
                 return Ok(status.into_http());
             }

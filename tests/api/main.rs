@@ -14,6 +14,7 @@ mod compat_close;
 mod compat_edges;
 mod compat_fernand;
 mod compat_zyntro;
+mod compression;
 mod edges;
 mod idempotency;
 mod isolation;

@@ -134,6 +134,13 @@ struct ServeArgs {
     #[arg(long, env = "NOTESD_TRUSTED_PROXIES", value_delimiter = ',')]
     trusted_proxies: Vec<IpNet>,
 
+    /// Web origins (comma-separated, such as `https://notes.example.com`)
+    /// whose pages may call the gRPC port with gRPC-Web: CORS answers them,
+    /// and only them. None by default: browsers then call from no origin.
+    #[arg(long, env = "NOTESD_CORS_ALLOWED_ORIGINS", value_delimiter = ',',
+          value_parser = parse_origin)]
+    cors_allowed_origins: Vec<http::HeaderValue>,
+
     /// Group commit: the most AddNote calls written in one batch (one
     /// transaction and one multi-row insert per tenant).
     #[arg(long, env = "NOTESD_BATCH_MAX_ROWS", default_value_t = BatchSettings::default().max_rows,
@@ -364,6 +371,7 @@ async fn serve(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
         },
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
         trusted_proxies: args.trusted_proxies,
+        cors_allowed_origins: args.cors_allowed_origins,
         batching: BatchSettings {
             max_rows: args.batch_max_rows,
             linger: Duration::from_micros(args.batch_linger_us),
@@ -480,4 +488,17 @@ async fn keys(command: KeysCommand, db: Database) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A web origin as browsers send it: `scheme://host[:port]`, no path.
+fn parse_origin(origin: &str) -> Result<http::HeaderValue, String> {
+    let (scheme, rest) = origin
+        .split_once("://")
+        .ok_or_else(|| format!("{origin:?} is not an origin (scheme://host[:port])"))?;
+    if !matches!(scheme, "http" | "https") || rest.is_empty() || rest.contains('/') {
+        return Err(format!(
+            "{origin:?} is not an origin (http or https://host[:port], no path)"
+        ));
+    }
+    http::HeaderValue::from_str(origin).map_err(|_| format!("{origin:?} is not an origin"))
 }

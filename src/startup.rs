@@ -40,6 +40,8 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// Proxies whose `x-forwarded-for` is believed for the caller's address.
     pub trusted_proxies: Vec<IpNet>,
+    /// Web origins whose pages may call the gRPC port with gRPC-Web.
+    pub cors_allowed_origins: Vec<http::HeaderValue>,
     /// How concurrent adds are grouped into batches (group commit).
     pub batching: BatchSettings,
     /// Bounds on the calls in flight.
@@ -83,6 +85,7 @@ pub struct Application {
     database: Database,
     shutdown_grace: Duration,
     trusted_proxies: Vec<IpNet>,
+    cors_allowed_origins: Vec<http::HeaderValue>,
     batching: BatchSettings,
     limits: CallLimits,
     watch: WatchSettings,
@@ -110,6 +113,7 @@ impl Application {
             database,
             shutdown_grace: settings.shutdown_grace,
             trusted_proxies: settings.trusted_proxies,
+            cors_allowed_origins: settings.cors_allowed_origins,
             batching: settings.batching,
             limits: settings.limits,
             watch: settings.watch,
@@ -202,6 +206,12 @@ impl Application {
         // plain one, and only authenticated calls are ever decompressed.
         let server = Server::builder()
             .max_concurrent_streams(self.limits.max_concurrent_streams)
+            // Browsers: gRPC-Web over HTTP/1.1 (or HTTP/2), translated to
+            // gRPC before anything else sees the call, behind CORS for
+            // the configured origins (docs/api.md, "Browsers").
+            .accept_http1(true)
+            .layer(grpc_web_cors(self.cors_allowed_origins.clone()))
+            .layer(tonic_web::GrpcWebLayer::new())
             .layer(GrpcMetricsLayer::new(metrics))
             .layer(
                 TraceLayer::new_for_grpc()
@@ -324,4 +334,35 @@ pub async fn shutdown_signal() {
         () = interrupt => {}
         () = terminate => {}
     }
+}
+
+/// CORS for gRPC-Web callers: a preflight from one of `origins` is answered
+/// with what a gRPC-Web call needs (POST; its content type, the key and
+/// actor headers, a deadline; the gRPC status headers readable); any other
+/// origin gets no CORS header, so its browser refuses the call.
+fn grpc_web_cors(origins: Vec<http::HeaderValue>) -> tower_http::cors::CorsLayer {
+    use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([http::Method::POST])
+        .allow_headers([
+            CONTENT_TYPE,
+            AUTHORIZATION,
+            HeaderName::from_static("x-api-key"),
+            HeaderName::from_static("x-actor-id"),
+            HeaderName::from_static("x-grpc-web"),
+            HeaderName::from_static("x-user-agent"),
+            HeaderName::from_static("grpc-timeout"),
+            HeaderName::from_static("grpc-accept-encoding"),
+            HeaderName::from_static("connect-protocol-version"),
+            HeaderName::from_static("connect-timeout-ms"),
+        ])
+        .expose_headers([
+            HeaderName::from_static("grpc-status"),
+            HeaderName::from_static("grpc-message"),
+            HeaderName::from_static("grpc-status-details-bin"),
+            HeaderName::from_static("grpc-encoding"),
+        ])
+        .max_age(Duration::from_secs(24 * 60 * 60))
 }

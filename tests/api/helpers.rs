@@ -597,6 +597,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         },
         shutdown_grace: Duration::from_secs(5),
         trusted_proxies: Vec::new(),
+        cors_allowed_origins: Vec::new(),
         batching: BatchSettings::default(),
         limits: CallLimits::default(),
         watch: WatchSettings::default(),

@@ -16,6 +16,7 @@ mod compat_fernand;
 mod compat_zyntro;
 mod compression;
 mod edges;
+mod grpc_web;
 mod idempotency;
 mod isolation;
 mod keys;

@@ -303,6 +303,24 @@ CPU_NOTE = (
 )
 
 
+def report_lines(title, meta, knobs, intro, rows, cpu_rows, failures):
+    """A report's markdown: its title, the run, the figures, the CPU, the failures."""
+    md = [f"# {title}", ""] + meta_lines(meta, knobs)
+    md += [
+        "",
+        intro,
+        "",
+        table(("figure", "value", "target", "met?"), rows),
+        "",
+        CPU_NOTE,
+        "",
+        table(CPU_HEADER, cpu_rows),
+    ]
+    if failures:
+        md += ["", "**Failed steps:**", ""] + [f"- {f}" for f in failures]
+    return md
+
+
 def write_report(args, md_lines, result, rows, cpu_rows):
     """Writes the markdown and JSON files and prints the tables."""
     os.makedirs(os.path.dirname(args.md) or ".", exist_ok=True)
@@ -411,19 +429,15 @@ def summary(args):
     ]
 
     meta = run_meta(args)
-    md = ["# notesd benchmark: latest run", ""] + meta_lines(meta, knobs)
-    md += [
-        "",
+    md = report_lines(
+        "notesd benchmark: latest run",
+        meta,
+        knobs,
         "Targets are figures to compare against, not pass/fail of the run.",
-        "",
-        table(("figure", "value", "target", "met?"), rows),
-        "",
-        CPU_NOTE,
-        "",
-        table(CPU_HEADER, cpu_rows),
-    ]
-    if failures:
-        md += ["", "**Failed steps:**", ""] + [f"- {f}" for f in failures]
+        rows,
+        cpu_rows,
+        failures,
+    )
 
     result = {
         "meta": meta,
@@ -545,22 +559,18 @@ def search_summary(args):
     ]
 
     meta = run_meta(args)
-    md = ["# SearchNotes and the batch calls: benchmark", ""] + meta_lines(meta, knobs)
-    md += [
-        "",
+    md = report_lines(
+        "SearchNotes and the batch calls: benchmark",
+        meta,
+        knobs,
         f"SearchNotes on tenant bench-list ({fmt(list_notes)} notes), "
         f"{knobs['BENCH_SEARCH_CONCURRENCY'] or '?'} calls in flight, "
         f"{knobs['BENCH_SEARCH_PAGE_SIZE'] or '?'} hits a page, newest first unless said. "
         "Targets are figures to compare against, not pass/fail of the run.",
-        "",
-        table(("figure", "value", "target", "met?"), rows),
-        "",
-        CPU_NOTE,
-        "",
-        table(CPU_HEADER, cpu_rows),
-    ]
-    if failures:
-        md += ["", "**Failed steps:**", ""] + [f"- {f}" for f in failures]
+        rows,
+        cpu_rows,
+        failures,
+    )
     result = {
         "meta": meta,
         "knobs": knobs,

@@ -10,10 +10,10 @@ use crate::proto::notes::v1 as pb;
 use crate::storage::PurgeTarget;
 
 /// The most items of a batch call (AIP-231: a documented maximum).
-pub(crate) const MAX_BATCH: usize = 1000;
+const MAX_BATCH: usize = 1000;
 /// The most bytes of a BatchAddNotes request: its response echoes each
 /// note with its derived text, and must fit in a message.
-pub(crate) const MAX_BATCH_ADD_BYTES: usize = 8 * 1024 * 1024;
+const MAX_BATCH_ADD_BYTES: usize = 8 * 1024 * 1024;
 
 /// Checks that a batch's `field` holds 1 to [`MAX_BATCH`] items.
 fn check_count(field: &str, count: usize) -> Result<(), DomainError> {

@@ -21,6 +21,7 @@ use crate::storage::{
     WatchSettings, check_server, redact_url,
 };
 use crate::telemetry::{self, LogFormat};
+use crate::tls::{ClientAuth, TlsSettings};
 
 /// The local Postgres, database `notesd`.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/notesd";
@@ -94,7 +95,7 @@ struct CommonArgs {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve gRPC (the default command).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Create the database if missing and apply pending migrations, then exit.
     Migrate,
     /// Manage API keys.
@@ -140,6 +141,45 @@ struct ServeArgs {
     #[arg(long, env = "NOTESD_CORS_ALLOWED_ORIGINS", value_delimiter = ',',
           value_parser = parse_origin)]
     cors_allowed_origins: Vec<http::HeaderValue>,
+
+    /// TLS on both ports: the server's certificate chain (PEM, leaf
+    /// first). Without it both ports are plaintext. The files are read
+    /// again when they change (checked every --tls-reload-secs) and on
+    /// SIGHUP; connections already open keep the old ones.
+    #[arg(long, env = "NOTESD_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "NOTESD_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    /// mTLS: CA certificates (PEM) that client certificates are verified
+    /// against; with --tls-client-auth required (the default) a client
+    /// without one is refused in the handshake.
+    #[arg(long, env = "NOTESD_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+
+    /// With --tls-client-ca: `required` refuses a connection without a
+    /// client certificate; `optional` lets it in, its calls then needing
+    /// a key. A certificate not from the CA is refused either way.
+    #[arg(
+        long,
+        env = "NOTESD_TLS_CLIENT_AUTH",
+        value_enum,
+        default_value = "required"
+    )]
+    tls_client_auth: ClientAuth,
+
+    /// With --tls-client-ca: a JSON file mapping client certificate names
+    /// (URI or DNS SAN, or subject common name) to a tenant and identity,
+    /// so that a gRPC call from a mapped certificate needs no key
+    /// (docs/access.md, "Client certificates").
+    #[arg(long, env = "NOTESD_TLS_CLIENT_IDENTITIES", requires = "tls_client_ca")]
+    tls_client_identities: Option<PathBuf>,
+
+    /// How often the TLS files are checked for changes.
+    #[arg(long, env = "NOTESD_TLS_RELOAD_SECS", default_value_t = 10)]
+    tls_reload_secs: u64,
 
     /// Group commit: the most AddNote calls written in one batch (one
     /// transaction and one multi-row insert per tenant).
@@ -271,7 +311,7 @@ impl Cli {
         };
         let outcome = match self.command {
             None => serve(&database_url, self.serve).await,
-            Some(Command::Serve(args)) => serve(&database_url, args).await,
+            Some(Command::Serve(args)) => serve(&database_url, *args).await,
             Some(Command::Migrate) => Database::connect(&database(true)).await.map(|_| {
                 println!("migrations applied");
             }),
@@ -372,6 +412,16 @@ async fn serve(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
         trusted_proxies: args.trusted_proxies,
         cors_allowed_origins: args.cors_allowed_origins,
+        tls: args
+            .tls_cert
+            .zip(args.tls_key)
+            .map(|(cert, key)| TlsSettings {
+                client_ca: args.tls_client_ca,
+                client_auth: args.tls_client_auth,
+                client_identities: args.tls_client_identities,
+                reload_interval: Duration::from_secs(args.tls_reload_secs.max(1)),
+                ..TlsSettings::new(cert, key)
+            }),
         batching: BatchSettings {
             max_rows: args.batch_max_rows,
             linger: Duration::from_micros(args.batch_linger_us),

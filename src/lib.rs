@@ -4,6 +4,7 @@
 //! (Postgres), `service` (use cases), `api` (the application layer in
 //! notes.v1 types), and the edges that call it: `grpc`, `compat` (the
 //! vendor facades, served by `http`), with `auth` deciding who calls.
+//! `tls` and `listener` are the network edge (TLS, mTLS, connections).
 //! `local_postgres` runs a PostgreSQL server of notesd's own when no other
 //! is configured.
 
@@ -16,12 +17,14 @@ mod compat;
 mod domain;
 mod grpc;
 mod http;
+mod listener;
 pub mod local_postgres;
 mod metrics;
 mod service;
 pub mod startup;
 mod storage;
 mod telemetry;
+pub mod tls;
 
 // The crate's surface besides the command line (`cli`), the server
 // (`startup`) and the protobuf types: what the integration tests and the

@@ -8,11 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use axum::serve::ListenerExt as _;
 use ipnet::IpNet;
 use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::api::{MAX_MESSAGE_BYTES, NotesApi};
@@ -20,6 +20,7 @@ use crate::auth::{Authenticator, Callers};
 use crate::compat::CompatState;
 use crate::grpc::{AuthenticateLayer, CallLimitsLayer, NotesGrpc, SubjectsGrpc};
 use crate::http::OpsState;
+use crate::listener::Incoming;
 use crate::metrics::{GrpcMetricsLayer, Metrics};
 use crate::proto::notes::v1::notes_service_server::NotesServiceServer;
 use crate::proto::notes::v1::subjects_service_server::SubjectsServiceServer;
@@ -28,6 +29,7 @@ use crate::storage::{
     ApiKeyStore, BatchSettings, ChangeFeeds, Database, DatabaseOptions, NoteStore,
     RetentionSettings, SubjectStore, WatchSettings, run_retention,
 };
+use crate::tls::{TlsConfigs, TlsSettings};
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -42,6 +44,8 @@ pub struct Settings {
     pub trusted_proxies: Vec<IpNet>,
     /// Web origins whose pages may call the gRPC port with gRPC-Web.
     pub cors_allowed_origins: Vec<http::HeaderValue>,
+    /// TLS (and mTLS) on both ports; plaintext without it.
+    pub tls: Option<TlsSettings>,
     /// How concurrent adds are grouped into batches (group commit).
     pub batching: BatchSettings,
     /// Bounds on the calls in flight.
@@ -86,6 +90,8 @@ pub struct Application {
     shutdown_grace: Duration,
     trusted_proxies: Vec<IpNet>,
     cors_allowed_origins: Vec<http::HeaderValue>,
+    /// The TLS configuration in force, and the task that reloads it.
+    tls: Option<(TlsConfigs, tokio::task::JoinHandle<()>)>,
     batching: BatchSettings,
     limits: CallLimits,
     watch: WatchSettings,
@@ -93,9 +99,10 @@ pub struct Application {
 }
 
 impl Application {
-    /// Connects to (and creates, and migrates, as configured) the database
-    /// and binds the gRPC and HTTP ports.
+    /// Reads the TLS files, connects to (and creates, and migrates, as
+    /// configured) the database and binds the gRPC and HTTP ports.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let tls = settings.tls.map(crate::tls::start).transpose()?;
         let database = Database::connect(&settings.database).await?;
         let listener = TcpListener::bind(settings.grpc_addr)
             .await
@@ -114,6 +121,7 @@ impl Application {
             shutdown_grace: settings.shutdown_grace,
             trusted_proxies: settings.trusted_proxies,
             cors_allowed_origins: settings.cors_allowed_origins,
+            tls,
             batching: settings.batching,
             limits: settings.limits,
             watch: settings.watch,
@@ -136,7 +144,16 @@ impl Application {
         let pool = self.database.pool().clone();
         let authenticator = Authenticator::new(ApiKeyStore::new(pool.clone()));
         let key_watch = authenticator.watch_key_changes(pool.clone());
-        let callers = Callers::new(authenticator.clone(), self.trusted_proxies.clone());
+        let (tls, tls_reload) = self.tls.unzip();
+        let identities = match &tls {
+            Some(tls) => tls.identities.clone(),
+            None => tokio::sync::watch::channel(Arc::default()).1,
+        };
+        let callers = Callers::new(
+            authenticator.clone(),
+            self.trusted_proxies.clone(),
+            identities,
+        );
         let feeds = ChangeFeeds::start(pool.clone(), self.database.listener_pool(), self.watch);
         let metrics = Metrics::new(pool.clone(), feeds.clone());
         let retention = tokio::spawn(run_retention(
@@ -175,15 +192,18 @@ impl Application {
             },
             compat,
         );
+        // tap_io only lends the listener axum's ConnectInfo<SocketAddr>.
+        let http_incoming = Incoming::start(self.http_listener, tls.clone())?.tap_io(|_| {});
         let http_server = axum::serve(
-            self.http_listener,
+            http_incoming,
             http_app.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(async {
             let _ = http_stopped.await;
         });
         let mut http_server = tokio::spawn(http_server.into_future());
-        tracing::info!(addr = %self.http_addr, "serving HTTP");
+        let scheme = if tls.is_some() { "TLS" } else { "plaintext" };
+        tracing::info!(addr = %self.http_addr, scheme, "serving HTTP");
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<NotesServiceServer<NotesGrpc>>().await;
@@ -242,15 +262,13 @@ impl Application {
                     .send_compressed(CompressionEncoding::Zstd)
                     .send_compressed(CompressionEncoding::Gzip),
             )
-            // No Nagle: a small response must not wait for the client's
-            // delayed ACK (40 ms on Linux).
             .serve_with_incoming_shutdown(
-                TcpIncoming::from(self.listener).with_nodelay(Some(true)),
+                Incoming::start(self.listener, tls)?.into_stream(),
                 async {
                     let _ = server_stopped.await;
                 },
             );
-        tracing::info!(addr = %self.addr, "serving gRPC");
+        tracing::info!(addr = %self.addr, scheme, "serving gRPC");
 
         tokio::pin!(server);
         tokio::select! {
@@ -299,6 +317,9 @@ impl Application {
             ),
         }
         key_watch.abort();
+        if let Some(task) = tls_reload {
+            task.abort();
+        }
         self.database.pool().close().await;
         tracing::info!("stopped");
         Ok(())

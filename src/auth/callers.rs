@@ -1,15 +1,23 @@
 //! Who is calling, the same way on every edge: a key (each edge says where
-//! its clients put it), the acting member of a service key, and the
+//! its clients put it) or, on gRPC without a key, a mapped client
+//! certificate; the acting member of a service key or identity; and the
 //! caller's address, which is the connection's peer or, behind a trusted
 //! proxy, the last untrusted `x-forwarded-for` hop.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use http::HeaderMap;
 use ipnet::IpNet;
 
-use super::{ApiKeySecret, Authenticator, Credentials, client_address};
+use super::{
+    ApiKeySecret, Authenticator, ClientIdentities, Credentials, PeerCertificate, client_address,
+};
 use crate::domain::{DomainError, Principal};
+
+/// The certificate mapping in force: replaced when the TLS files are
+/// reloaded.
+pub(crate) type IdentitySource = tokio::sync::watch::Receiver<Arc<ClientIdentities>>;
 
 const FORWARDED_FOR_HEADER: &str = "x-forwarded-for";
 
@@ -23,13 +31,19 @@ fn present(value: Option<&str>) -> Option<&str> {
 pub(crate) struct Callers {
     auth: Authenticator,
     trusted_proxies: Vec<IpNet>,
+    identities: IdentitySource,
 }
 
 impl Callers {
-    pub(crate) fn new(auth: Authenticator, trusted_proxies: Vec<IpNet>) -> Self {
+    pub(crate) fn new(
+        auth: Authenticator,
+        trusted_proxies: Vec<IpNet>,
+        identities: IdentitySource,
+    ) -> Self {
         Self {
             auth,
             trusted_proxies,
+            identities,
         }
     }
 
@@ -41,14 +55,26 @@ impl Callers {
 
     /// The principal of the request with these `headers` from `peer` that
     /// presents `key` and names `actor` (both trimmed; blank counts as not
-    /// sent).
+    /// sent), on a connection with the client `certificate` (gRPC with
+    /// mTLS). A key decides when one is sent; without one, a certificate
+    /// the mapping names does.
     pub(crate) async fn authenticate(
         &self,
         key: Option<&str>,
         actor: Option<&str>,
         headers: &HeaderMap,
         peer: Option<IpAddr>,
+        certificate: Option<&PeerCertificate>,
     ) -> Result<Principal, DomainError> {
+        if present(key).is_none()
+            && let Some(certificate) = certificate
+            && let Some(principal) = self
+                .identities
+                .borrow()
+                .authenticate(certificate, present(actor))
+        {
+            return principal;
+        }
         let credentials = Credentials {
             key: present(key).map(ApiKeySecret::new),
             actor: present(actor).map(str::to_owned),
@@ -76,6 +102,7 @@ mod tests {
         Callers::new(
             Authenticator::new(ApiKeyStore::new(pool)),
             trusted.iter().map(|n| n.parse().unwrap()).collect(),
+            tokio::sync::watch::channel(Arc::default()).1,
         )
     }
 

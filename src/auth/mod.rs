@@ -1,10 +1,12 @@
-//! API keys and the principal they stand for.
+//! API keys (and client certificates) and the principal they stand for.
 
 mod cache;
 mod callers;
+mod certs;
 mod keys;
 
 pub(crate) use callers::Callers;
+pub(crate) use certs::{ClientIdentities, PeerCertificate};
 pub(crate) use keys::{ApiKeySecret, Credentials, client_address};
 pub use keys::{Authenticator, KeyKind, KeySpec};
 

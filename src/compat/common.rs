@@ -154,7 +154,15 @@ impl<V: KeySource> FromRequestParts<CompatState> for Caller<V> {
             .and_then(|v| v.to_str().ok());
         let principal = state
             .callers
-            .authenticate(key.as_deref(), actor, &parts.headers, Some(peer.ip()))
+            .authenticate(
+                key.as_deref(),
+                actor,
+                &parts.headers,
+                Some(peer.ip()),
+                // The facades keep their vendor's keys (docs/access.md,
+                // "Client certificates").
+                None,
+            )
             .await
             .map_err(V::refuse)?;
         Ok(Self(principal, PhantomData))

@@ -524,6 +524,8 @@ async fn authenticate(
             present(&request.member_id),
             headers,
             Some(peer.ip()),
+            // The facades keep their vendor's keys.
+            None,
         )
         .await
         .map_err(|err| match err {

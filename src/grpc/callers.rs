@@ -1,7 +1,7 @@
 //! Who is calling, decided before anything of the call is read: a tower
 //! layer in front of the notes.v1 services takes the key and actor from the
-//! headers, the address from the connection (or, behind a trusted proxy,
-//! from `x-forwarded-for`), authenticates, and either puts the
+//! headers, the address (or, behind a trusted proxy, `x-forwarded-for`)
+//! and the client certificate from the connection, authenticates, and either puts the
 //! [`Principal`] in the request's extensions or answers UNAUTHENTICATED (or
 //! PERMISSION_DENIED) at once. The request body (up to 32 MiB) is never
 //! polled for a caller who is not known: it is dropped with the request,
@@ -14,11 +14,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use http::HeaderMap;
-use tonic::transport::server::TcpConnectInfo;
 use tonic::{Request, Status};
 
-use crate::auth::{ACTOR_HEADER, API_KEY_HEADER, Callers};
+use crate::auth::{ACTOR_HEADER, API_KEY_HEADER, Callers, PeerCertificate};
 use crate::domain::{DomainError, Principal};
+use crate::listener::PeerInfo;
 
 /// The services whose calls need a caller: every notes.v1 path, served or
 /// not (an unknown method of notes.v1 is UNAUTHENTICATED without a key,
@@ -40,6 +40,7 @@ pub(crate) struct Credentials {
     actor: Option<String>,
     headers: HeaderMap,
     peer: Option<std::net::IpAddr>,
+    certificate: Option<std::sync::Arc<PeerCertificate>>,
 }
 
 impl Credentials {
@@ -52,6 +53,7 @@ impl Credentials {
                 self.actor.as_deref(),
                 &self.headers,
                 self.peer,
+                self.certificate.as_deref(),
             )
             .await
     }
@@ -138,14 +140,18 @@ where
         let mut inner = std::mem::replace(&mut self.inner, ready);
         let callers = self.callers.clone();
         Box::pin(async move {
-            let peer = request
-                .extensions()
-                .get::<TcpConnectInfo>()
-                .and_then(TcpConnectInfo::remote_addr)
-                .map(|addr| addr.ip());
+            let info = request.extensions().get::<PeerInfo>();
+            let peer = info.map(|info| info.remote_addr.ip());
+            let certificate = info.and_then(|info| info.certificate.clone());
             let headers = request.headers();
             let principal = callers
-                .authenticate(api_key(headers), text(headers, ACTOR_HEADER), headers, peer)
+                .authenticate(
+                    api_key(headers),
+                    text(headers, ACTOR_HEADER),
+                    headers,
+                    peer,
+                    certificate.as_deref(),
+                )
                 .await;
             match principal {
                 Ok(principal) => {
@@ -155,6 +161,7 @@ where
                             actor: text(headers, ACTOR_HEADER).map(str::to_owned),
                             headers: headers.clone(),
                             peer,
+                            certificate,
                             callers,
                         };
                         request.extensions_mut().insert(credentials);

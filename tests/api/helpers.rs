@@ -579,31 +579,13 @@ pub async fn add_many(
 // Identity and access: settings, source addresses, subjects, the CLI.
 // ---------------------------------------------------------------------------
 
-/// Like `spawn_app`, with `configure` changing the settings first (trusted
-/// proxies, say).
 /// As `spawn_app`, with the settings adjusted by `configure` first.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    // reqwest's TLS (the HTTPS tests) uses the ring provider, as notesd.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let database_name = format!("notesd_test_{}", Uuid::now_v7().simple());
     let database_url = database_url(&database_name);
-    let mut settings = Settings {
-        grpc_addr: "127.0.0.1:0".parse().unwrap(),
-        http_addr: "127.0.0.1:0".parse().unwrap(),
-        database: DatabaseOptions {
-            url: database_url.clone(),
-            max_connections: 8,
-            create_if_missing: true,
-            migrate: true,
-            role: Some(APP_ROLE.to_owned()),
-        },
-        shutdown_grace: Duration::from_secs(5),
-        trusted_proxies: Vec::new(),
-        cors_allowed_origins: Vec::new(),
-        batching: BatchSettings::default(),
-        limits: CallLimits::default(),
-        watch: WatchSettings::default(),
-        retention: RetentionSettings::default(),
-    };
-    configure(&mut settings);
+    let settings = test_settings(&database_url, configure);
     let app = Application::build(settings).await.expect("notesd builds");
     let addr = app.grpc_addr();
     let http_addr = app.http_addr();
@@ -623,6 +605,41 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         shutdown: Some(shutdown),
         server: Some(server),
     }
+}
+
+/// Whether notesd builds (reads its files, reaches its database, binds
+/// its ports) with the settings adjusted by `configure`; it is not run.
+pub async fn try_build_with(configure: impl FnOnce(&mut Settings)) -> anyhow::Result<()> {
+    let database_name = format!("notesd_test_{}", Uuid::now_v7().simple());
+    Application::build(test_settings(&database_url(&database_name), configure))
+        .await
+        .map(drop)
+}
+
+/// The settings of a test's server on `database_url`, adjusted by
+/// `configure`.
+fn test_settings(database_url: &str, configure: impl FnOnce(&mut Settings)) -> Settings {
+    let mut settings = Settings {
+        grpc_addr: "127.0.0.1:0".parse().unwrap(),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        database: DatabaseOptions {
+            url: database_url.to_owned(),
+            max_connections: 8,
+            create_if_missing: true,
+            migrate: true,
+            role: Some(APP_ROLE.to_owned()),
+        },
+        shutdown_grace: Duration::from_secs(5),
+        trusted_proxies: Vec::new(),
+        cors_allowed_origins: Vec::new(),
+        tls: None,
+        batching: BatchSettings::default(),
+        limits: CallLimits::default(),
+        watch: WatchSettings::default(),
+        retention: RetentionSettings::default(),
+    };
+    configure(&mut settings);
+    settings
 }
 
 use notesd::proto::notes::v1::subjects_service_client::SubjectsServiceClient;

@@ -33,4 +33,5 @@ mod rls;
 mod search;
 mod server;
 mod subjects;
+mod tls;
 mod watch;

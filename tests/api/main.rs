@@ -18,6 +18,7 @@ mod compression;
 mod edges;
 mod grpc_web;
 mod idempotency;
+mod interop;
 mod isolation;
 mod keys;
 mod listing;

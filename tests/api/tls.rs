@@ -19,19 +19,19 @@ use uuid::Uuid;
 use crate::helpers::*;
 
 /// A certificate authority of the test's own.
-struct Ca {
+pub struct Ca {
     issuer: CertifiedIssuer<'static, KeyPair>,
 }
 
 /// A certificate and its key, in PEM.
 #[derive(Clone)]
-struct Leaf {
-    cert: String,
-    key: String,
+pub struct Leaf {
+    pub cert: String,
+    pub key: String,
 }
 
 impl Ca {
-    fn new(name: &str) -> Self {
+    pub fn new(name: &str) -> Self {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.distinguished_name.push(DnType::CommonName, name);
@@ -40,12 +40,12 @@ impl Ca {
         }
     }
 
-    fn pem(&self) -> String {
+    pub fn pem(&self) -> String {
         self.issuer.pem()
     }
 
     /// The server's certificate: localhost and 127.0.0.1.
-    fn server(&self) -> Leaf {
+    pub fn server(&self) -> Leaf {
         let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
         params
             .subject_alt_names
@@ -55,7 +55,7 @@ impl Ca {
     }
 
     /// A client certificate with this URI name and common name.
-    fn client(&self, uri: &str, common_name: &str) -> Leaf {
+    pub fn client(&self, uri: &str, common_name: &str) -> Leaf {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params
             .subject_alt_names
@@ -78,10 +78,10 @@ impl Ca {
 }
 
 /// A directory of TLS files, removed at the end of the test.
-struct TlsDir(PathBuf);
+pub struct TlsDir(PathBuf);
 
 impl TlsDir {
-    fn new() -> Self {
+    pub fn new() -> Self {
         let dir = std::env::temp_dir().join(format!("notesd-tls-{}", Uuid::now_v7().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         Self(dir)
@@ -89,7 +89,7 @@ impl TlsDir {
 
     /// Writes `contents` to `name` whole (a rename, as a deployment tool
     /// would), so a reload never reads half a file.
-    fn write(&self, name: &str, contents: &str) -> PathBuf {
+    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
         let path = self.0.join(name);
         let partial = self.0.join(format!(".{name}.partial"));
         std::fs::write(&partial, contents).unwrap();
@@ -102,7 +102,7 @@ impl TlsDir {
     }
 
     /// Settings for the server certificate `server`, reloaded every 50 ms.
-    fn settings(&self, server: &Leaf) -> TlsSettings {
+    pub fn settings(&self, server: &Leaf) -> TlsSettings {
         let cert = self.write("server.crt", &server.cert);
         let key = self.write("server.key", &server.key);
         TlsSettings {
@@ -113,7 +113,7 @@ impl TlsDir {
 
     /// As `settings`, requiring client certificates from `client_ca` and
     /// mapping them with `identities` (JSON).
-    fn mtls_settings(&self, server: &Leaf, client_ca: &Ca, identities: &str) -> TlsSettings {
+    pub fn mtls_settings(&self, server: &Leaf, client_ca: &Ca, identities: &str) -> TlsSettings {
         TlsSettings {
             client_ca: Some(self.write("clients.crt", &client_ca.pem())),
             client_identities: Some(self.write("identities.json", identities)),

@@ -215,6 +215,12 @@ struct ServeArgs {
           default_value_t = CallLimits::default().search_timeout.as_millis() as u64)]
     search_timeout_ms: u64,
 
+    /// Seconds a gRPC connection may live before the server asks its
+    /// client to reconnect (GOAWAY; calls in flight get 60 s more), so
+    /// long-lived clients spread over new replicas. 0: for ever.
+    #[arg(long, env = "NOTESD_MAX_CONNECTION_AGE_SECS", default_value_t = 0)]
+    max_connection_age_secs: u64,
+
     /// WatchNotes streams open at once; one more is refused
     /// (RESOURCE_EXHAUSTED, reason TOO_MANY_WATCHERS). Watches do not count
     /// against --max-in-flight-calls.
@@ -431,6 +437,8 @@ async fn serve(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
             max_in_flight: args.max_in_flight_calls,
             max_concurrent_streams: args.max_concurrent_streams,
             search_timeout: Duration::from_millis(args.search_timeout_ms.max(1)),
+            max_connection_age: (args.max_connection_age_secs > 0)
+                .then(|| Duration::from_secs(args.max_connection_age_secs)),
         },
         watch: WatchSettings {
             max_watchers: args.max_watchers,

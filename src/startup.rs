@@ -18,7 +18,7 @@ use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use crate::api::{MAX_MESSAGE_BYTES, NotesApi};
 use crate::auth::{Authenticator, Callers};
 use crate::compat::CompatState;
-use crate::grpc::{AuthenticateLayer, CallLimitsLayer, NotesGrpc, SubjectsGrpc};
+use crate::grpc::{AuthenticateLayer, CallLimitsLayer, DeadlineLayer, NotesGrpc, SubjectsGrpc};
 use crate::http::OpsState;
 use crate::listener::Incoming;
 use crate::metrics::{GrpcMetricsLayer, Metrics};
@@ -26,7 +26,7 @@ use crate::proto::notes::v1::notes_service_server::NotesServiceServer;
 use crate::proto::notes::v1::subjects_service_server::SubjectsServiceServer;
 use crate::service::{Notes, Subjects};
 use crate::storage::{
-    ApiKeyStore, BatchSettings, ChangeFeeds, Database, DatabaseOptions, NoteStore,
+    ApiKeyStore, BatchSettings, Canceller, ChangeFeeds, Database, DatabaseOptions, NoteStore,
     RetentionSettings, SubjectStore, WatchSettings, run_retention,
 };
 use crate::tls::{TlsConfigs, TlsSettings};
@@ -69,7 +69,18 @@ pub struct CallLimits {
     /// How long one SearchNotes statement may run before it is cancelled
     /// (RESOURCE_EXHAUSTED, SEARCH_TOO_COSTLY).
     pub search_timeout: Duration,
+    /// How long a gRPC connection may live before the server asks its
+    /// client to reconnect (GOAWAY; calls in flight get a minute to end):
+    /// spreads long-lived clients over replicas. `None`: for ever.
+    pub max_connection_age: Option<Duration>,
 }
+
+/// The server pings an idle gRPC connection this often (HTTP/2 PING)...
+const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+/// ...and closes it when the ping is not answered within this.
+const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Calls in flight on a connection past its age get this long to end.
+const MAX_CONNECTION_AGE_GRACE: Duration = Duration::from_secs(60);
 
 impl Default for CallLimits {
     fn default() -> Self {
@@ -77,6 +88,7 @@ impl Default for CallLimits {
             max_in_flight: 1024,
             max_concurrent_streams: 128,
             search_timeout: Duration::from_secs(2),
+            max_connection_age: None,
         }
     }
 }
@@ -182,6 +194,7 @@ impl Application {
             in_flight: in_flight.clone(),
         };
         let ready = Arc::new(AtomicBool::new(true));
+        let canceller = Canceller::new(self.database.canceller_pool());
 
         let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
         let http_app = crate::http::router(
@@ -224,8 +237,19 @@ impl Application {
         // client's grpc-accept-encoding names one of them (zstd first).
         // tonic bounds a decompressed message by the same 32 MiB as a
         // plain one, and only authenticated calls are ever decompressed.
-        let server = Server::builder()
+        let mut builder = Server::builder()
             .max_concurrent_streams(self.limits.max_concurrent_streams)
+            // A client that vanished without closing (a host gone, a
+            // network cut) is found within 80 s (docs/api.md, "Deadlines
+            // and cancellation").
+            .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT));
+        if let Some(age) = self.limits.max_connection_age {
+            builder = builder
+                .max_connection_age(age)
+                .max_connection_age_grace(MAX_CONNECTION_AGE_GRACE);
+        }
+        let server = builder
             // Browsers: gRPC-Web over HTTP/1.1 (or HTTP/2), translated to
             // gRPC before anything else sees the call, behind CORS for
             // the configured origins (docs/api.md, "Browsers").
@@ -240,6 +264,9 @@ impl Application {
                     .on_failure(DefaultOnFailure::new().level(tracing::Level::WARN)),
             )
             .layer(CallLimitsLayer::new(in_flight, MAX_MESSAGE_BYTES))
+            // The call's deadline bounds everything after, from reading
+            // its key on (docs/api.md, "Deadlines and cancellation").
+            .layer(DeadlineLayer::new(canceller))
             .layer(AuthenticateLayer::new(callers))
             .add_service(health_service)
             .add_service(reflection_v1)

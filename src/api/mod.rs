@@ -432,6 +432,7 @@ pub(crate) fn status_code(kind: ErrorKind) -> tonic::Code {
         ErrorKind::OutOfRange => Code::OutOfRange,
         ErrorKind::ResourceExhausted => Code::ResourceExhausted,
         ErrorKind::Unavailable => Code::Unavailable,
+        ErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
         ErrorKind::Internal => Code::Internal,
     }
 }

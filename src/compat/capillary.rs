@@ -117,7 +117,9 @@ impl From<DomainError> for ItemError {
             ErrorKind::FailedPrecondition => CODE_NOTE_DELETED,
             ErrorKind::Aborted | ErrorKind::AlreadyExists => CODE_CONFLICT,
             ErrorKind::InvalidArgument | ErrorKind::OutOfRange => CODE_INVALID_NOTE,
-            ErrorKind::Unavailable | ErrorKind::ResourceExhausted => CODE_UNAVAILABLE,
+            ErrorKind::Unavailable | ErrorKind::ResourceExhausted | ErrorKind::DeadlineExceeded => {
+                CODE_UNAVAILABLE
+            }
             ErrorKind::Internal => return Self::new(CODE_INTERNAL, "internal error"),
         };
         Self::new(code, err.to_string())
@@ -147,6 +149,7 @@ fn request_failure(err: DomainError) -> Response {
             StatusCode::CONFLICT
         }
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
         ErrorKind::Internal => {
             return request_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
         }

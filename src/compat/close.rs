@@ -344,6 +344,9 @@ impl From<DomainError> for Failure {
                 err => Self::plain(StatusCode::CONFLICT, err.to_string()),
             },
             ErrorKind::Unavailable => Self::plain(StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
+            ErrorKind::DeadlineExceeded => {
+                Self::plain(StatusCode::GATEWAY_TIMEOUT, err.to_string())
+            }
             ErrorKind::Internal => Self::plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
         }
     }

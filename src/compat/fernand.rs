@@ -213,6 +213,7 @@ impl From<DomainError> for FernandError {
             },
             ErrorKind::Aborted | ErrorKind::AlreadyExists => StatusCode::CONFLICT,
             ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let message = match &err {

@@ -236,7 +236,8 @@ impl From<DomainError> for ZyntroError {
             | ErrorKind::AlreadyExists
             | ErrorKind::OutOfRange
             | ErrorKind::ResourceExhausted => Self::new(err.reason(), err.to_string()),
-            ErrorKind::Unavailable => Self {
+            // (A deadline is gRPC's: a facade request has none.)
+            ErrorKind::Unavailable | ErrorKind::DeadlineExceeded => Self {
                 code: err.reason(),
                 messages: vec![err.to_string()],
                 http: StatusCode::SERVICE_UNAVAILABLE,

@@ -30,6 +30,9 @@ pub enum ErrorKind {
     ResourceExhausted,
     /// A dependency (the database) cannot be reached: retry later.
     Unavailable,
+    /// The call's deadline passed before its work was done; the work
+    /// was stopped (it may have been done, for a change already committed).
+    DeadlineExceeded,
     /// A failure the caller cannot fix; logged with its cause.
     Internal,
 }
@@ -119,6 +122,10 @@ pub enum DomainError {
     SearchTooCostly,
     #[error("only an admin key may do this")]
     AdminKeyRequired,
+    /// The call's deadline (`grpc-timeout`) passed: its database work was
+    /// cancelled or never started.
+    #[error("the call's deadline passed before it was done; its database work was stopped")]
+    DeadlineExceeded,
     #[error("the notes together exceed {0} MiB; ask for fewer")]
     ResponseTooLarge(usize),
     /// One request of a batch call failed, and with it the call: `index`
@@ -182,6 +189,7 @@ impl DomainError {
             Self::AdminKeyRequired => "ADMIN_KEY_REQUIRED",
             Self::SearchTooCostly => "SEARCH_TOO_COSTLY",
             Self::ResponseTooLarge(_) => "RESPONSE_TOO_LARGE",
+            Self::DeadlineExceeded => "DEADLINE_EXCEEDED",
             Self::InBatch { error, .. } => error.reason(),
             Self::Internal(_) => "INTERNAL",
         }
@@ -213,6 +221,7 @@ impl DomainError {
             Self::NoteDeleted | Self::NoteNotDeleted => ErrorKind::FailedPrecondition,
             Self::RequestIdConflict | Self::SourceExists => ErrorKind::AlreadyExists,
             Self::DatabaseUnavailable(_) | Self::ShuttingDown => ErrorKind::Unavailable,
+            Self::DeadlineExceeded => ErrorKind::DeadlineExceeded,
             Self::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -247,6 +256,7 @@ impl DomainError {
             Self::AdminKeyRequired => Self::AdminKeyRequired,
             Self::SearchTooCostly => Self::SearchTooCostly,
             Self::ResponseTooLarge(mib) => Self::ResponseTooLarge(*mib),
+            Self::DeadlineExceeded => Self::DeadlineExceeded,
             Self::InBatch { index, error } => Self::InBatch {
                 index: *index,
                 error: Box::new(error.duplicate()),

@@ -3,11 +3,13 @@
 //! call to [`NotesApi`], and the one mapping of errors to statuses.
 
 mod callers;
+mod deadline;
 mod limits;
 mod status;
 mod subjects;
 
 pub(crate) use callers::AuthenticateLayer;
+pub(crate) use deadline::DeadlineLayer;
 
 pub(crate) use limits::CallLimitsLayer;
 use std::time::Duration;

@@ -107,6 +107,14 @@ impl Database {
         pool_options(1, Some(RETENTION_ROLE)).connect_lazy_with(self.connect.clone())
     }
 
+    /// One connection, made when first used, as the connecting role: for
+    /// cancelling the statements of calls that ended (`calls::Canceller`).
+    /// PostgreSQL lets a role cancel the backends of its own session user,
+    /// which the app's role, switched to with `SET ROLE`, is not.
+    pub(crate) fn canceller_pool(&self) -> PgPool {
+        pool_options(1, None).connect_lazy_with(self.connect.clone())
+    }
+
     /// One connection, made when first used, as the app's role: for a
     /// listener that holds its connection for good, outside the pool that
     /// serves calls.

@@ -2,6 +2,7 @@
 //! the wire.
 
 mod batch;
+mod calls;
 mod database;
 mod gather;
 mod keys;
@@ -16,6 +17,7 @@ mod watch;
 
 pub use batch::BatchSettings;
 pub(crate) use batch::{InsertOutcome, NewNote};
+pub(crate) use calls::{CallScope, Canceller};
 pub use database::{APP_ROLE, DatabaseOptions};
 pub(crate) use database::{Database, check_server, redact_url};
 pub(crate) use gather::BatchObserver;
@@ -38,12 +40,16 @@ use crate::domain::{DomainError, TenantId};
 /// tenant table shows and accepts only that tenant's rows until it ends.
 ///
 /// `BEGIN` and the setting go in one round trip, as one simple query; the
-/// tenant id travels hex-encoded, so no character of it is ever SQL.
+/// tenant id travels hex-encoded, so no character of it is ever SQL. So do
+/// the settings of the call the transaction is for: its name and what is
+/// left of its deadline (`calls`).
 pub(crate) async fn begin_for(
     pool: &PgPool,
     tenant: &TenantId,
 ) -> Result<Transaction<'static, Postgres>, DomainError> {
-    Ok(pool.begin_with(begin_statement(tenant)).await?)
+    let mut sql = begin_statement(tenant);
+    calls::push_call_settings(&mut sql)?;
+    Ok(pool.begin_with(sql).await?)
 }
 
 fn begin_statement(tenant: &TenantId) -> String {
@@ -62,12 +68,21 @@ fn begin_statement(tenant: &TenantId) -> String {
 /// internal error; the cause is kept for the log.
 impl From<sqlx::Error> for DomainError {
     fn from(err: sqlx::Error) -> Self {
+        if is_cancelled(&err) && calls::has_deadline() {
+            return DomainError::DeadlineExceeded;
+        }
         if is_unavailable(&err) {
             DomainError::DatabaseUnavailable(anyhow::Error::new(err).context("database error"))
         } else {
             DomainError::Internal(anyhow::Error::new(err).context("database error"))
         }
     }
+}
+
+/// Whether `err` is a statement cancelled (57014, query_canceled): by a
+/// statement timeout, or by `pg_cancel_backend`.
+fn is_cancelled(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("57014"))
 }
 
 /// Whether `err` says the database is out of reach rather than that the

@@ -108,6 +108,11 @@ pub(super) async fn search(
         };
     // Walking the newest notes is a plain index scan; asking the GIN
     // index is a bitmap scan: forbidding the other settles the plan.
+    // The call's deadline, when it comes first, bounds the search instead
+    // (and its passing is DEADLINE_EXCEEDED, not the search's cost).
+    let left = super::calls::remaining();
+    let by_deadline = left.is_some_and(|left| left < timeout);
+    let timeout = left.map_or(timeout, |left| left.min(timeout));
     sqlx::query("select set_config('statement_timeout', $1, true), set_config($2, 'off', true)")
         .bind(format!("{}ms", timeout.as_millis().max(1)))
         .bind(if dense {
@@ -125,7 +130,11 @@ pub(super) async fn search(
         .map_err(|err| match &err {
             // 57014: query_canceled, here by the statement timeout.
             sqlx::Error::Database(db) if db.code().as_deref() == Some("57014") => {
-                DomainError::SearchTooCostly
+                if by_deadline {
+                    DomainError::DeadlineExceeded
+                } else {
+                    DomainError::SearchTooCostly
+                }
             }
             _ => err.into(),
         })?;

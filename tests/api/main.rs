@@ -15,6 +15,7 @@ mod compat_edges;
 mod compat_fernand;
 mod compat_zyntro;
 mod compression;
+mod deadlines;
 mod edges;
 mod grpc_web;
 mod idempotency;

@@ -315,6 +315,11 @@ async fn every_documented_reason_is_produced() {
     ));
 
     produced.push(("SEARCH_TOO_COSTLY", search_too_costly().await));
+    let waiting = add(&mut alice, text_note("customer", "c-1", "x")).await;
+    produced.push((
+        "DEADLINE_EXCEEDED",
+        crate::deadlines::update_past_deadline(&app, &mut alice, &waiting).await,
+    ));
 
     // The change stream's refusals and ends.
     produced.extend(watch_reasons().await);

@@ -1,0 +1,159 @@
+//! What the database work of one call knows of the call: its deadline, and
+//! its name in `pg_stat_activity`, so that the work stops when the call
+//! does (docs/api.md, "Deadlines and cancellation").
+//!
+//! The gRPC edge runs each call inside a [`CallScope`]. Every transaction
+//! the call begins ([`super::begin_for`]) then, in the same round trip as
+//! its `BEGIN`:
+//!
+//! - sets `statement_timeout` to what is left of the deadline, so no
+//!   statement outlives the call by more than the time left when it
+//!   began (and a call whose deadline has passed starts no transaction:
+//!   `DEADLINE_EXCEEDED`);
+//! - sets `application_name` to the call's name, for as long as the
+//!   transaction lasts (`set_config(..., true)`).
+//!
+//! When a call ends before its work does (its deadline passed, or its
+//! client went away, which drops the call), [`Canceller::cancel`] cancels
+//! whatever statement is running under the call's name
+//! (`pg_cancel_backend`). A statement cancelled under a deadline is
+//! `DEADLINE_EXCEEDED`. Work shared by many calls (a group-commit batch, a
+//! batched read) is not any one call's, and is not cancelled.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio::time::Instant;
+
+use crate::domain::DomainError;
+
+tokio::task_local! {
+    static CURRENT: CallScope;
+}
+
+/// One call, as its database work sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct CallScope {
+    deadline: Option<Instant>,
+    name: Arc<str>,
+    began_work: Arc<AtomicBool>,
+}
+
+/// Calls named so far by this process.
+static CALLS: AtomicU64 = AtomicU64::new(0);
+
+impl CallScope {
+    /// A call that must be done by `deadline`, if it has one.
+    pub(crate) fn new(deadline: Option<Instant>) -> Self {
+        let number = CALLS.fetch_add(1, Ordering::Relaxed);
+        Self {
+            deadline,
+            name: format!("notesd call {}-{number}", process_tag()).into(),
+            began_work: Arc::default(),
+        }
+    }
+
+    /// Runs `work` as this call's.
+    pub(crate) async fn run<F: Future>(self, work: F) -> F::Output {
+        CURRENT.scope(self, work).await
+    }
+
+    /// Whether the call began a transaction of its own, so that ending it
+    /// early may leave a statement to cancel.
+    pub(crate) fn began_work(&self) -> bool {
+        self.began_work.load(Ordering::Relaxed)
+    }
+}
+
+/// Tells this process's calls from another's on the same database.
+fn process_tag() -> &'static str {
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TAG.get_or_init(|| format!("{:08x}", rand::random::<u32>()))
+}
+
+/// Whether the current call (if any) has a deadline.
+pub(super) fn has_deadline() -> bool {
+    CURRENT
+        .try_with(|call| call.deadline.is_some())
+        .unwrap_or(false)
+}
+
+/// What is left of the current call's deadline: `None` without one.
+pub(super) fn remaining() -> Option<Duration> {
+    CURRENT
+        .try_with(|call| call.deadline)
+        .ok()
+        .flatten()
+        .map(|deadline| deadline.saturating_duration_since(Instant::now()))
+}
+
+/// Appends to a transaction's first statement what the current call asks
+/// of it (see the module's comment); refuses to begin once the deadline
+/// has passed.
+pub(super) fn push_call_settings(sql: &mut String) -> Result<(), DomainError> {
+    let Ok((name, remaining)) = CURRENT.try_with(|call| {
+        call.began_work.store(true, Ordering::Relaxed);
+        (
+            call.name.clone(),
+            call.deadline
+                .map(|deadline| deadline.saturating_duration_since(Instant::now())),
+        )
+    }) else {
+        return Ok(());
+    };
+    // The name is ours: letters, digits, spaces and a dash.
+    let _ = write!(
+        sql,
+        "; select set_config('application_name', '{name}', true)"
+    );
+    if let Some(remaining) = remaining {
+        if remaining.is_zero() {
+            return Err(DomainError::DeadlineExceeded);
+        }
+        let _ = write!(
+            sql,
+            ", set_config('statement_timeout', '{}', true)",
+            remaining.as_millis().max(1)
+        );
+    }
+    Ok(())
+}
+
+/// Cancels the statements of calls that ended before their work did.
+#[derive(Debug, Clone)]
+pub(crate) struct Canceller {
+    pool: PgPool,
+}
+
+impl Canceller {
+    pub(crate) fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// Cancels, in the background, any statement running for `call`.
+    pub(crate) fn cancel(&self, call: &CallScope) {
+        let pool = self.pool.clone();
+        let name = call.name.clone();
+        tokio::spawn(async move {
+            let cancelled = sqlx::query_scalar::<_, i64>(
+                "select count(*) filter (where pg_cancel_backend(pid)) \
+                 from pg_stat_activity where application_name = $1",
+            )
+            .bind(&*name)
+            .fetch_one(&pool)
+            .await;
+            match cancelled {
+                Ok(0) => {}
+                Ok(cancelled) => {
+                    tracing::debug!(cancelled, "cancelled the statement of a call that ended")
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot cancel the statement of a call that ended")
+                }
+            }
+        });
+    }
+}

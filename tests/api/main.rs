@@ -25,6 +25,7 @@ mod local_postgres;
 mod network;
 mod notes;
 mod ops;
+mod otlp;
 mod process;
 mod purge;
 mod reasons;

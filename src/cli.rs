@@ -181,6 +181,14 @@ struct ServeArgs {
     #[arg(long, env = "NOTESD_TLS_RELOAD_SECS", default_value_t = 10)]
     tls_reload_secs: u64,
 
+    /// Export traces (OpenTelemetry, OTLP over gRPC) to the collector at
+    /// this URL, such as `http://127.0.0.1:4317`: a span per gRPC call and
+    /// HTTP request, joined to the caller's W3C `traceparent`, with child
+    /// spans for database work. Off by default: nothing is exported.
+    #[arg(long, env = "NOTESD_OTLP_ENDPOINT", value_name = "URL",
+          value_parser = parse_otlp_endpoint)]
+    otlp_endpoint: Option<String>,
+
     /// Group commit: the most AddNote calls written in one batch (one
     /// transaction and one multi-row insert per tenant).
     #[arg(long, env = "NOTESD_BATCH_MAX_ROWS", default_value_t = BatchSettings::default().max_rows,
@@ -305,7 +313,19 @@ enum KeysCommand {
 
 impl Cli {
     pub async fn run(self) -> anyhow::Result<()> {
-        telemetry::init(self.common.log_format);
+        let otlp_endpoint = match &self.command {
+            None => self.serve.otlp_endpoint.clone(),
+            Some(Command::Serve(args)) => args.otlp_endpoint.clone(),
+            Some(_) => None,
+        };
+        let telemetry = telemetry::init(self.common.log_format, otlp_endpoint.as_deref())?;
+        let outcome = self.run_command().await;
+        // The spans of the last calls are sent before the process exits.
+        telemetry.shutdown().await;
+        outcome
+    }
+
+    async fn run_command(self) -> anyhow::Result<()> {
         let (database_url, local_server) = choose_database(&self.common).await?;
         // Key management works on api_keys as the database owner.
         let database = |migrate: bool| DatabaseOptions {
@@ -548,6 +568,21 @@ async fn keys(command: KeysCommand, db: Database) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An OTLP/gRPC collector's URL: `http://host[:port]`.
+fn parse_otlp_endpoint(endpoint: &str) -> Result<String, String> {
+    let uri: http::Uri = endpoint
+        .parse()
+        .map_err(|_| format!("{endpoint:?} is not a URL (http://host:port)"))?;
+    match uri.scheme_str() {
+        Some("http") if uri.host().is_some_and(|host| !host.is_empty()) => Ok(endpoint.to_owned()),
+        Some("https") => Err(format!(
+            "{endpoint:?}: https is not supported, notesd exports over plain gRPC \
+             (to a collector on the same host or a trusted network)"
+        )),
+        _ => Err(format!("{endpoint:?} is not an http://host:port URL")),
+    }
+}
+
 /// A web origin as browsers send it: `scheme://host[:port]`, no path.
 fn parse_origin(origin: &str) -> Result<http::HeaderValue, String> {
     let (scheme, rest) = origin
@@ -559,4 +594,30 @@ fn parse_origin(origin: &str) -> Result<http::HeaderValue, String> {
         ));
     }
     http::HeaderValue::from_str(origin).map_err(|_| format!("{origin:?} is not an origin"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_otlp_endpoint_is_a_plain_http_url() {
+        assert_eq!(
+            parse_otlp_endpoint("http://127.0.0.1:4317").as_deref(),
+            Ok("http://127.0.0.1:4317")
+        );
+        assert!(parse_otlp_endpoint("http://collector").is_ok());
+        let https = parse_otlp_endpoint("https://collector:4317").unwrap_err();
+        assert!(https.contains("https is not supported"), "{https}");
+        for bad in [
+            "",
+            "collector:4317",
+            "127.0.0.1:4317",
+            "ftp://x",
+            "http://",
+            "not a url",
+        ] {
+            assert!(parse_otlp_endpoint(bad).is_err(), "{bad:?}");
+        }
+    }
 }

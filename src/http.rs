@@ -51,8 +51,8 @@ fn route_of<B>(request: &axum::http::Request<B>) -> String {
 }
 
 /// Records each request in the metrics, within a span that names its
-/// method, route template and request id (never the path or query, which
-/// may hold a customer's email or phone number).
+/// method, route template, request id and trace id (never the path or
+/// query, which may hold a customer's email or phone number).
 async fn observe(
     State(metrics): State<Arc<Metrics>>,
     request: axum::extract::Request,
@@ -64,6 +64,7 @@ async fn observe(
     let response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
     metrics.observe_http(&route, status, started);
+    crate::telemetry::record_http_status(&span, status);
     span.in_scope(|| {
         tracing::debug!(
             status,

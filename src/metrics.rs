@@ -97,7 +97,7 @@ impl std::fmt::Debug for Metrics {
 
 /// Every gRPC method this server serves, as `package.Service/Method`, read
 /// from the descriptor sets of notes.v1, health and reflection.
-fn served_methods() -> HashSet<String> {
+pub(crate) fn served_methods() -> HashSet<String> {
     let sets = [
         crate::proto::FILE_DESCRIPTOR_SET,
         tonic_health::pb::FILE_DESCRIPTOR_SET,

@@ -261,6 +261,7 @@ impl Application {
                 TraceLayer::new_for_grpc()
                     .make_span_with(crate::telemetry::grpc_span)
                     .on_response(crate::telemetry::on_grpc_response)
+                    .on_eos(crate::telemetry::on_grpc_eos)
                     .on_failure(DefaultOnFailure::new().level(tracing::Level::WARN)),
             )
             .layer(CallLimitsLayer::new(in_flight, MAX_MESSAGE_BYTES))

@@ -66,6 +66,12 @@ impl ApiKeyStore {
         Ok(())
     }
 
+    #[tracing::instrument(
+        name = "db.find_api_key",
+        level = "debug",
+        skip_all,
+        fields(db.system = "postgresql", otel.kind = "client")
+    )]
     pub async fn find(&self, id: Uuid) -> Result<Option<ApiKeyRecord>, DomainError> {
         Ok(sqlx::query_as("select * from api_keys where id = $1")
             .bind(id)

@@ -93,6 +93,12 @@ impl NoteStore {
     /// is applied in that transaction, with `any_subject` from
     /// `access::may_add_notes_to_any_subject` for the note's creator; a
     /// retry of an earlier request is answered without it.
+    #[tracing::instrument(
+        name = "db.add_note",
+        level = "debug",
+        skip_all,
+        fields(db.system = "postgresql", otel.kind = "client")
+    )]
     pub(crate) async fn insert(&self, add: NewNote) -> Result<InsertOutcome, DomainError> {
         self.batcher.insert(add).await
     }
@@ -104,6 +110,16 @@ impl NoteStore {
     /// index (see `batch::write_all`). `refused_next`: the error of the add
     /// right after `adds`, refused before the store, which fails the whole
     /// unless one of `adds` is refused first.
+    #[tracing::instrument(
+        name = "db.add_notes",
+        level = "debug",
+        skip_all,
+        fields(
+            db.system = "postgresql",
+            otel.kind = "client",
+            db.operation.batch.size = adds.len()
+        )
+    )]
     pub(crate) async fn insert_all(
         &self,
         tenant: &TenantId,
@@ -120,6 +136,16 @@ impl NoteStore {
     /// first their sizes, read without the bodies (a body's stored length
     /// is known without reading it), then, only when they fit in
     /// `budget_bytes`, the notes themselves.
+    #[tracing::instrument(
+        name = "db.get_notes",
+        level = "debug",
+        skip_all,
+        fields(
+            db.system = "postgresql",
+            otel.kind = "client",
+            db.operation.batch.size = ids.len()
+        )
+    )]
     pub(crate) async fn get_many(
         &self,
         tenant: &TenantId,
@@ -160,6 +186,16 @@ impl NoteStore {
     /// `ids` (`None` for an id that names no note), and writes them with
     /// their revisions and events. The first error, named by its index,
     /// rolls the whole back.
+    #[tracing::instrument(
+        name = "db.update_notes",
+        level = "debug",
+        skip_all,
+        fields(
+            db.system = "postgresql",
+            otel.kind = "client",
+            db.operation.batch.size = ids.len()
+        )
+    )]
     pub(crate) async fn modify_all<F>(
         &self,
         tenant: &TenantId,
@@ -198,12 +234,24 @@ impl NoteStore {
     }
 
     /// A page of the notes that match a full-text search (see `search`).
+    #[tracing::instrument(
+        name = "db.search_notes",
+        level = "debug",
+        skip_all,
+        fields(db.system = "postgresql", otel.kind = "client")
+    )]
     pub(crate) async fn search(&self, search: &Search<'_>) -> Result<SearchPage, DomainError> {
         search::search(&self.pool, search, self.search_timeout).await
     }
 
     /// Erases notes for good (see `purge`): every note of `tenant` about
     /// `target`'s subject, or with its ids.
+    #[tracing::instrument(
+        name = "db.purge_notes",
+        level = "debug",
+        skip_all,
+        fields(db.system = "postgresql", otel.kind = "client")
+    )]
     pub(crate) async fn purge(
         &self,
         tenant: &TenantId,
@@ -215,6 +263,12 @@ impl NoteStore {
 
     /// The note, read in the next batch of reads by id (see `reads`): one
     /// round trip, shared with the reads queued beside it.
+    #[tracing::instrument(
+        name = "db.get_note",
+        level = "debug",
+        skip_all,
+        fields(db.system = "postgresql", otel.kind = "client")
+    )]
     pub(crate) async fn get(
         &self,
         tenant: &TenantId,
@@ -226,6 +280,12 @@ impl NoteStore {
     /// Reads and locks a note, lets `change` decide its new state, and
     /// writes that state with a revision and an event, in one transaction.
     /// `change` returns `None` to leave the note as it is.
+    #[tracing::instrument(
+        name = "db.update_note",
+        level = "debug",
+        skip_all,
+        fields(db.system = "postgresql", otel.kind = "client")
+    )]
     pub(crate) async fn modify<F>(
         &self,
         tenant: &TenantId,
@@ -251,6 +311,16 @@ impl NoteStore {
 
     /// The numbers of these notes (see the `note_numbers` migration),
     /// giving one to each note that has none yet.
+    #[tracing::instrument(
+        name = "db.note_numbers",
+        level = "debug",
+        skip_all,
+        fields(
+            db.system = "postgresql",
+            otel.kind = "client",
+            db.operation.batch.size = ids.len()
+        )
+    )]
     pub(crate) async fn numbers(
         &self,
         tenant: &TenantId,
@@ -279,6 +349,12 @@ impl NoteStore {
     }
 
     /// The note that has this number, if any.
+    #[tracing::instrument(
+        name = "db.find_note_by_number",
+        level = "debug",
+        skip_all,
+        fields(db.system = "postgresql", otel.kind = "client")
+    )]
     pub(crate) async fn id_for_number(
         &self,
         tenant: &TenantId,
@@ -297,6 +373,12 @@ impl NoteStore {
     }
 
     /// The note imported from (or written through) `system` with this id.
+    #[tracing::instrument(
+        name = "db.find_note_by_source",
+        level = "debug",
+        skip_all,
+        fields(db.system = "postgresql", otel.kind = "client")
+    )]
     pub(crate) async fn id_for_source(
         &self,
         tenant: &TenantId,
@@ -321,6 +403,12 @@ impl NoteStore {
     /// admin); and the position of the change stream that a watch started
     /// from misses nothing this page could not show (the xmin of the page's
     /// snapshot: every change the page does not see lies after it).
+    #[tracing::instrument(
+        name = "db.list_notes",
+        level = "debug",
+        skip_all,
+        fields(db.system = "postgresql", otel.kind = "client")
+    )]
     pub(crate) async fn list(
         &self,
         tenant: &TenantId,
@@ -385,6 +473,12 @@ impl NoteStore {
 
     /// A page of a note's revisions, newest first, starting below
     /// `before_revision` when given.
+    #[tracing::instrument(
+        name = "db.list_revisions",
+        level = "debug",
+        skip_all,
+        fields(db.system = "postgresql", otel.kind = "client")
+    )]
     pub(crate) async fn revisions(
         &self,
         tenant: &TenantId,

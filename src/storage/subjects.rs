@@ -58,6 +58,12 @@ impl SubjectStore {
         Self { pool }
     }
 
+    #[tracing::instrument(
+        name = "db.get_subject",
+        level = "debug",
+        skip_all,
+        fields(db.system = "postgresql", otel.kind = "client")
+    )]
     pub(crate) async fn get(
         &self,
         tenant: &TenantId,
@@ -71,6 +77,12 @@ impl SubjectStore {
 
     /// Whether another tenant has registered `subject` (yes or no only;
     /// see the `notesd_subject_registered_elsewhere` migration).
+    #[tracing::instrument(
+        name = "db.subject_registered_elsewhere",
+        level = "debug",
+        skip_all,
+        fields(db.system = "postgresql", otel.kind = "client")
+    )]
     pub(crate) async fn registered_elsewhere(
         &self,
         tenant: &TenantId,
@@ -91,6 +103,12 @@ impl SubjectStore {
     /// Creates or replaces a registration, in one transaction with the
     /// current one locked; `decide` sees the current registration (if any)
     /// and may refuse the change.
+    #[tracing::instrument(
+        name = "db.upsert_subject",
+        level = "debug",
+        skip_all,
+        fields(db.system = "postgresql", otel.kind = "client")
+    )]
     pub(crate) async fn upsert<F>(
         &self,
         tenant: &TenantId,

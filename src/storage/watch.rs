@@ -159,6 +159,12 @@ impl ChangeFeeds {
     }
 
     /// A watch of `scope` from `from` (right after it), or from now.
+    #[tracing::instrument(
+        name = "db.watch_start",
+        level = "debug",
+        skip_all,
+        fields(db.system = "postgresql", otel.kind = "client")
+    )]
     pub(crate) async fn watch(
         &self,
         tenant: TenantId,
@@ -519,6 +525,12 @@ impl Watch {
 
     /// Reads one page of the outbox after the position; moves on to
     /// joining the feed, or to live, when it has read far enough.
+    #[tracing::instrument(
+        name = "db.watch_changes",
+        level = "debug",
+        skip_all,
+        fields(db.system = "postgresql", otel.kind = "client")
+    )]
     async fn catch_up(&mut self, until: Option<StreamPosition>) -> Result<(), DomainError> {
         let page = read_changes(&self.feeds.inner.pool, &self.tenant, self.position).await?;
         if self.position.xid > page.horizon {

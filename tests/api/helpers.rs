@@ -942,6 +942,7 @@ pub async fn spawn_app_behind_proxy() -> (TestApp, DbProxy) {
 pub struct NotesdProcess {
     pub child: tokio::process::Child,
     pub grpc_addr: String,
+    pub http_addr: String,
 }
 
 /// Sends SIGTERM to `child` and waits for it to exit, for at most `within`.
@@ -1007,7 +1008,14 @@ impl NotesdProcess {
                 Err(err) => panic!("notesd never listened on {grpc_addr}: {err}"),
             }
         };
-        (Self { child, grpc_addr }, channel)
+        (
+            Self {
+                child,
+                grpc_addr,
+                http_addr,
+            },
+            channel,
+        )
     }
 
     /// The process's peak resident memory so far (VmHWM), in KiB.

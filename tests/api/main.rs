@@ -27,6 +27,7 @@ mod local_postgres;
 mod network;
 mod notes;
 mod ops;
+mod otlp;
 mod process;
 mod purge;
 mod reasons;

@@ -17,8 +17,8 @@ use crate::domain::{MemberId, TenantId};
 use crate::local_postgres::{self, LocalPostgres, LocalPostgresOptions, PgBinaries};
 use crate::startup::{Application, CallLimits, Settings, shutdown_signal};
 use crate::storage::{
-    APP_ROLE, ApiKeyStore, BatchSettings, Database, DatabaseOptions, RetentionSettings,
-    WatchSettings, check_server, redact_url,
+    APP_ROLE, ApiKeyStore, BatchSettings, Database, DatabaseOptions, ReplicaSettings,
+    RetentionSettings, WatchSettings, check_server, redact_url,
 };
 use crate::telemetry::{self, LogFormat};
 use crate::tls::{ClientAuth, TlsSettings};
@@ -113,6 +113,35 @@ struct ServeArgs {
     /// Fernand, Close, Zyntro), /metrics (Prometheus), /healthz, /readyz.
     #[arg(long, env = "NOTESD_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     http_addr: SocketAddr,
+
+    /// A hot standby of the database (repeat, or comma-separate in the
+    /// variable) that may serve GetNote, BatchGetNotes, ListNotes,
+    /// ListNoteRevisions and SearchNotes when it is fresh enough
+    /// (docs/api.md, "Read replicas and consistency tokens").
+    #[arg(
+        long = "replica-database-url",
+        env = "NOTESD_REPLICA_DATABASE_URLS",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
+    replica_database_urls: Vec<String>,
+
+    /// A read without a consistency token goes to a replica at most this
+    /// many milliseconds behind the primary.
+    #[arg(long, env = "NOTESD_REPLICA_MAX_LAG_MS",
+          default_value_t = ReplicaSettings::default().max_lag.as_millis() as u64)]
+    replica_max_lag_ms: u64,
+
+    /// A read with a consistency token waits at most this many
+    /// milliseconds for a replica to replay it, then goes to the primary.
+    #[arg(long, env = "NOTESD_REPLICA_TOKEN_WAIT_MS",
+          default_value_t = ReplicaSettings::default().token_wait.as_millis() as u64)]
+    replica_token_wait_ms: u64,
+
+    /// How often each replica's position is checked, in milliseconds.
+    #[arg(long, env = "NOTESD_REPLICA_CHECK_INTERVAL_MS",
+          default_value_t = ReplicaSettings::default().check_interval.as_millis() as u64)]
+    replica_check_interval_ms: u64,
 
     /// Do not apply migrations at start (run `notesd migrate` separately).
     #[arg(long, env = "NOTESD_NO_MIGRATE")]
@@ -388,6 +417,7 @@ async fn choose_database(common: &CommonArgs) -> anyhow::Result<(String, Option<
         },
         max_connections: LOCAL_MAX_CONNECTIONS,
         scratch: false,
+        standby_of: None,
     };
     let server = tokio::task::spawn_blocking(move || LocalPostgres::start(&binaries, &options))
         .await?
@@ -426,6 +456,12 @@ fn default_data_dir() -> anyhow::Result<PathBuf> {
 
 async fn serve(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
     let settings = Settings {
+        replicas: ReplicaSettings {
+            urls: args.replica_database_urls,
+            max_lag: Duration::from_millis(args.replica_max_lag_ms),
+            token_wait: Duration::from_millis(args.replica_token_wait_ms),
+            check_interval: Duration::from_millis(args.replica_check_interval_ms.max(1)),
+        },
         grpc_addr: args.grpc_addr,
         http_addr: args.http_addr,
         database: DatabaseOptions {

@@ -33,7 +33,8 @@ pub mod tls;
 pub use auth::{Authenticator, KeyKind, KeySpec};
 pub use domain::{MemberId, TenantId};
 pub use storage::{
-    APP_ROLE, ApiKeyStore, BatchSettings, DatabaseOptions, RetentionSettings, WatchSettings,
+    APP_ROLE, ApiKeyStore, BatchSettings, DatabaseOptions, ReplicaSettings, RetentionSettings,
+    WatchSettings,
 };
 
 /// The generated protobuf types, server and client.

@@ -119,6 +119,10 @@ pub struct LocalPostgresOptions {
     /// fsync, and when the process that started it exits, the server is
     /// stopped at once and its data directory removed.
     pub scratch: bool,
+    /// The data directory of a server of this machine to make this one a
+    /// hot standby of, streaming its changes (`pg_basebackup -R` on first
+    /// use), instead of a cluster of its own.
+    pub standby_of: Option<PathBuf>,
 }
 
 /// A PostgreSQL server running on a data directory of notesd's.
@@ -159,7 +163,10 @@ impl LocalPostgres {
                 .with_context(|| format!("cannot empty {}", data_dir.display()))?;
         }
         if !data_dir.join("PG_VERSION").exists() {
-            create_cluster(binaries, user, &data_dir)?;
+            match &options.standby_of {
+                Some(primary) => base_backup(binaries, user, primary, &data_dir)?,
+                None => create_cluster(binaries, user, &data_dir)?,
+            }
         }
         if is_running(binaries, user, &data_dir)? {
             return Ok(Self {
@@ -180,25 +187,7 @@ impl LocalPostgres {
         // own: a Ctrl-C at the terminal is notesd's to handle (it drains
         // its calls before the database goes), not theirs.
         let reaper = spawn_reaper(binaries, user, &data_dir, options.scratch, &log)?;
-        let mut server = user.command(&binaries.program("postgres"));
-        server
-            .arg("-D")
-            .arg(&data_dir)
-            .arg("-k")
-            .arg(&data_dir)
-            .args(["-h", "", "-p", &PORT.to_string()])
-            .args([
-                "-c",
-                &format!("max_connections={}", options.max_connections),
-            ])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .process_group(0);
-        if options.scratch {
-            server.args(["-c", "fsync=off"]);
-        }
-        let mut server = server.spawn().context("cannot run postgres")?;
+        let mut server = spawn_server(binaries, user, &data_dir, options, log)?;
         // On failure the reaper is dropped with `this`, its pipe closes,
         // and it stops whatever did start.
         let this = Self {
@@ -207,6 +196,40 @@ impl LocalPostgres {
         };
         wait_until_ready(&mut server, &this.data_dir, &log_path)?;
         Ok(this)
+    }
+
+    /// Stops the server at once (`pg_ctl stop -m fast`), keeping its data
+    /// directory, so that [`resume`](Self::resume) can start it again: for
+    /// a test that takes a server away.
+    pub fn halt(&self, binaries: &PgBinaries) -> anyhow::Result<()> {
+        let status = ServerUser::choose()?
+            .command(&binaries.program("pg_ctl"))
+            .args(["stop", "-m", "fast", "-w", "-D"])
+            .arg(&self.data_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .context("cannot run pg_ctl")?;
+        ensure!(status.success(), "pg_ctl stop failed ({status})");
+        Ok(())
+    }
+
+    /// Starts the server again after [`halt`](Self::halt), with the
+    /// options it was started with; returns once it accepts connections.
+    pub fn resume(
+        &self,
+        binaries: &PgBinaries,
+        options: &LocalPostgresOptions,
+    ) -> anyhow::Result<()> {
+        let user = ServerUser::choose()?;
+        let log_path = self.data_dir.join(LOG_FILE);
+        let log = fs::OpenOptions::new()
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("cannot open {}", log_path.display()))?;
+        let mut server = spawn_server(binaries, user, &self.data_dir, options, log)?;
+        wait_until_ready(&mut server, &self.data_dir, &log_path)
     }
 
     /// The data directory (absolute).
@@ -342,6 +365,87 @@ fn create_cluster(binaries: &PgBinaries, user: ServerUser, data_dir: &Path) -> a
     Ok(())
 }
 
+/// Runs `postgres` on `data_dir`, listening on its socket only.
+fn spawn_server(
+    binaries: &PgBinaries,
+    user: ServerUser,
+    data_dir: &Path,
+    options: &LocalPostgresOptions,
+    log: fs::File,
+) -> anyhow::Result<Child> {
+    let mut server = user.command(&binaries.program("postgres"));
+    server
+        .arg("-D")
+        .arg(data_dir)
+        .arg("-k")
+        .arg(data_dir)
+        .args(["-h", "", "-p", &PORT.to_string()])
+        .args([
+            "-c",
+            &format!("max_connections={}", options.max_connections),
+        ])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0);
+    if options.scratch {
+        server.args(["-c", "fsync=off"]);
+    }
+    server.spawn().context("cannot run postgres")
+}
+
+/// Copies the cluster of the server on `primary` (its data directory and
+/// socket) into `data_dir` as a standby of it: `pg_basebackup -R`, which
+/// writes `standby.signal` and the connection to stream from.
+fn base_backup(
+    binaries: &PgBinaries,
+    user: ServerUser,
+    primary: &Path,
+    data_dir: &Path,
+) -> anyhow::Result<()> {
+    if let Some(parent) = data_dir.parent() {
+        fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+        user.take_ownership(parent)?;
+    }
+    tracing::info!(data_dir = %data_dir.display(), primary = %primary.display(), "making a standby");
+    let output = user
+        .command(&binaries.program("pg_basebackup"))
+        .arg("-D")
+        .arg(data_dir)
+        .arg("-h")
+        .arg(primary)
+        .args([
+            "-p",
+            &PORT.to_string(),
+            "-U",
+            "postgres",
+            "-R",
+            "-X",
+            "stream",
+            "-c",
+            "fast",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .context("cannot run pg_basebackup")?;
+    ensure!(
+        output.status.success(),
+        "pg_basebackup failed into {}: {}",
+        data_dir.display(),
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    // The primary's socket lives in its data directory, and the copy has
+    // its lock file, which would stop the standby from making its own.
+    let lock = data_dir.join(format!(".s.PGSQL.{PORT}.lock"));
+    match fs::remove_file(&lock) {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err).with_context(|| format!("cannot remove {}", lock.display())),
+    }
+    Ok(())
+}
+
 /// Whether a server runs on `data_dir` (`pg_ctl status`, which sees through
 /// a `postmaster.pid` left by a crash).
 fn is_running(binaries: &PgBinaries, user: ServerUser, data_dir: &Path) -> anyhow::Result<bool> {
@@ -414,7 +518,9 @@ fn wait_until_ready(server: &mut Child, data_dir: &Path, log_path: &Path) -> any
             let lines: Vec<&str> = contents.lines().collect();
             let pid = server.id().to_string();
             let ours = lines.first().map(|line| line.trim()) == Some(pid.as_str());
-            if ours && lines.get(7).map(|status| status.trim()) == Some("ready") {
+            // A hot standby says `standby` once it accepts connections.
+            let status = lines.get(7).map(|status| status.trim());
+            if ours && matches!(status, Some("ready" | "standby")) {
                 return Ok(());
             }
         }

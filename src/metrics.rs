@@ -16,7 +16,12 @@
 //! - `notesd_get_batch_notes`: reads by id (GetNote) per shared query (its
 //!   `_count` is the number of those queries);
 //! - `notesd_watchers`: WatchNotes streams open; `notesd_watch_feeds`:
-//!   tenants with a feed (one outbox reader each) in this process.
+//!   tenants with a feed (one outbox reader each) in this process;
+//! - `notesd_db_reads_total{target}`: reads that may go to a replica, by
+//!   where they went (`primary`, `replica-0`, …);
+//! - `notesd_replica_up{replica}` and `notesd_replica_lag_seconds{replica}`:
+//!   whether each replica serves reads, and how far behind the primary its
+//!   last check found it (absent while unknown).
 //!
 //! Labels hold no tenant, member or key: a bounded set of method names and
 //! status codes only.
@@ -37,7 +42,7 @@ use prometheus_client::registry::Registry;
 use prost::Message as _;
 use sqlx::PgPool;
 
-use crate::storage::{BatchObserver, ChangeFeeds};
+use crate::storage::{BatchObserver, ChangeFeeds, ReadRouter};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
@@ -62,6 +67,16 @@ struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetLabels {
+    target: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReplicaLabels {
+    replica: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PoolLabels {
     state: &'static str,
 }
@@ -79,6 +94,10 @@ pub(crate) struct Metrics {
     http_calls: Family<HttpCallLabels, Counter>,
     http_latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     pool_connections: Family<PoolLabels, Gauge>,
+    reads_by_target: Family<TargetLabels, Counter>,
+    replica_up: Family<ReplicaLabels, Gauge>,
+    replica_lag: Family<ReplicaLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    reads: ReadRouter,
     batch_rows: Histogram,
     batch_splits: Counter,
     get_batch_notes: Histogram,
@@ -134,7 +153,7 @@ fn method_label(served: &HashSet<String>, path: &str) -> String {
 }
 
 impl Metrics {
-    pub(crate) fn new(pool: PgPool, feeds: ChangeFeeds) -> Arc<Self> {
+    pub(crate) fn new(pool: PgPool, feeds: ChangeFeeds, reads: ReadRouter) -> Arc<Self> {
         let mut registry = Registry::with_prefix("notesd");
         let calls = Family::<CallLabels, Counter>::default();
         registry.register("grpc_requests", "Finished gRPC calls", calls.clone());
@@ -187,6 +206,25 @@ impl Metrics {
             "Reads of a note by id (GetNote) served per shared query",
             get_batch_notes.clone(),
         );
+        let reads_by_target = Family::<TargetLabels, Counter>::default();
+        registry.register(
+            "db_reads",
+            "Reads that may go to a replica, by where they went",
+            reads_by_target.clone(),
+        );
+        let replica_up = Family::<ReplicaLabels, Gauge>::default();
+        registry.register(
+            "replica_up",
+            "Whether a replica serves reads (1) or is skipped (0)",
+            replica_up.clone(),
+        );
+        let replica_lag =
+            Family::<ReplicaLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "replica_lag_seconds",
+            "How far behind the primary a replica's last check found it",
+            replica_lag.clone(),
+        );
         let watchers = Gauge::default();
         registry.register("watchers", "WatchNotes streams open", watchers.clone());
         let watch_feeds = Gauge::default();
@@ -202,6 +240,10 @@ impl Metrics {
             http_calls,
             http_latency,
             pool_connections,
+            reads_by_target,
+            replica_up,
+            replica_lag,
+            reads,
             batch_rows,
             batch_splits,
             get_batch_notes,
@@ -245,6 +287,33 @@ impl Metrics {
             .inc();
     }
 
+    /// Brings the read and replica metrics up to the router's counts.
+    fn render_reads(&self) {
+        let advance = |target: String, total: u64| {
+            let counter = self.reads_by_target.get_or_create(&TargetLabels { target });
+            counter.inc_by(total.saturating_sub(counter.get()));
+        };
+        let (primary, replicas) = self.reads.status();
+        advance("primary".to_owned(), primary);
+        for (i, replica) in replicas.iter().enumerate() {
+            advance(format!("replica-{i}"), replica.reads);
+            let labels = ReplicaLabels {
+                replica: i.to_string(),
+            };
+            self.replica_up
+                .get_or_create(&labels)
+                .set(i64::from(replica.up));
+            match replica.lag_seconds {
+                Some(lag) => {
+                    self.replica_lag.get_or_create(&labels).set(lag);
+                }
+                None => {
+                    self.replica_lag.remove(&labels);
+                }
+            }
+        }
+    }
+
     /// The metrics in the Prometheus text format.
     pub(crate) fn render(&self) -> String {
         let open = i64::from(self.pool.size());
@@ -255,6 +324,7 @@ impl Metrics {
         self.pool_connections
             .get_or_create(&PoolLabels { state: "idle" })
             .set(idle);
+        self.render_reads();
         let (watchers, feeds) = self.feeds.counts();
         self.watchers
             .set(i64::try_from(watchers).unwrap_or(i64::MAX));

@@ -18,7 +18,7 @@ use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use crate::api::{MAX_MESSAGE_BYTES, NotesApi};
 use crate::auth::{Authenticator, Callers};
 use crate::compat::CompatState;
-use crate::grpc::{AuthenticateLayer, CallLimitsLayer, DeadlineLayer, NotesGrpc, SubjectsGrpc};
+use crate::grpc::{AuthenticateLayer, CallLimitsLayer, CallScopeLayer, NotesGrpc, SubjectsGrpc};
 use crate::http::OpsState;
 use crate::listener::Incoming;
 use crate::metrics::{GrpcMetricsLayer, Metrics};
@@ -27,7 +27,7 @@ use crate::proto::notes::v1::subjects_service_server::SubjectsServiceServer;
 use crate::service::{Notes, Subjects};
 use crate::storage::{
     ApiKeyStore, BatchSettings, Canceller, ChangeFeeds, Database, DatabaseOptions, NoteStore,
-    RetentionSettings, SubjectStore, WatchSettings, run_retention,
+    ReadRouter, ReplicaSettings, RetentionSettings, SubjectStore, WatchSettings, run_retention,
 };
 use crate::tls::{TlsConfigs, TlsSettings};
 
@@ -38,6 +38,8 @@ pub struct Settings {
     /// facades).
     pub http_addr: SocketAddr,
     pub database: DatabaseOptions,
+    /// Hot standbys that may serve reads, and how fresh they must be.
+    pub replicas: ReplicaSettings,
     /// How long in-flight calls may run on after a shutdown signal.
     pub shutdown_grace: Duration,
     /// Proxies whose `x-forwarded-for` is believed for the caller's address.
@@ -99,6 +101,8 @@ pub struct Application {
     http_listener: TcpListener,
     http_addr: SocketAddr,
     database: Database,
+    /// Where reads go, and the task that checks the replicas.
+    reads: (ReadRouter, Option<tokio::task::JoinHandle<()>>),
     shutdown_grace: Duration,
     trusted_proxies: Vec<IpNet>,
     cors_allowed_origins: Vec<http::HeaderValue>,
@@ -116,6 +120,7 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let tls = settings.tls.map(crate::tls::start).transpose()?;
         let database = Database::connect(&settings.database).await?;
+        let reads = database.read_router(settings.replicas)?;
         let listener = TcpListener::bind(settings.grpc_addr)
             .await
             .with_context(|| format!("cannot listen on {}", settings.grpc_addr))?;
@@ -130,6 +135,7 @@ impl Application {
             http_listener,
             http_addr,
             database,
+            reads,
             shutdown_grace: settings.shutdown_grace,
             trusted_proxies: settings.trusted_proxies,
             cors_allowed_origins: settings.cors_allowed_origins,
@@ -167,7 +173,8 @@ impl Application {
             identities,
         );
         let feeds = ChangeFeeds::start(pool.clone(), self.database.listener_pool(), self.watch);
-        let metrics = Metrics::new(pool.clone(), feeds.clone());
+        let (reads, replica_checks) = self.reads;
+        let metrics = Metrics::new(pool.clone(), feeds.clone(), reads.clone());
         let retention = tokio::spawn(run_retention(
             self.database.retention_pool(),
             self.retention,
@@ -175,6 +182,7 @@ impl Application {
         let notes_api = NotesApi::new(Notes::new(
             NoteStore::new(
                 pool.clone(),
+                reads.clone(),
                 self.batching,
                 metrics.clone(),
                 feeds.clone(),
@@ -267,7 +275,7 @@ impl Application {
             .layer(CallLimitsLayer::new(in_flight, MAX_MESSAGE_BYTES))
             // The call's deadline bounds everything after, from reading
             // its key on (docs/api.md, "Deadlines and cancellation").
-            .layer(DeadlineLayer::new(canceller))
+            .layer(CallScopeLayer::new(canceller, reads))
             .layer(AuthenticateLayer::new(callers))
             .add_service(health_service)
             .add_service(reflection_v1)
@@ -345,6 +353,9 @@ impl Application {
             ),
         }
         key_watch.abort();
+        if let Some(task) = replica_checks {
+            task.abort();
+        }
         if let Some(task) = tls_reload {
             task.abort();
         }

@@ -468,6 +468,11 @@ async fn blocking<T: Send + 'static>(
 /// 10 MiB of HTML plus its derived text, with room for the rest.
 pub(crate) const MAX_MESSAGE_BYTES: usize = 32 * 1024 * 1024;
 
+/// The metadata (and facade header) that carries a consistency token:
+/// answered by a write, sent back by a read that must see it (docs/api.md,
+/// "Read replicas and consistency tokens").
+pub(crate) const CONSISTENCY_TOKEN_HEADER: &str = "notesd-consistency-token";
+
 /// A page holds fewer items than asked (AIP-158 allows it) when the items
 /// would make the response larger than this; large bodies then page by size.
 const RESPONSE_BUDGET_BYTES: usize = MAX_MESSAGE_BYTES / 2;

@@ -3,15 +3,15 @@
 //! call to [`NotesApi`], and the one mapping of errors to statuses.
 
 mod callers;
-mod deadline;
 mod limits;
+mod scope;
 mod status;
 mod subjects;
 
 pub(crate) use callers::AuthenticateLayer;
-pub(crate) use deadline::DeadlineLayer;
 
 pub(crate) use limits::CallLimitsLayer;
+pub(crate) use scope::CallScopeLayer;
 use std::time::Duration;
 pub(crate) use subjects::SubjectsGrpc;
 

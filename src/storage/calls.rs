@@ -28,6 +28,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio::time::Instant;
 
+use super::replicas::Lsn;
 use crate::domain::DomainError;
 
 tokio::task_local! {
@@ -38,6 +39,12 @@ tokio::task_local! {
 #[derive(Debug, Clone)]
 pub(crate) struct CallScope {
     deadline: Option<Instant>,
+    /// The consistency token the call sent (`Some(None)`: one that is not
+    /// a position), for its reads (`replicas`).
+    token: Option<Option<Lsn>>,
+    /// Whether its reads may go to a replica: a read-only call's may; a
+    /// call that writes reads what it wrote, from the primary.
+    reads_replicas: bool,
     name: Arc<str>,
     began_work: Arc<AtomicBool>,
 }
@@ -46,14 +53,25 @@ pub(crate) struct CallScope {
 static CALLS: AtomicU64 = AtomicU64::new(0);
 
 impl CallScope {
-    /// A call that must be done by `deadline`, if it has one.
+    /// A call that must be done by `deadline`, if it has one; its reads
+    /// go to the primary.
     pub(crate) fn new(deadline: Option<Instant>) -> Self {
         let number = CALLS.fetch_add(1, Ordering::Relaxed);
         Self {
             deadline,
+            token: None,
+            reads_replicas: false,
             name: format!("notesd call {}-{number}", process_tag()).into(),
             began_work: Arc::default(),
         }
+    }
+
+    /// A read-only call, whose reads may go to a replica that has the
+    /// writes of `token`, if it sent one (`replicas`).
+    pub(crate) fn reading(mut self, token: Option<&str>) -> Self {
+        self.reads_replicas = true;
+        self.token = token.map(Lsn::parse);
+        self
     }
 
     /// Runs `work` as this call's.
@@ -72,6 +90,19 @@ impl CallScope {
 fn process_tag() -> &'static str {
     static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     TAG.get_or_init(|| format!("{:08x}", rand::random::<u32>()))
+}
+
+/// Whether the current call's reads may go to a replica.
+pub(super) fn reads_replicas() -> bool {
+    CURRENT
+        .try_with(|call| call.reads_replicas)
+        .unwrap_or(false)
+}
+
+/// The consistency token the current call sent: `None` without one,
+/// `Some(None)` for one that is not a position.
+pub(super) fn consistency_token() -> Option<Option<Lsn>> {
+    CURRENT.try_with(|call| call.token).ok().flatten()
 }
 
 /// Whether the current call (if any) has a deadline.

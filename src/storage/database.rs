@@ -5,6 +5,8 @@ use anyhow::Context as _;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 
+use super::{ReadRouter, ReplicaSettings};
+
 /// The migrations in `migrations/`, embedded in the binary.
 pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -55,7 +57,14 @@ const RETENTION_ROLE: &str = "notesd_retention";
 pub(crate) struct Database {
     pool: PgPool,
     connect: PgConnectOptions,
+    max_connections: u32,
+    role: Option<String>,
 }
+
+/// A read waits at most this long for a replica's connection before it
+/// fails (UNAVAILABLE): a replica that went away is skipped by its next
+/// check.
+const REPLICA_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Database {
     /// Connects (creating the database and migrating it when asked).
@@ -95,7 +104,12 @@ impl Database {
                     redact_url(&options.url)
                 )
             })?;
-        Ok(Self { pool, connect })
+        Ok(Self {
+            pool,
+            connect,
+            max_connections: options.max_connections,
+            role: options.role.clone(),
+        })
     }
 
     pub(crate) fn pool(&self) -> &PgPool {
@@ -105,6 +119,24 @@ impl Database {
     /// One connection, made when first used, as the retention role.
     pub(crate) fn retention_pool(&self) -> PgPool {
         pool_options(1, Some(RETENTION_ROLE)).connect_lazy_with(self.connect.clone())
+    }
+
+    /// The read router over this database and the replicas of `settings`
+    /// (pools like the primary's: as many connections, the same role),
+    /// and the task that checks the replicas, if any.
+    pub(crate) fn read_router(
+        &self,
+        settings: ReplicaSettings,
+    ) -> anyhow::Result<(ReadRouter, Option<tokio::task::JoinHandle<()>>)> {
+        ReadRouter::start(self.pool.clone(), settings, |replica| {
+            pool_options(self.max_connections, self.role.as_deref())
+                .acquire_timeout(REPLICA_ACQUIRE_TIMEOUT)
+                .test_before_acquire(false)
+                .connect_lazy_with(replica.log_slow_statements(
+                    tracing::log::LevelFilter::Warn,
+                    Duration::from_millis(500),
+                ))
+        })
     }
 
     /// One connection, made when first used, as the connecting role: for

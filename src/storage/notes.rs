@@ -15,6 +15,7 @@ use super::begin_for;
 use super::gather::BatchObserver;
 use super::purge::{self, PurgeTarget, Purged};
 use super::reads::GetBatcher;
+use super::replicas::{ReadRouter, ReadTarget};
 use super::rows::{self, NoteRow, note_columns};
 use super::search::{self, Search};
 use super::watch::{ChangeFeeds, Watch};
@@ -46,7 +47,10 @@ type RevisionRow = (
 pub(crate) struct NoteStore {
     pool: PgPool,
     batcher: AddBatcher,
-    reader: GetBatcher,
+    /// A read batcher per read target: the primary's, then each replica's.
+    readers: Vec<GetBatcher>,
+    /// Where reads go (the primary, or a fresh enough replica).
+    reads: ReadRouter,
     feeds: ChangeFeeds,
     /// How long a search statement may run.
     search_timeout: std::time::Duration,
@@ -57,6 +61,7 @@ impl NoteStore {
     /// reads by id, on the current runtime.
     pub(crate) fn new(
         pool: PgPool,
+        reads: ReadRouter,
         batching: BatchSettings,
         observer: Arc<dyn BatchObserver>,
         feeds: ChangeFeeds,
@@ -69,10 +74,34 @@ impl NoteStore {
                 Arc::clone(&observer),
                 feeds.clone(),
             ),
-            reader: GetBatcher::start(pool.clone(), observer),
+            readers: std::iter::once(ReadTarget::Primary)
+                .chain((0..reads.replica_count()).map(ReadTarget::Replica))
+                .map(|target| GetBatcher::start(reads.pool(target).clone(), Arc::clone(&observer)))
+                .collect(),
+            reads,
             pool,
             feeds,
             search_timeout,
+        }
+    }
+
+    /// Runs `read` where the current call's reads go (`replicas`): on a
+    /// replica when one is fresh enough, else on the primary; a replica
+    /// that fails it is skipped, and the primary reads instead.
+    async fn read<T, F>(&self, read: impl Fn(ReadTarget) -> F) -> Result<T, DomainError>
+    where
+        F: Future<Output = Result<T, DomainError>>,
+    {
+        let target = self.reads.target().await;
+        match (target, read(target).await) {
+            (
+                ReadTarget::Replica(i),
+                Err(err @ (DomainError::DatabaseUnavailable(_) | DomainError::Internal(_))),
+            ) => {
+                self.reads.skip(i, &err);
+                read(ReadTarget::Primary).await
+            }
+            (_, outcome) => outcome,
         }
     }
 
@@ -153,33 +182,46 @@ impl NoteStore {
         budget_bytes: usize,
     ) -> Result<HashMap<NoteId, Note>, DomainError> {
         let ids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
-        let mut tx = begin_for(&self.pool, tenant).await?;
-        let sizes: Vec<(Uuid, i64)> = sqlx::query_as(
-            "select id, octet_length(body_text)::int8 + coalesce(octet_length(body_html), 0)
+        self.read(|target| get_many_on(self.reads.pool(target), tenant, &ids, budget_bytes))
+            .await
+    }
+}
+
+/// `NoteStore::get_many` on `pool`.
+async fn get_many_on(
+    pool: &PgPool,
+    tenant: &TenantId,
+    ids: &[Uuid],
+    budget_bytes: usize,
+) -> Result<HashMap<NoteId, Note>, DomainError> {
+    let mut tx = begin_for(pool, tenant).await?;
+    let sizes: Vec<(Uuid, i64)> = sqlx::query_as(
+        "select id, octet_length(body_text)::int8 + coalesce(octet_length(body_html), 0)
                  + octet_length(title) + pg_column_size(actions) + pg_column_size(attachments)
              from notes where tenant_id = $1 and id = any($2)",
-        )
-        .bind(tenant.as_str())
-        .bind(&ids)
-        .fetch_all(&mut *tx)
-        .await?;
-        let sizes: HashMap<Uuid, i64> = sizes.into_iter().collect();
-        // Each id as often as it is asked for: each is answered.
-        let total: i64 = ids.iter().filter_map(|id| sizes.get(id)).sum();
-        if usize::try_from(total).unwrap_or(usize::MAX) > budget_bytes {
-            tx.rollback().await?;
-            return Err(DomainError::ResponseTooLarge(budget_bytes >> 20));
-        }
-        let rows = rows::select_notes(&mut *tx, tenant, &ids).await?;
-        tx.commit().await?;
-        rows.into_iter()
-            .map(|row| {
-                let note = Note::try_from(row)?;
-                Ok((note.id, note))
-            })
-            .collect()
+    )
+    .bind(tenant.as_str())
+    .bind(ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    let sizes: HashMap<Uuid, i64> = sizes.into_iter().collect();
+    // Each id as often as it is asked for: each is answered.
+    let total: i64 = ids.iter().filter_map(|id| sizes.get(id)).sum();
+    if usize::try_from(total).unwrap_or(usize::MAX) > budget_bytes {
+        tx.rollback().await?;
+        return Err(DomainError::ResponseTooLarge(budget_bytes >> 20));
     }
+    let rows = rows::select_notes(&mut *tx, tenant, ids).await?;
+    tx.commit().await?;
+    rows.into_iter()
+        .map(|row| {
+            let note = Note::try_from(row)?;
+            Ok((note.id, note))
+        })
+        .collect()
+}
 
+impl NoteStore {
     /// Changes several notes in one transaction, all or none: locks them
     /// (in id order, so that two such calls never wait on each other in a
     /// cycle), lets `change` decide each one's new state in the order of
@@ -241,7 +283,8 @@ impl NoteStore {
         fields(db.system = "postgresql", otel.kind = "client")
     )]
     pub(crate) async fn search(&self, search: &Search<'_>) -> Result<SearchPage, DomainError> {
-        search::search(&self.pool, search, self.search_timeout).await
+        self.read(|target| search::search(self.reads.pool(target), search, self.search_timeout))
+            .await
     }
 
     /// Erases notes for good (see `purge`): every note of `tenant` about
@@ -274,7 +317,14 @@ impl NoteStore {
         tenant: &TenantId,
         id: NoteId,
     ) -> Result<Option<Note>, DomainError> {
-        self.reader.get(tenant, id).await
+        self.read(|target| {
+            let reader = match target {
+                ReadTarget::Primary => &self.readers[0],
+                ReadTarget::Replica(i) => &self.readers[i + 1],
+            };
+            reader.get(tenant, id)
+        })
+        .await
     }
 
     /// Reads and locks a note, lets `change` decide its new state, and
@@ -432,24 +482,31 @@ impl NoteStore {
         } else {
             "notes"
         };
-        let mut query = QueryBuilder::<Postgres>::new(concat!("(select ", note_columns!()));
-        query.push(format_args!(", null::int8 from {source} where "));
-        push_filter(&mut query, tenant, viewer, filter);
-        if let Some(cursor) = after {
-            push_position(&mut query, "<", cursor);
-        }
-        query
-            .push(" order by occurred_at desc, id desc limit ")
-            .push_bind(page_size as i64 + 1)
-            .push(concat!(
-                ") union all select ",
-                horizon_row_nulls!(),
-                " pg_snapshot_xmin(pg_current_snapshot())::text::int8"
-            ));
-
-        let mut tx = begin_for(&self.pool, tenant).await?;
-        let rows: Vec<PgRow> = query.build().fetch_all(&mut *tx).await?;
-        tx.commit().await?;
+        let query = || {
+            let mut query = QueryBuilder::<Postgres>::new(concat!("(select ", note_columns!()));
+            query.push(format_args!(", null::int8 from {source} where "));
+            push_filter(&mut query, tenant, viewer, filter);
+            if let Some(cursor) = after {
+                push_position(&mut query, "<", cursor);
+            }
+            query
+                .push(" order by occurred_at desc, id desc limit ")
+                .push_bind(page_size as i64 + 1)
+                .push(concat!(
+                    ") union all select ",
+                    horizon_row_nulls!(),
+                    " pg_snapshot_xmin(pg_current_snapshot())::text::int8"
+                ));
+            query
+        };
+        let rows: Vec<PgRow> = self
+            .read(|target| async move {
+                let mut tx = begin_for(self.reads.pool(target), tenant).await?;
+                let rows = query().build().fetch_all(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(rows)
+            })
+            .await?;
         const HORIZON_COLUMN: usize = rows::NOTE_COLUMN_COUNT;
         let mut horizon = 0;
         let mut notes = Vec::with_capacity(rows.len());
@@ -486,21 +543,26 @@ impl NoteStore {
         page_size: usize,
         before_revision: Option<i64>,
     ) -> Result<Page<Revision, i64>, DomainError> {
-        let mut tx = begin_for(&self.pool, tenant).await?;
-        let rows: Vec<RevisionRow> = sqlx::query_as(
-            "select revision, change_kind, actor_id, changed_at, snapshot
-                 from note_revisions
-                 where tenant_id = $1 and note_id = $2 and revision < $3
-                 order by revision desc
-                 limit $4",
-        )
-        .bind(tenant.as_str())
-        .bind(id.0)
-        .bind(before_revision.unwrap_or(i64::MAX))
-        .bind(page_size as i64 + 1)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        let rows: Vec<RevisionRow> = self
+            .read(|target| async move {
+                let mut tx = begin_for(self.reads.pool(target), tenant).await?;
+                let rows = sqlx::query_as(
+                    "select revision, change_kind, actor_id, changed_at, snapshot
+                         from note_revisions
+                         where tenant_id = $1 and note_id = $2 and revision < $3
+                         order by revision desc
+                         limit $4",
+                )
+                .bind(tenant.as_str())
+                .bind(id.0)
+                .bind(before_revision.unwrap_or(i64::MAX))
+                .bind(page_size as i64 + 1)
+                .fetch_all(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(rows)
+            })
+            .await?;
         let mut revisions = rows
             .into_iter()
             .map(|(revision, kind, actor, changed_at, Json(snapshot))| {

@@ -11,7 +11,8 @@ use notesd::proto::notes::v1 as pb;
 use notesd::proto::notes::v1::notes_service_client::NotesServiceClient;
 use notesd::startup::{Application, CallLimits, Settings};
 use notesd::{
-    APP_ROLE, ApiKeyStore, BatchSettings, DatabaseOptions, RetentionSettings, WatchSettings,
+    APP_ROLE, ApiKeyStore, BatchSettings, DatabaseOptions, ReplicaSettings, RetentionSettings,
+    WatchSettings,
 };
 use notesd::{Authenticator, KeyKind, KeySpec, MemberId, TenantId};
 use sqlx::PgPool;
@@ -28,15 +29,63 @@ use uuid::Uuid;
 /// PostgreSQL for the whole run, started by the first test that asks, in a
 /// temporary data directory that is removed when the test process exits.
 pub fn server_url() -> String {
-    static SERVER: OnceLock<(String, Option<LocalPostgres>)> = OnceLock::new();
-    let (url, _private) = SERVER.get_or_init(|| match std::env::var("DATABASE_URL") {
-        Ok(url) => (url_of(&url, "postgres"), None),
-        Err(_) => {
-            let server = start_private_server();
-            (server.url("postgres"), Some(server))
+    static SERVER: OnceLock<String> = OnceLock::new();
+    SERVER
+        .get_or_init(|| match std::env::var("DATABASE_URL") {
+            Ok(url) => url_of(&url, "postgres"),
+            Err(_) => private_server().url("postgres"),
+        })
+        .clone()
+}
+
+/// The run's private PostgreSQL, started by the first test that asks.
+fn private_server() -> &'static LocalPostgres {
+    static SERVER: OnceLock<LocalPostgres> = OnceLock::new();
+    SERVER.get_or_init(start_private_server)
+}
+
+/// A hot standby of the run's private PostgreSQL, streaming from it, for
+/// the read-replica tests: made by the first test that asks, with
+/// `pg_basebackup`, in a data directory of its own, and removed with the
+/// run. (With DATABASE_URL set, the private server is started for it.)
+pub struct Standby {
+    pub server: LocalPostgres,
+    pub binaries: PgBinaries,
+    pub options: LocalPostgresOptions,
+}
+
+impl Standby {
+    /// The URL of `database` on the primary, the private server.
+    pub fn primary_url(&self, database: &str) -> String {
+        private_server().url(database)
+    }
+
+    /// The URL of `database` on the standby.
+    pub fn url(&self, database: &str) -> String {
+        self.server.url(database)
+    }
+}
+
+pub fn standby() -> &'static Standby {
+    static STANDBY: OnceLock<Standby> = OnceLock::new();
+    STANDBY.get_or_init(|| {
+        let primary = private_server();
+        let binaries = pg_binaries();
+        let options = LocalPostgresOptions {
+            data_dir: std::env::temp_dir()
+                .join(format!("notesd-test-{}-standby", std::process::id())),
+            max_connections: PRIVATE_SERVER_MAX_CONNECTIONS,
+            scratch: true,
+            standby_of: Some(primary.data_dir().to_owned()),
+        };
+        let server = LocalPostgres::start(&binaries, &options)
+            .unwrap_or_else(|err| panic!("the tests' standby does not start: {err:#}"));
+        Standby {
+            server,
+            binaries,
+            options,
         }
-    });
-    url.clone()
+    })
 }
 
 /// Each test's notesd has a pool of 8 and the test one more of 10; with
@@ -44,8 +93,8 @@ pub fn server_url() -> String {
 /// PostgreSQL's default of 100 connections is too few.
 const PRIVATE_SERVER_MAX_CONNECTIONS: u32 = 300;
 
-fn start_private_server() -> LocalPostgres {
-    let binaries = PgBinaries::find(
+fn pg_binaries() -> PgBinaries {
+    PgBinaries::find(
         std::env::var_os("NOTESD_POSTGRES_BIN_DIR")
             .as_deref()
             .map(Path::new),
@@ -54,11 +103,16 @@ fn start_private_server() -> LocalPostgres {
         panic!(
             "the tests need PostgreSQL's server binaries installed, or DATABASE_URL set: {err:#}"
         )
-    });
+    })
+}
+
+fn start_private_server() -> LocalPostgres {
+    let binaries = pg_binaries();
     let options = LocalPostgresOptions {
         data_dir: std::env::temp_dir().join(format!("notesd-test-{}", std::process::id())),
         max_connections: PRIVATE_SERVER_MAX_CONNECTIONS,
         scratch: true,
+        standby_of: None,
     };
     LocalPostgres::start(&binaries, &options)
         .unwrap_or_else(|err| panic!("the tests' PostgreSQL does not start: {err:#}"))
@@ -581,10 +635,19 @@ pub async fn add_many(
 
 /// As `spawn_app`, with the settings adjusted by `configure` first.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
-    // reqwest's TLS (the HTTPS tests) uses the ring provider, as notesd.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let database_name = format!("notesd_test_{}", Uuid::now_v7().simple());
     let database_url = database_url(&database_name);
+    spawn_app_at(database_name, database_url, configure).await
+}
+
+/// As `spawn_app_with`, on the database `database_name` at `database_url`.
+pub async fn spawn_app_at(
+    database_name: String,
+    database_url: String,
+    configure: impl FnOnce(&mut Settings),
+) -> TestApp {
+    // reqwest's TLS (the HTTPS tests) uses the ring provider, as notesd.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let settings = test_settings(&database_url, configure);
     let app = Application::build(settings).await.expect("notesd builds");
     let addr = app.grpc_addr();
@@ -629,6 +692,7 @@ fn test_settings(database_url: &str, configure: impl FnOnce(&mut Settings)) -> S
             migrate: true,
             role: Some(APP_ROLE.to_owned()),
         },
+        replicas: ReplicaSettings::default(),
         shutdown_grace: Duration::from_secs(5),
         trusted_proxies: Vec::new(),
         cors_allowed_origins: Vec::new(),

@@ -31,6 +31,7 @@ mod otlp;
 mod process;
 mod purge;
 mod reasons;
+mod replicas;
 mod revisions;
 mod rls;
 mod search;

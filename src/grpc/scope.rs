@@ -1,10 +1,17 @@
-//! Deadlines and cancellation (docs/api.md, "Deadlines and cancellation"):
-//! a tower layer runs every notes.v1 call inside a [`CallScope`] with the
-//! deadline its `grpc-timeout` gives, so its database work is bounded by
-//! it (`storage::calls`). A call still running at its deadline is answered
-//! DEADLINE_EXCEEDED (reason `DEADLINE_EXCEEDED`) here, and dropped; a call
-//! whose client went away is dropped by the HTTP/2 server. Either way, a
-//! statement it left running is cancelled.
+//! What a call's database work must know of the call, given by a tower
+//! layer that runs every notes.v1 call inside a [`CallScope`]
+//! (`storage::calls`):
+//!
+//! - its deadline (docs/api.md, "Deadlines and cancellation"), from its
+//!   `grpc-timeout`, which bounds its database work. A call still running
+//!   at its deadline is answered DEADLINE_EXCEEDED (reason
+//!   `DEADLINE_EXCEEDED`) here, and dropped; a call whose client went away
+//!   is dropped by the HTTP/2 server. Either way, a statement it left
+//!   running is cancelled;
+//! - whether it only reads, so that its reads may go to a replica, and the
+//!   consistency token it sent for them (docs/api.md, "Read replicas and
+//!   consistency tokens"). A call that writes answers with the token of
+//!   its writes, when replicas are configured.
 //!
 //! tonic also reads `grpc-timeout`, around every layer, and would answer
 //! CANCELLED: this layer's deadline is set [`MARGIN`] earlier, so it always
@@ -18,8 +25,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tonic::Status;
 
+use crate::api::CONSISTENCY_TOKEN_HEADER;
 use crate::domain::DomainError;
-use crate::storage::{CallScope, Canceller};
+use crate::storage::{CallScope, Canceller, ReadRouter};
 
 /// The calls that get a scope: notes.v1's.
 const SCOPED_PREFIX: &str = "/notes.v1.";
@@ -27,33 +35,44 @@ const SCOPED_PREFIX: &str = "/notes.v1.";
 /// How much sooner than the client's deadline a call is answered.
 const MARGIN: Duration = Duration::from_millis(5);
 
-/// The layer; its canceller stops the statements of calls that ended.
+/// The layer; its canceller stops the statements of calls that ended,
+/// and its router gives the tokens of writes.
 #[derive(Debug, Clone)]
-pub(crate) struct DeadlineLayer {
+pub(crate) struct CallScopeLayer {
     canceller: Canceller,
+    reads: ReadRouter,
 }
 
-impl DeadlineLayer {
-    pub(crate) fn new(canceller: Canceller) -> Self {
-        Self { canceller }
+impl CallScopeLayer {
+    pub(crate) fn new(canceller: Canceller, reads: ReadRouter) -> Self {
+        Self { canceller, reads }
     }
 }
 
-impl<S> tower::Layer<S> for DeadlineLayer {
-    type Service = Deadline<S>;
+impl<S> tower::Layer<S> for CallScopeLayer {
+    type Service = Scoped<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Deadline {
+        Scoped {
             inner,
-            canceller: self.canceller.clone(),
+            layer: self.clone(),
         }
     }
 }
 
 #[derive(Debug, Clone)]
-pub(crate) struct Deadline<S> {
+pub(crate) struct Scoped<S> {
     inner: S,
-    canceller: Canceller,
+    layer: CallScopeLayer,
+}
+
+/// Whether the method at `path` only reads (its reads may go to a
+/// replica): notes.v1's Get*, BatchGet*, List*, Search* and Watch*.
+fn only_reads(path: &str) -> bool {
+    let method = path.rsplit('/').next().unwrap_or_default();
+    ["Get", "BatchGet", "List", "Search", "Watch"]
+        .iter()
+        .any(|prefix| method.starts_with(prefix))
 }
 
 /// Cancels the call's statement if the call is dropped (or ends at its
@@ -78,7 +97,7 @@ impl Drop for CancelUnlessDone {
     }
 }
 
-impl<S, B, R> tower::Service<http::Request<B>> for Deadline<S>
+impl<S, B, R> tower::Service<http::Request<B>> for Scoped<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<R>>,
     S::Future: Send + 'static,
@@ -102,12 +121,21 @@ where
             .get("grpc-timeout")
             .and_then(|value| parse_grpc_timeout(value.as_bytes()))
             .map(|timeout| Instant::now() + timeout.saturating_sub(MARGIN));
-        let call = CallScope::new(deadline);
+        let reads_only = only_reads(request.uri().path());
+        let mut call = CallScope::new(deadline);
+        if reads_only {
+            let token = request
+                .headers()
+                .get(CONSISTENCY_TOKEN_HEADER)
+                .map(|value| value.to_str().unwrap_or_default());
+            call = call.reading(token);
+        }
         let guard = CancelUnlessDone {
             call: call.clone(),
-            canceller: self.canceller.clone(),
+            canceller: self.layer.canceller.clone(),
             done: false,
         };
+        let reads = self.layer.reads.clone();
         let work = call.run(self.inner.call(request));
         Box::pin(async move {
             let response = match deadline {
@@ -119,7 +147,24 @@ where
                 },
             };
             guard.done();
-            response
+            let mut response = response?;
+            // A write that succeeded (a failure is all in its headers).
+            if !reads_only
+                && reads.replica_count() > 0
+                && !response.headers().contains_key("grpc-status")
+            {
+                match reads.consistency_token().await {
+                    Ok(token) => {
+                        if let Ok(value) = http::HeaderValue::try_from(token.to_string()) {
+                            response
+                                .headers_mut()
+                                .insert(CONSISTENCY_TOKEN_HEADER, value);
+                        }
+                    }
+                    Err(err) => err.log_cause("grpc"),
+                }
+            }
+            Ok(response)
         })
     }
 }

@@ -58,7 +58,8 @@ pub(crate) struct Incoming {
     _accepting: AbortOnDrop,
 }
 
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+/// A task that ends when this is dropped.
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -120,7 +121,9 @@ async fn accept(listener: TcpListener, tls: Option<TlsConfigs>, tx: mpsc::Sender
             continue;
         };
         let Ok(permit) = handshakes.clone().try_acquire_owned() else {
-            tracing::warn!(%remote_addr, "too many TLS handshakes at once: connection closed");
+            // Debug only: the client is unknown, and would choose how much
+            // is logged.
+            tracing::debug!(%remote_addr, "too many TLS handshakes at once: connection closed");
             continue;
         };
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.borrow().clone());

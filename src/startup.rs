@@ -20,7 +20,7 @@ use crate::auth::{Authenticator, Callers};
 use crate::compat::CompatState;
 use crate::grpc::{AuthenticateLayer, CallLimitsLayer, CallScopeLayer, NotesGrpc, SubjectsGrpc};
 use crate::http::OpsState;
-use crate::listener::Incoming;
+use crate::listener::{AbortOnDrop, Incoming};
 use crate::metrics::{GrpcMetricsLayer, Metrics};
 use crate::proto::notes::v1::notes_service_server::NotesServiceServer;
 use crate::proto::notes::v1::subjects_service_server::SubjectsServiceServer;
@@ -107,7 +107,7 @@ pub struct Application {
     trusted_proxies: Vec<IpNet>,
     cors_allowed_origins: Vec<http::HeaderValue>,
     /// The TLS configuration in force, and the task that reloads it.
-    tls: Option<(TlsConfigs, tokio::task::JoinHandle<()>)>,
+    tls: Option<(TlsConfigs, AbortOnDrop)>,
     batching: BatchSettings,
     limits: CallLimits,
     watch: WatchSettings,
@@ -202,7 +202,7 @@ impl Application {
             in_flight: in_flight.clone(),
         };
         let ready = Arc::new(AtomicBool::new(true));
-        let canceller = Canceller::new(self.database.canceller_pool());
+        let canceller = Canceller::start(self.database.canceller_pool());
 
         let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
         let http_app = crate::http::router(
@@ -356,9 +356,7 @@ impl Application {
         if let Some(task) = replica_checks {
             task.abort();
         }
-        if let Some(task) = tls_reload {
-            task.abort();
-        }
+        drop(tls_reload);
         self.database.pool().close().await;
         tracing::info!("stopped");
         Ok(())
@@ -417,12 +415,17 @@ fn grpc_web_cors(origins: Vec<http::HeaderValue>) -> tower_http::cors::CorsLayer
             HeaderName::from_static("grpc-accept-encoding"),
             HeaderName::from_static("connect-protocol-version"),
             HeaderName::from_static("connect-timeout-ms"),
+            // Read replicas' consistency tokens, and a page's trace.
+            HeaderName::from_static("notesd-consistency-token"),
+            HeaderName::from_static("traceparent"),
+            HeaderName::from_static("tracestate"),
         ])
         .expose_headers([
             HeaderName::from_static("grpc-status"),
             HeaderName::from_static("grpc-message"),
             HeaderName::from_static("grpc-status-details-bin"),
             HeaderName::from_static("grpc-encoding"),
+            HeaderName::from_static("notesd-consistency-token"),
         ])
         .max_age(Duration::from_secs(24 * 60 * 60))
 }

@@ -20,6 +20,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::watch;
 
 use crate::auth::ClientIdentities;
+use crate::listener::AbortOnDrop;
 
 /// Whether a client certificate is required when `--tls-client-ca` is set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -92,9 +93,7 @@ pub(crate) struct TlsConfigs {
 
 /// Reads the files and keeps them read: the configuration, and the task
 /// that reloads it (abort it to stop).
-pub(crate) fn start(
-    settings: TlsSettings,
-) -> anyhow::Result<(TlsConfigs, tokio::task::JoinHandle<()>)> {
+pub(crate) fn start(settings: TlsSettings) -> anyhow::Result<(TlsConfigs, AbortOnDrop)> {
     let (contents, fingerprint) = read_files(&settings)?;
     let loaded = load(&settings, &contents)?;
     tracing::info!(
@@ -125,12 +124,18 @@ pub(crate) fn start(
                     tracing::info!("SIGHUP: reading the TLS files again");
                 }
             }
-            let reloaded = read_files(&settings).and_then(|(contents, new)| {
-                if new == fingerprint {
-                    return Ok(None);
-                }
-                Ok(Some((load(&settings, &contents)?, new)))
-            });
+            // Files are read and parsed off the runtime's threads.
+            let reading = settings.clone();
+            let reloaded = tokio::task::spawn_blocking(move || {
+                read_files(&reading).and_then(|(contents, new)| {
+                    if new == fingerprint {
+                        return Ok(None);
+                    }
+                    Ok(Some((load(&reading, &contents)?, new)))
+                })
+            })
+            .await
+            .unwrap_or_else(|err| Err(anyhow::anyhow!("the reload panicked: {err}")));
             match reloaded {
                 Ok(None) => {}
                 Ok(Some((loaded, new))) => {
@@ -150,7 +155,7 @@ pub(crate) fn start(
             }
         }
     });
-    Ok((configs, task))
+    Ok((configs, AbortOnDrop(task)))
 }
 
 /// SIGHUPs, one message each (none where there are no signals).

@@ -41,13 +41,18 @@ pub(crate) struct Credentials {
     headers: HeaderMap,
     peer: Option<std::net::IpAddr>,
     certificate: Option<std::sync::Arc<PeerCertificate>>,
+    /// Who the call started as: it must stay that (a certificate mapped to
+    /// another identity since does not carry the watch over).
+    principal: Principal,
 }
 
 impl Credentials {
     /// Authenticates the call again (from the key cache, which revocation
-    /// empties: cheap until the key changes).
-    pub(crate) async fn authenticate(&self) -> Result<Principal, DomainError> {
-        self.callers
+    /// empties: cheap until the key changes), as the principal it started
+    /// as.
+    pub(crate) async fn authenticate(&self) -> Result<(), DomainError> {
+        let principal = self
+            .callers
             .authenticate(
                 self.key.as_deref(),
                 self.actor.as_deref(),
@@ -55,7 +60,11 @@ impl Credentials {
                 self.peer,
                 self.certificate.as_deref(),
             )
-            .await
+            .await?;
+        if principal != self.principal {
+            return Err(DomainError::ApiKeyInvalid);
+        }
+        Ok(())
     }
 }
 
@@ -162,6 +171,7 @@ where
                             headers: headers.clone(),
                             peer,
                             certificate,
+                            principal: principal.clone(),
                             callers,
                         };
                         request.extensions_mut().insert(credentials);

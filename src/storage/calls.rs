@@ -153,38 +153,111 @@ pub(super) fn push_call_settings(sql: &mut String) -> Result<(), DomainError> {
     Ok(())
 }
 
-/// Cancels the statements of calls that ended before their work did.
+/// Cancels the statements of calls that ended before their work did: one
+/// task, fed by a bounded queue, cancels all that are queued at once.
 #[derive(Debug, Clone)]
 pub(crate) struct Canceller {
-    pool: PgPool,
+    queue: tokio::sync::mpsc::Sender<Arc<str>>,
 }
 
+/// Calls whose statements wait to be cancelled; beyond that, a call's
+/// statement is left to its statement timeout (if it has a deadline) or
+/// its end.
+const CANCEL_QUEUE: usize = 1024;
+
 impl Canceller {
-    pub(crate) fn new(pool: PgPool) -> Self {
-        Self { pool }
+    /// Starts the cancelling task, on `pool` (a connection as the
+    /// connecting role: see `Database::canceller_pool`); it ends when the
+    /// last clone is dropped.
+    pub(crate) fn start(pool: PgPool) -> Self {
+        let (queue, mut names) = tokio::sync::mpsc::channel::<Arc<str>>(CANCEL_QUEUE);
+        tokio::spawn(async move {
+            let mut batch = Vec::new();
+            while names.recv_many(&mut batch, CANCEL_QUEUE).await > 0 {
+                let names: Vec<&str> = batch.iter().map(|name| &**name).collect();
+                // Only a statement running now: an idle backend has
+                // nothing to cancel (and ignores a cancel anyway).
+                let cancelled = sqlx::query_scalar::<_, i64>(
+                    "select count(*) filter (where pg_cancel_backend(pid)) \
+                     from pg_stat_activity \
+                     where application_name = any($1) and state = 'active'",
+                )
+                .bind(&names)
+                .fetch_one(&pool)
+                .await;
+                match cancelled {
+                    Ok(0) => {}
+                    Ok(cancelled) => {
+                        tracing::debug!(cancelled, "cancelled the statements of calls that ended");
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "cannot cancel the statements of calls that ended");
+                    }
+                }
+                batch.clear();
+            }
+        });
+        Self { queue }
     }
 
     /// Cancels, in the background, any statement running for `call`.
     pub(crate) fn cancel(&self, call: &CallScope) {
-        let pool = self.pool.clone();
+        if self.queue.try_send(call.name.clone()).is_err() {
+            tracing::debug!("too many statements to cancel; one is left to end by itself");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_call_names_its_transactions_and_bounds_their_statements() {
+        let mut outside = String::from("begin");
+        push_call_settings(&mut outside).unwrap();
+        assert_eq!(outside, "begin", "no call, nothing added");
+
+        let call = CallScope::new(Some(Instant::now() + Duration::from_secs(5)));
         let name = call.name.clone();
-        tokio::spawn(async move {
-            let cancelled = sqlx::query_scalar::<_, i64>(
-                "select count(*) filter (where pg_cancel_backend(pid)) \
-                 from pg_stat_activity where application_name = $1",
-            )
-            .bind(&*name)
-            .fetch_one(&pool)
+        let sql = call
+            .clone()
+            .run(async {
+                let mut sql = String::from("begin");
+                push_call_settings(&mut sql).map(|()| sql)
+            })
+            .await
+            .unwrap();
+        assert!(call.began_work());
+        assert!(
+            sql.starts_with(&format!(
+                "begin; select set_config('application_name', '{name}', true), \
+                 set_config('statement_timeout', '"
+            )),
+            "{sql}"
+        );
+        let ms: u64 = sql
+            .rsplit("'statement_timeout', '")
+            .next()
+            .and_then(|rest| rest.split('\'').next())
+            .and_then(|ms| ms.parse().ok())
+            .unwrap();
+        assert!((4_000..=5_000).contains(&ms), "{ms} ms left of 5 s");
+
+        let without = CallScope::new(None);
+        let sql = without
+            .run(async {
+                let mut sql = String::from("begin");
+                push_call_settings(&mut sql).map(|()| sql)
+            })
+            .await
+            .unwrap();
+        assert!(!sql.contains("statement_timeout"), "{sql}");
+
+        let past = CallScope::new(Some(Instant::now()));
+        let refused = past
+            .run(async { push_call_settings(&mut String::from("begin")) })
             .await;
-            match cancelled {
-                Ok(0) => {}
-                Ok(cancelled) => {
-                    tracing::debug!(cancelled, "cancelled the statement of a call that ended")
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "cannot cancel the statement of a call that ended")
-                }
-            }
-        });
+        assert!(matches!(refused, Err(DomainError::DeadlineExceeded)));
     }
 }

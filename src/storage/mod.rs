@@ -71,8 +71,17 @@ fn begin_statement(tenant: &TenantId) -> String {
 /// internal error; the cause is kept for the log.
 impl From<sqlx::Error> for DomainError {
     fn from(err: sqlx::Error) -> Self {
-        if is_cancelled(&err) && calls::has_deadline() {
-            return DomainError::DeadlineExceeded;
+        if is_cancelled(&err) {
+            // By the call's deadline; else by someone else (an operator's
+            // pg_cancel_backend, or one meant for the call that used the
+            // connection before): a retry may succeed.
+            return if calls::has_deadline() {
+                DomainError::DeadlineExceeded
+            } else {
+                DomainError::DatabaseUnavailable(
+                    anyhow::Error::new(err).context("the statement was cancelled"),
+                )
+            };
         }
         if is_unavailable(&err) {
             DomainError::DatabaseUnavailable(anyhow::Error::new(err).context("database error"))
@@ -84,7 +93,7 @@ impl From<sqlx::Error> for DomainError {
 
 /// Whether `err` is a statement cancelled (57014, query_canceled): by a
 /// statement timeout, or by `pg_cancel_backend`.
-fn is_cancelled(err: &sqlx::Error) -> bool {
+pub(super) fn is_cancelled(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("57014"))
 }
 

@@ -127,16 +127,13 @@ pub(super) async fn search(
         .persistent(false)
         .fetch_all(&mut *tx)
         .await
-        .map_err(|err| match &err {
-            // 57014: query_canceled, here by the statement timeout.
-            sqlx::Error::Database(db) if db.code().as_deref() == Some("57014") => {
-                if by_deadline {
-                    DomainError::DeadlineExceeded
-                } else {
-                    DomainError::SearchTooCostly
-                }
+        .map_err(|err| {
+            // Cancelled, here by the statement timeout.
+            if super::is_cancelled(&err) && !by_deadline {
+                DomainError::SearchTooCostly
+            } else {
+                err.into()
             }
-            _ => err.into(),
         })?;
     tx.commit().await?;
 

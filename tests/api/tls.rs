@@ -475,6 +475,59 @@ async fn changed_files_are_picked_up_without_a_restart() {
         .await
         .unwrap();
     assert_eq!(note.creator_id, "reports-v2");
+    // ...and reloading goes on: good files after bad ones are served.
+    let third = Ca::new("third CA");
+    let leaf = third.server();
+    dir.write("server.key", &leaf.key);
+    dir.write("server.crt", &leaf.cert);
+    eventually("good files after bad ones are served", || async {
+        add_over_tls(&app, &third.pem(), Some(&reports), vec![])
+            .await
+            .is_ok()
+    })
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_watch_ends_when_its_certificate_is_mapped_to_someone_else() {
+    use futures::StreamExt as _;
+    let server_ca = Ca::new("server CA");
+    let client_ca = Ca::new("client CA");
+    let dir = TlsDir::new();
+    let settings = dir.mtls_settings(&server_ca.server(), &client_ca, IDENTITIES);
+    let app = spawn_app_with(|s| s.tls = Some(settings)).await;
+    let reports = client_ca.client("spiffe://acme/reports", "reports");
+    let channel = tls_channel(&app, &server_ca.pem(), Some(&reports))
+        .await
+        .unwrap();
+    let mut client = NotesServiceClient::with_interceptor(channel, Metadata(vec![]));
+    let mut watch = client
+        .watch_notes(pb::WatchNotesRequest {
+            subject: subject("customer", "42"),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    dir.write(
+        "identities.json",
+        r#"{"identities": [{"uri": "spiffe://acme/reports", "tenant": "acme", "member": "someone-else"}]}"#,
+    );
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match watch.next().await {
+                Some(Ok(_)) => continue,
+                Some(Err(status)) => return Some(status),
+                None => return None,
+            }
+        }
+    })
+    .await
+    .expect("the watch ends");
+    let status = ended.expect("with an error");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
     app.stop().await;
 }
 

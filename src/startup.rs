@@ -200,6 +200,7 @@ impl Application {
             subjects: subjects_service,
             callers: callers.clone(),
             in_flight: in_flight.clone(),
+            reads: reads.clone(),
         };
         let ready = Arc::new(AtomicBool::new(true));
         let canceller = Canceller::start(self.database.canceller_pool());

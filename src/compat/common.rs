@@ -23,10 +23,11 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::CompatState;
-use crate::api::NotesApi;
+use crate::api::{CONSISTENCY_TOKEN_HEADER, NotesApi};
 use crate::auth::ACTOR_HEADER;
 use crate::domain::{DomainError, Principal};
 use crate::proto::notes::v1 as pb;
+use crate::storage::CallScope;
 
 /// How many times a facade's read-modify-write of a note runs when a
 /// concurrent change makes its write fail with ETAG_MISMATCH, before that
@@ -310,4 +311,43 @@ pub(crate) async fn shed_load(
         return refuse_at(request.uri().path(), Rejection::Overloaded);
     };
     next.run(request).await
+}
+
+/// Runs a facade request as a call (`storage::calls`): a GET only reads,
+/// so its reads may go to a replica that has the writes of the
+/// `Notesd-Consistency-Token` it sends; any other request writes, and,
+/// when replicas are configured, a success answers with the token of its
+/// writes in the same header (docs/api.md, "Read replicas and consistency
+/// tokens"). Facades have no deadline.
+pub(crate) async fn scope_call(
+    axum::extract::State(state): axum::extract::State<CompatState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let reads_only = matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    let mut call = CallScope::new(None);
+    if reads_only {
+        let token = request
+            .headers()
+            .get(CONSISTENCY_TOKEN_HEADER)
+            .map(|value| value.to_str().unwrap_or_default());
+        call = call.reading(token);
+    }
+    let mut response = call.run(next.run(request)).await;
+    if !reads_only && state.reads.replica_count() > 0 && response.status().is_success() {
+        match state.reads.consistency_token().await {
+            Ok(token) => {
+                if let Ok(value) = axum::http::HeaderValue::try_from(token.to_string()) {
+                    response
+                        .headers_mut()
+                        .insert(CONSISTENCY_TOKEN_HEADER, value);
+                }
+            }
+            Err(err) => err.log_cause("compat"),
+        }
+    }
+    response
 }

@@ -27,6 +27,7 @@ use axum::Router;
 use crate::api::NotesApi;
 use crate::auth::Callers;
 use crate::service::Subjects;
+use crate::storage::ReadRouter;
 
 /// What every facade handler works with.
 #[derive(Debug, Clone)]
@@ -37,6 +38,8 @@ pub(crate) struct CompatState {
     pub callers: Callers,
     /// The budget of calls in flight, shared with gRPC.
     pub in_flight: Arc<tokio::sync::Semaphore>,
+    /// Where reads go; the tokens of writes.
+    pub reads: ReadRouter,
 }
 
 /// Every facade, at its vendor's paths.
@@ -47,6 +50,10 @@ pub(crate) fn router(state: CompatState) -> Router {
         .merge(close::routes())
         .merge(zyntro::routes())
         .fallback(common::unknown_route)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            common::scope_call,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             common::shed_load,

@@ -283,3 +283,44 @@ async fn reads_go_on_while_the_replica_is_stopped_and_return_to_it() {
     .await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_facade_write_answers_with_a_token_its_reads_take() {
+    let _turn = TURN.lock().await;
+    let app = spawn_with_replica().await;
+    let key = app.member_key("acme", "alice").await;
+    let http = reqwest::Client::new();
+    let notes = app.http_url("/api/v1/activity/note/");
+
+    on_standby("select pg_wal_replay_pause()").await;
+    let created = http
+        .post(&notes)
+        .basic_auth(&key, Some(""))
+        .json(&serde_json::json!({"lead_id": "lead_1", "note": "via Close"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 200);
+    let token = created
+        .headers()
+        .get(TOKEN)
+        .expect("a facade write answers with a consistency token")
+        .clone();
+    let id = created.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let read = |token: Option<reqwest::header::HeaderValue>| {
+        let mut request = http.get(format!("{notes}{id}/")).basic_auth(&key, Some(""));
+        if let Some(token) = token {
+            request = request.header(TOKEN, token);
+        }
+        request.send()
+    };
+    // The lagging replica does not have it; with the token, the primary
+    // answers.
+    assert_eq!(read(None).await.unwrap().status(), 404);
+    assert_eq!(read(Some(token)).await.unwrap().status(), 200);
+    on_standby("select pg_wal_replay_resume()").await;
+    app.stop().await;
+}

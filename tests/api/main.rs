@@ -8,6 +8,7 @@ mod auth;
 mod batch;
 mod batching;
 mod bodies;
+mod citus;
 mod cli;
 mod compat_capillary;
 mod compat_close;

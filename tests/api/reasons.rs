@@ -318,7 +318,7 @@ async fn every_documented_reason_is_produced() {
     let waiting = add(&mut alice, text_note("customer", "c-1", "x")).await;
     produced.push((
         "DEADLINE_EXCEEDED",
-        crate::deadlines::update_past_deadline(&app, &mut alice, &waiting).await,
+        crate::deadlines::update_past_deadline(&app, &alice_key, &waiting).await,
     ));
 
     // The change stream's refusals and ends.

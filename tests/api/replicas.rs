@@ -16,13 +16,16 @@ use uuid::Uuid;
 use crate::helpers::*;
 
 const TOKEN: &str = "notesd-consistency-token";
-const MAX_LAG: Duration = Duration::from_millis(300);
+/// The lag a replica may have in most tests: generous, since the test
+/// cluster and its standby share the machine with the rest of the suite.
+const MAX_LAG: Duration = Duration::from_secs(2);
 const TOKEN_WAIT: Duration = Duration::from_millis(300);
 
 /// One replica test at a time: they pause and stop the one standby.
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// A notesd on a database of the private server, reading from its standby.
+/// A notesd on a database of the private server, reading from its standby
+/// when it is at most `MAX_LAG` behind.
 async fn spawn_with_replica() -> TestApp {
     let standby = tokio::task::spawn_blocking(standby).await.unwrap();
     let name = format!("notesd_test_{}", Uuid::now_v7().simple());
@@ -61,13 +64,13 @@ async fn replica_reads(app: &TestApp) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Polls `check` until it holds, for at most ten seconds.
+/// Polls `check` until it holds, for at most thirty seconds.
 async fn eventually<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while !check().await {
         assert!(Instant::now() < deadline, "never: {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -113,6 +116,30 @@ async fn on_standby(sql: &str) {
     let url = standby().url("postgres");
     let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
     sqlx::query(sql).execute(&mut conn).await.unwrap();
+}
+
+/// The standby's replay, paused until this is dropped (a failed test
+/// included: the next test needs a standby that replays).
+struct ReplayPaused;
+
+impl ReplayPaused {
+    async fn start() -> Self {
+        on_standby("select pg_wal_replay_pause()").await;
+        Self
+    }
+}
+
+impl Drop for ReplayPaused {
+    fn drop(&mut self) {
+        let _ = std::thread::spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(on_standby("select pg_wal_replay_resume()"));
+        })
+        .join();
+    }
 }
 
 /// Writes notes until dropped, as other clients would.
@@ -190,7 +217,7 @@ async fn a_paused_replica_serves_no_read_that_would_be_stale() {
     let app = spawn_with_replica().await;
     let mut alice = app.member("acme", "alice").await;
 
-    on_standby("select pg_wal_replay_pause()").await;
+    let paused = ReplayPaused::start().await;
     let (note, token) = add_with_token(&mut alice, "after the pause").await;
 
     // Without a token, a read may be served by the replica while it is
@@ -218,7 +245,7 @@ async fn a_paused_replica_serves_no_read_that_would_be_stale() {
         assert_eq!(read.id, note.id);
     }
 
-    on_standby("select pg_wal_replay_resume()").await;
+    drop(paused);
     let before = replica_reads(&app).await;
     eventually("reads go to the replica again", || async {
         get_with(&mut alice.clone(), &note.id, None).await.is_ok()
@@ -292,7 +319,7 @@ async fn a_facade_write_answers_with_a_token_its_reads_take() {
     let http = reqwest::Client::new();
     let notes = app.http_url("/api/v1/activity/note/");
 
-    on_standby("select pg_wal_replay_pause()").await;
+    let paused = ReplayPaused::start().await;
     let created = http
         .post(&notes)
         .basic_auth(&key, Some(""))
@@ -321,6 +348,6 @@ async fn a_facade_write_answers_with_a_token_its_reads_take() {
     // answers.
     assert_eq!(read(None).await.unwrap().status(), 404);
     assert_eq!(read(Some(token)).await.unwrap().status(), 200);
-    on_standby("select pg_wal_replay_resume()").await;
+    drop(paused);
     app.stop().await;
 }

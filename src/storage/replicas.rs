@@ -56,7 +56,7 @@ impl Default for ReplicaSettings {
 }
 
 /// How often a read waiting for its token asks the replica again.
-const TOKEN_POLL: Duration = Duration::from_millis(5);
+const TOKEN_POLL: Duration = Duration::from_millis(1);
 /// A check that takes longer than this fails.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 

@@ -8,6 +8,9 @@
 # bench_key TENANT, bench_start_notesd, and for each phase loadgen_phase
 # NAME ARGS... (CPU counters around it in $WORK/NAME.cpu{0,1}.json, the
 # client's CPU in $WORK/NAME.time, its figures in $WORK/NAME.json).
+# bench_stop_notesd stops notesd (bench/edge restarts it with TLS: with
+# TLS_CERT and TLS_KEY set, bench_start_notesd serves TLS on both ports and
+# probes it with TLS_CA; GRPC_URL is then https://).
 # A failed step is recorded with `fail` and the run goes on; bench_failed
 # tells, at the end, whether any failed.
 
@@ -27,7 +30,12 @@ fail() {
 }
 
 NOTESD_PID=""
-bench_cleanup() {
+TLS_CERT="${TLS_CERT:-}"
+TLS_KEY="${TLS_KEY:-}"
+TLS_CA="${TLS_CA:-}"
+
+# Stops notesd (SIGTERM, then SIGKILL after 5 s) if it runs.
+bench_stop_notesd() {
   if [ -n "$NOTESD_PID" ] && kill -0 "$NOTESD_PID" 2>/dev/null; then
     kill -TERM "$NOTESD_PID" 2>/dev/null || true
     for _ in $(seq 1 50); do
@@ -35,7 +43,13 @@ bench_cleanup() {
       sleep 0.1
     done
     kill -KILL "$NOTESD_PID" 2>/dev/null || true
+    wait "$NOTESD_PID" 2>/dev/null || true
   fi
+  NOTESD_PID=""
+}
+
+bench_cleanup() {
+  bench_stop_notesd
   if [ "${#FAILURES[@]}" -eq 0 ]; then
     rm -rf "$WORK"
   else
@@ -124,18 +138,27 @@ bench_key() {
 }
 
 # Starts notesd serve and waits until it answers; sets NOTESD_PID, GRPC_ADDR,
-# HTTP_PORT, and writes its idle memory to $WORK/rss_idle.json.
+# GRPC_URL, HTTP_PORT, and writes its idle memory to $WORK/rss_idle.json.
+# With TLS_CERT and TLS_KEY, both ports speak TLS (the probe trusts TLS_CA).
+# Its log goes to $WORK/notesd.log (appended to, when it is started again).
 bench_start_notesd() {
-  step "start notesd"
-  local grpc_port ready=""
+  local grpc_port ready="" scheme=http
+  local tls=() probe=()
+  if [ -n "$TLS_CERT" ]; then
+    scheme=https
+    tls=(--tls-cert "$TLS_CERT" --tls-key "$TLS_KEY")
+    probe=(--cacert "${TLS_CA:-$TLS_CERT}")
+  fi
+  step "start notesd ($scheme)"
   grpc_port="$(report free-port "$BENCH_GRPC_PORT")"
   HTTP_PORT="$(report free-port "$BENCH_HTTP_PORT")"
   GRPC_ADDR="127.0.0.1:$grpc_port"
+  GRPC_URL="$scheme://$GRPC_ADDR"
   # shellcheck disable=SC2086 # BENCH_NOTESD_ARGS is a list of flags
   # The default log level (info), as in production: every call gets its span.
   "$NOTESD" serve --database-url "$DB_URL" \
-    --grpc-addr "$GRPC_ADDR" --http-addr "127.0.0.1:$HTTP_PORT" ${BENCH_NOTESD_ARGS:-} \
-    >"$WORK/notesd.log" 2>&1 &
+    --grpc-addr "$GRPC_ADDR" --http-addr "127.0.0.1:$HTTP_PORT" "${tls[@]}" ${BENCH_NOTESD_ARGS:-} \
+    >>"$WORK/notesd.log" 2>&1 &
   NOTESD_PID=$!
   for _ in $(seq 1 100); do
     if ! kill -0 "$NOTESD_PID" 2>/dev/null; then
@@ -143,7 +166,7 @@ bench_start_notesd() {
       echo "notesd exited at start" >&2
       exit 1
     fi
-    if curl -fsS "http://127.0.0.1:$HTTP_PORT/readyz" >/dev/null 2>&1 &&
+    if curl -fsS "${probe[@]}" "$scheme://127.0.0.1:$HTTP_PORT/readyz" >/dev/null 2>&1 &&
       (exec 3<>"/dev/tcp/127.0.0.1/$grpc_port") 2>/dev/null; then
       ready=1
       break
@@ -155,7 +178,7 @@ bench_start_notesd() {
     echo "notesd did not become ready" >&2
     exit 1
   }
-  echo "notesd pid $NOTESD_PID on $GRPC_ADDR (http :$HTTP_PORT)" >&2
+  echo "notesd pid $NOTESD_PID on $GRPC_URL (http :$HTTP_PORT)" >&2
   report proc-mem "$NOTESD_PID" >"$WORK/rss_idle.json"
 }
 

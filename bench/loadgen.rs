@@ -18,14 +18,29 @@
 //!   the database as `add` does.
 //! - `watch`: WatchNotes streams, optionally with AddNote at a fixed rate:
 //!   the delay from each change to its delivery, and what every watcher got.
+//! - `connect`: a fresh connection for every call (TCP, TLS with
+//!   `--tls-ca`, HTTP/2), one GetNote on it, closed: what a handshake costs.
+//! - `read-own-writes`: AddNote, then GetNote of that note with the
+//!   AddNote's `notesd-consistency-token` (`--token on`) or without: what
+//!   reading one's own write from a replica costs (`bench/replica`).
+//!
+//! Every subcommand can connect with TLS (`--tls-ca`, rustls with the ring
+//! provider, as notesd) and compress its requests and accept compressed
+//! responses (`--compression gzip|zstd`, with tonic's own codec, the one
+//! notesd uses); by default it speaks plaintext, uncompressed, as before.
+//! With `--server-pid`, the server's CPU time over the measured window is
+//! read from /proc and reported per call (`server_cpu_us_per_call`), next
+//! to the load generator's own (`loadgen_cpu_us_per_call`).
 //!
 //! Exit status: 0 when every call was OK (and, for `add` and `batch-add`,
 //! every created note was found in the database); 1 otherwise, after
 //! printing the figures.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
@@ -36,7 +51,10 @@ use notesd::proto::notes::v1 as pb;
 use prost::Message;
 use rand::rngs::SmallRng;
 use rand::{Rng as _, SeedableRng as _};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
+use tonic::codec::CompressionEncoding;
 use uuid::Uuid;
 
 /// A call that takes longer than this counts as an error (`Timeout`), so a
@@ -52,6 +70,11 @@ struct Cli {
     /// Worker threads of the load generator's tokio runtime.
     #[arg(long, default_value_t = 2, global = true)]
     threads: usize,
+
+    /// notesd's process id: its CPU time (utime + stime, /proc/<pid>/stat)
+    /// over the measured window is reported, in all and per call.
+    #[arg(long, global = true)]
+    server_pid: Option<u32>,
 
     #[command(subcommand)]
     command: Command,
@@ -77,6 +100,13 @@ enum Command {
     /// in flight by default).
     #[command(mut_arg("concurrency", |arg| arg.default_value("4")))]
     BatchAdd(BatchAddArgs),
+    /// A fresh connection for each call (TCP, TLS, HTTP/2), one GetNote on it, then closed.
+    Connect(ConnectArgs),
+    /// AddNote, then GetNote of that note, sending back the AddNote's
+    /// consistency token (`--token on`) or not: the GetNote's latency (8 in
+    /// flight by default).
+    #[command(mut_arg("concurrency", |arg| arg.default_value("8")))]
+    ReadOwnWrites(ReadOwnWritesArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -87,6 +117,42 @@ struct Target {
     /// The API key sent as `x-api-key`.
     #[arg(long)]
     key: String,
+    /// Connect with TLS, trusting the CA certificates of this PEM file
+    /// (`--addr` then starts with `https://`).
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// The name the server's certificate must hold, sent as SNI.
+    #[arg(long, default_value = "localhost")]
+    tls_domain: String,
+    /// Compress every request message with this encoding and accept
+    /// responses in it (`grpc-encoding`, `grpc-accept-encoding`).
+    #[arg(long, value_enum, default_value_t = Compression::None)]
+    compression: Compression,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    fn encoding(self) -> Option<CompressionEncoding> {
+        match self {
+            Compression::None => None,
+            Compression::Gzip => Some(CompressionEncoding::Gzip),
+            Compression::Zstd => Some(CompressionEncoding::Zstd),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -103,11 +169,16 @@ struct Load {
     /// Seconds of load before measuring starts.
     #[arg(long, default_value_t = 3.0)]
     warmup_secs: f64,
+    /// Calls a second in all, paced: each task starts a call every
+    /// `concurrency / rate` seconds, or at once when its previous call ended
+    /// later than that. 0: each task calls again as soon as a call ends.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
 }
 
 impl Load {
     fn window(&self) -> Window {
-        Window::new(self.warmup_secs, self.duration_secs)
+        Window::new(self.warmup_secs, self.duration_secs).paced(self.rate)
     }
 }
 
@@ -131,6 +202,10 @@ struct AddArgs {
     /// client that retries safely does).
     #[arg(long)]
     no_request_id: bool,
+    /// A text body of this many bytes of made-up prose (one of 16, at
+    /// random), instead of the 110-byte default.
+    #[arg(long)]
+    body_bytes: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -139,9 +214,59 @@ struct GetArgs {
     target: Target,
     #[command(flatten)]
     load: Load,
+    #[command(flatten)]
+    ids: Ids,
+}
+
+/// The notes read, at random.
+#[derive(Debug, Clone, Args)]
+struct Ids {
     /// The seeded notes are k = 1..=N, with id `00000000-0000-7000-8000-<k as 12 hex digits>`.
     #[arg(long, default_value_t = 100_000)]
     keys: u64,
+    /// Read the notes of this file instead, one id a line (as `add
+    /// --ids-out` writes them), with a key of their tenant.
+    #[arg(long)]
+    ids_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ConnectArgs {
+    #[command(flatten)]
+    target: Target,
+    #[command(flatten)]
+    ids: Ids,
+    /// Connections made at once, each by its own task, one after another.
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    /// Seconds measured, after the warmup.
+    #[arg(long, visible_alias = "secs", default_value_t = 20.0)]
+    duration_secs: f64,
+    /// Seconds of connections before measuring starts.
+    #[arg(long, default_value_t = 3.0)]
+    warmup_secs: f64,
+    /// Resume TLS sessions with the tickets of earlier connections (by
+    /// default every connection makes a full handshake).
+    #[arg(long)]
+    tls_resume: bool,
+}
+
+#[derive(Debug, Args)]
+struct ReadOwnWritesArgs {
+    #[command(flatten)]
+    target: Target,
+    #[command(flatten)]
+    load: Load,
+    /// Send the AddNote's `notesd-consistency-token` with the GetNote of
+    /// its note (on), or not (off: a replica may not have the note yet).
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    token: OnOff,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OnOff {
+    On,
+    Off,
 }
 
 #[derive(Debug, Args)]
@@ -166,6 +291,12 @@ struct ListArgs {
     /// Seconds of load before measuring each page.
     #[arg(long, default_value_t = 1.0)]
     warmup_secs: f64,
+    /// Measure page 1 only (no walk to the far page).
+    #[arg(long)]
+    page1_only: bool,
+    /// Calls a second in all, paced as `get --rate` does; 0: none.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
 }
 
 #[derive(Debug, Args)]
@@ -244,6 +375,7 @@ struct WatchArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    SERVER_PID.get_or_init(|| cli.server_pid);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cli.threads.max(1))
         .enable_all()
@@ -258,6 +390,8 @@ fn main() -> ExitCode {
             Command::Search(args) => search(args).await,
             Command::BatchGet(args) => batch_get(args).await,
             Command::BatchAdd(args) => batch_add(args).await,
+            Command::Connect(args) => connect(args).await,
+            Command::ReadOwnWrites(args) => read_own_writes(args).await,
         }
     });
     match result {
@@ -289,46 +423,293 @@ const BATCH_ADD_NOTES: &str = "/notes.v1.NotesService/BatchAddNotes";
 #[derive(Clone)]
 struct Client {
     send: h2::client::SendRequest<Bytes>,
-    /// `http://host:port`, the scheme and authority of every call.
+    /// `http://host:port` (or `https://`), the scheme and authority of every call.
     base: String,
     key: HeaderValue,
+    /// The encoding of every request, which responses may come in too.
+    compression: Option<(CompressionEncoding, HeaderValue)>,
+    wire: Arc<WireStats>,
+}
+
+/// What went over the wire, warmup included, for every client of a
+/// [`Connector`]: gRPC messages as framed (5-byte prefix included), headers
+/// and TLS records not counted.
+#[derive(Default)]
+struct WireStats {
+    calls: AtomicU64,
+    request_bytes: AtomicU64,
+    response_bytes: AtomicU64,
+    compressed_responses: AtomicU64,
+    /// The first TLS connection's protocol version, cipher suite and key
+    /// exchange group.
+    tls_session: OnceLock<String>,
+}
+
+impl WireStats {
+    /// The counters: calls, request bytes, response bytes, compressed responses.
+    fn snapshot(&self) -> [u64; 4] {
+        [
+            &self.calls,
+            &self.request_bytes,
+            &self.response_bytes,
+            &self.compressed_responses,
+        ]
+        .map(|counter| counter.load(Ordering::Relaxed))
+    }
+
+    /// Bytes a call and the share of compressed responses since `before`.
+    fn figures_since(&self, before: [u64; 4]) -> serde_json::Map<String, Value> {
+        let now = self.snapshot();
+        let [calls, request, response, compressed] =
+            [0, 1, 2, 3].map(|i| now[i].saturating_sub(before[i]) as f64);
+        let per_call = |n: f64| if calls > 0.0 { round1(n / calls) } else { 0.0 };
+        let mut figures = serde_json::Map::new();
+        figures.insert("request_bytes_per_call".into(), json!(per_call(request)));
+        figures.insert("response_bytes_per_call".into(), json!(per_call(response)));
+        figures.insert(
+            "compressed_responses_pct".into(),
+            json!(per_call(100.0 * compressed)),
+        );
+        if let Some(session) = self.tls_session.get() {
+            figures.insert("tls_session".into(), json!(session));
+        }
+        figures
+    }
+}
+
+/// Makes connections to one server: TCP, TLS when asked, HTTP/2.
+struct Connector {
+    /// `host:port`, connected to.
+    authority: String,
+    base: String,
+    key: HeaderValue,
+    tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
+    compression: Compression,
+    wire: Arc<WireStats>,
+}
+
+/// A new connection: its client, the task that drives it (which ends when
+/// the connection is closed), and whether its TLS handshake was a resumed
+/// one.
+struct Connected {
+    client: Client,
+    driver: tokio::task::JoinHandle<()>,
+    tls_resumed: bool,
+}
+
+impl Connector {
+    /// `resume`: whether TLS sessions may be resumed (rustls's default).
+    fn new(target: &Target, resume: bool) -> anyhow::Result<Self> {
+        let base = target.addr.trim_end_matches('/').to_owned();
+        let uri = base.parse::<Uri>()?;
+        let authority = uri
+            .authority()
+            .ok_or_else(|| anyhow::anyhow!("--addr {base} has no host:port"))?
+            .to_string();
+        let https = uri.scheme_str() == Some("https");
+        let tls = match &target.tls_ca {
+            None => {
+                anyhow::ensure!(!https, "an https:// --addr needs --tls-ca");
+                None
+            }
+            Some(ca) => {
+                anyhow::ensure!(https, "with --tls-ca, --addr starts with https://");
+                Some((
+                    tls_connector(ca, resume)?,
+                    ServerName::try_from(target.tls_domain.clone())?,
+                ))
+            }
+        };
+        Ok(Connector {
+            authority,
+            base,
+            key: HeaderValue::from_str(&target.key)?,
+            tls,
+            compression: target.compression,
+            wire: Arc::default(),
+        })
+    }
+
+    /// One new connection; an error is named as a failed call's code is.
+    async fn connect(&self) -> Result<Connected, String> {
+        let tcp = tokio::net::TcpStream::connect(&self.authority)
+            .await
+            .map_err(|err| format!("Connect({err})"))?;
+        tcp.set_nodelay(true)
+            .map_err(|err| format!("Connect({err})"))?;
+        let handshake = |err: h2::Error| format!("Handshake({err})");
+        let (send, driver, tls_resumed) = match &self.tls {
+            None => {
+                let (send, driver) = h2_handshake(tcp).await.map_err(handshake)?;
+                (send, driver, false)
+            }
+            Some((connector, name)) => {
+                let tls = connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(|err| format!("Tls({err})"))?;
+                let session = tls.get_ref().1;
+                let resumed = session.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+                self.wire.tls_session.get_or_init(|| {
+                    let name = |debug: Option<String>| debug.unwrap_or_else(|| "?".to_owned());
+                    format!(
+                        "{} {} {}",
+                        name(session.protocol_version().map(|v| format!("{v:?}"))),
+                        name(
+                            session
+                                .negotiated_cipher_suite()
+                                .map(|s| format!("{:?}", s.suite()))
+                        ),
+                        name(
+                            session
+                                .negotiated_key_exchange_group()
+                                .map(|g| format!("{:?}", g.name()))
+                        ),
+                    )
+                });
+                let (send, driver) = h2_handshake(tls).await.map_err(handshake)?;
+                (send, driver, resumed)
+            }
+        };
+        let compression = self
+            .compression
+            .encoding()
+            .map(|encoding| (encoding, HeaderValue::from_static(self.compression.name())));
+        Ok(Connected {
+            client: Client {
+                send,
+                base: self.base.clone(),
+                key: self.key.clone(),
+                compression,
+                wire: Arc::clone(&self.wire),
+            },
+            driver,
+            tls_resumed,
+        })
+    }
+}
+
+/// A TLS client configuration trusting the certificates of `ca` (PEM),
+/// offering only `h2` (ALPN), with rustls's ring provider, as notesd.
+fn tls_connector(ca: &std::path::Path, resume: bool) -> anyhow::Result<tokio_rustls::TlsConnector> {
+    let pem = std::fs::read(ca).map_err(|err| anyhow::anyhow!("{}: {err}", ca.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        roots.add(cert?)?;
+    }
+    anyhow::ensure!(!roots.is_empty(), "{}: holds no certificate", ca.display());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    if !resume {
+        config.resumption = rustls::client::Resumption::disabled();
+    }
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+/// The HTTP/2 handshake on `io`, and a task driving the connection.
+async fn h2_handshake<T>(
+    io: T,
+) -> Result<(h2::client::SendRequest<Bytes>, tokio::task::JoinHandle<()>), h2::Error>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (send, connection) = h2::client::Builder::new()
+        .initial_window_size(4 << 20)
+        .initial_connection_window_size(16 << 20)
+        .handshake(io)
+        .await?;
+    let driver = tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            eprintln!("loadgen: connection closed: {err}");
+        }
+    });
+    Ok((send, driver))
 }
 
 /// `connections` clients, each on its own HTTP/2 connection.
 async fn clients(target: &Target, connections: usize) -> anyhow::Result<Vec<Client>> {
-    let base = target.addr.trim_end_matches('/').to_owned();
-    let authority = base
-        .parse::<Uri>()?
-        .authority()
-        .ok_or_else(|| anyhow::anyhow!("--addr {base} has no host:port"))?
-        .to_string();
-    let key = HeaderValue::from_str(&target.key)?;
+    let connector = Connector::new(target, true)?;
     let mut clients = Vec::new();
     for _ in 0..connections.max(1) {
-        let tcp = tokio::time::timeout(
-            Duration::from_secs(5),
-            tokio::net::TcpStream::connect(&authority),
-        )
-        .await??;
-        tcp.set_nodelay(true)?;
-        let (send, connection) = h2::client::Builder::new()
-            .initial_window_size(4 << 20)
-            .initial_connection_window_size(16 << 20)
-            .handshake(tcp)
-            .await?;
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                eprintln!("loadgen: connection closed: {err}");
-            }
-        });
-        clients.push(Client {
-            send,
-            base: base.clone(),
-            key: key.clone(),
-        });
+        let connected = tokio::time::timeout(Duration::from_secs(5), connector.connect())
+            .await
+            .map_err(|_| anyhow::anyhow!("connecting to {}: timed out", connector.base))?
+            .map_err(|err| anyhow::anyhow!("connecting to {}: {err}", connector.base))?;
+        clients.push(connected.client);
     }
     Ok(clients)
 }
+
+/// Passes a gRPC message through tonic's codec untouched: tonic only frames
+/// it and compresses or decompresses it.
+struct RawCodec;
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Bytes>, tonic::Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+/// The gRPC message (prefix included) of `message` compressed with
+/// `encoding`, by tonic's client encoder.
+async fn compress(encoding: CompressionEncoding, message: Bytes) -> Result<Bytes, String> {
+    use http_body_util::BodyExt as _;
+    let source = futures_util::stream::once(std::future::ready(Ok(message)));
+    let body = tonic::codec::EncodeBody::new_client(RawCodec, source, Some(encoding), None);
+    body.collect()
+        .await
+        .map(|collected| collected.to_bytes())
+        .map_err(|status| format!("Compress({})", status.message()))
+}
+
+/// The protobuf bytes of a compressed gRPC message (prefix included) that
+/// came with `grpc-encoding: encoding`, by tonic's decoder.
+async fn decompress(encoding: Option<&HeaderValue>, message: Bytes) -> Result<Bytes, String> {
+    let encoding = match encoding.map(HeaderValue::as_bytes) {
+        Some(b"gzip") => CompressionEncoding::Gzip,
+        Some(b"zstd") => CompressionEncoding::Zstd,
+        _ => return Err("BadEncoding".to_owned()),
+    };
+    let mut stream = tonic::codec::Streaming::new_response(
+        RawCodec,
+        http_body_util::Full::new(message),
+        http::StatusCode::OK,
+        Some(encoding),
+        Some(MAX_MESSAGE_BYTES),
+    );
+    match stream.message().await {
+        Ok(Some(bytes)) => Ok(bytes),
+        Ok(None) => Err("NoMessage".to_owned()),
+        Err(status) => Err(format!("Decompress({})", status.message())),
+    }
+}
+
+/// The largest message notesd sends or accepts, decompressed.
+const MAX_MESSAGE_BYTES: usize = 32 << 20;
 
 impl Client {
     /// One unary call: `Ok` with the response, or `Err` with the name of
@@ -349,8 +730,21 @@ impl Client {
         path: &str,
         request: &impl Message,
     ) -> Result<Rsp, String> {
+        self.call_with(path, request, None)
+            .await
+            .map(|(response, _)| response)
+    }
+
+    /// A call with one more request header (metadata), if any: the
+    /// response and its headers (the response metadata).
+    async fn call_with<Rsp: Message + Default>(
+        &mut self,
+        path: &str,
+        request: &impl Message,
+        header: Option<(&'static str, HeaderValue)>,
+    ) -> Result<(Rsp, http::HeaderMap), String> {
         let wire = |err: h2::Error| format!("Transport({err})");
-        let response = self.open(path, request).await?;
+        let response = self.open(path, request, header).await?;
         if response.status() != http::StatusCode::OK {
             return Err(format!("Http{}", response.status().as_u16()));
         }
@@ -358,7 +752,8 @@ impl Client {
         if let Some(status) = response.headers().get("grpc-status") {
             return grpc_outcome(status).and(Err("NoMessage".to_owned()));
         }
-        let mut body = response.into_body();
+        let (head, mut body) = response.into_parts();
+        let encoding = head.headers.get("grpc-encoding").cloned();
         let mut message = BytesMut::new();
         while let Some(chunk) = body.data().await {
             let chunk = chunk.map_err(wire)?;
@@ -374,9 +769,22 @@ impl Client {
         if message.len() < 5 {
             return Err("NoMessage".to_owned());
         }
+        self.wire
+            .response_bytes
+            .fetch_add(message.len() as u64, Ordering::Relaxed);
         let mut message = message.freeze();
-        message.advance(5);
-        Rsp::decode(message).map_err(|_| "BadMessage".to_owned())
+        // The prefix's first byte: 1 when the message is compressed.
+        if message[0] == 0 {
+            message.advance(5);
+        } else {
+            self.wire
+                .compressed_responses
+                .fetch_add(1, Ordering::Relaxed);
+            message = decompress(encoding.as_ref(), message).await?;
+        }
+        Rsp::decode(message)
+            .map(|response| (response, head.headers))
+            .map_err(|_| "BadMessage".to_owned())
     }
 
     /// Sends one request message on a new stream; the response's head.
@@ -384,6 +792,7 @@ impl Client {
         &mut self,
         path: &str,
         request: &impl Message,
+        header: Option<(&'static str, HeaderValue)>,
     ) -> Result<http::Response<h2::RecvStream>, String> {
         let wire = |err: h2::Error| format!("Transport({err})");
         // A gRPC message: uncompressed flag, big-endian length, protobuf.
@@ -392,16 +801,31 @@ impl Client {
         body.put_u8(0);
         body.put_u32(len as u32);
         request.encode(&mut body).map_err(|e| e.to_string())?;
-        let head = Request::post(format!("{}{path}", self.base))
+        let mut head = Request::post(format!("{}{path}", self.base))
             .header(CONTENT_TYPE, "application/grpc")
             .header(TE, "trailers")
-            .header("x-api-key", self.key.clone())
-            .body(())
-            .map_err(|e| e.to_string())?;
+            .header("x-api-key", self.key.clone());
+        if let Some((name, value)) = header {
+            head = head.header(name, value);
+        }
+        let body = match &self.compression {
+            None => body.freeze(),
+            Some((encoding, name)) => {
+                head = head
+                    .header("grpc-encoding", name.clone())
+                    .header("grpc-accept-encoding", name.clone());
+                compress(*encoding, body.freeze().slice(5..)).await?
+            }
+        };
+        let head = head.body(()).map_err(|e| e.to_string())?;
+        self.wire.calls.fetch_add(1, Ordering::Relaxed);
+        self.wire
+            .request_bytes
+            .fetch_add(body.len() as u64, Ordering::Relaxed);
 
         let mut send = self.send.clone().ready().await.map_err(wire)?;
         let (response, mut stream) = send.send_request(head, false).map_err(wire)?;
-        stream.send_data(body.freeze(), true).map_err(wire)?;
+        stream.send_data(body, true).map_err(wire)?;
         response.await.map_err(wire)
     }
 }
@@ -438,11 +862,14 @@ struct TaskResult {
     last_finish: Option<Instant>,
 }
 
-/// When the warmup ends and when the last call may start.
+/// When the warmup ends and when the last call may start; and the pace of
+/// the calls, if any.
 #[derive(Clone, Copy)]
 struct Window {
     measure_from: Instant,
     stop_at: Instant,
+    /// Calls a second, all tasks together.
+    rate: Option<f64>,
 }
 
 impl Window {
@@ -452,7 +879,41 @@ impl Window {
         Window {
             measure_from,
             stop_at: measure_from + Duration::from_secs_f64(duration_secs.max(0.0)),
+            rate: None,
         }
+    }
+
+    /// Paced at `rate` calls a second (none when it is not positive).
+    fn paced(self, rate: f64) -> Self {
+        Window {
+            rate: (rate > 0.0).then_some(rate),
+            ..self
+        }
+    }
+}
+
+/// The pace of one of `tasks` tasks (task `index`) at the window's rate:
+/// its start times are spread over the interval, so the calls are too.
+struct Pace {
+    interval: Duration,
+    next: Instant,
+}
+
+impl Pace {
+    fn new(window: Window, tasks: usize, index: usize) -> Option<Self> {
+        let rate = window.rate?;
+        let interval = Duration::from_secs_f64(tasks.max(1) as f64 / rate);
+        Some(Pace {
+            interval,
+            next: Instant::now() + interval.mul_f64(index as f64 / tasks.max(1) as f64),
+        })
+    }
+
+    /// Waits for the next call's start. A task that fell behind starts at
+    /// once and keeps its pace from there: it does not catch up in a burst.
+    async fn wait(&mut self) {
+        tokio::time::sleep_until(self.next.into()).await;
+        self.next = (self.next + self.interval).max(Instant::now());
     }
 }
 
@@ -540,6 +1001,8 @@ where
     Rsp: Message + Default + Send + 'static,
 {
     let cpu_start = own_cpu_secs().map(|cpu| (cpu, Instant::now()));
+    let cpu_window = CpuWindow::start(window);
+    let wire_before = clients.first().map(|client| client.wire.snapshot());
     let mut tasks = Vec::with_capacity(concurrency);
     for i in 0..concurrency {
         let mut client = clients[i % clients.len()].clone();
@@ -547,7 +1010,14 @@ where
         tasks.push(tokio::spawn(async move {
             let mut rng = SmallRng::seed_from_u64(seed + i as u64);
             let mut result = TaskResult::default();
+            let mut pace = Pace::new(window, concurrency, i);
             while Instant::now() < window.stop_at {
+                if let Some(pace) = pace.as_mut() {
+                    pace.wait().await;
+                    if Instant::now() >= window.stop_at {
+                        break;
+                    }
+                }
                 let request = request(&mut rng);
                 let start = Instant::now();
                 let outcome = client
@@ -563,10 +1033,28 @@ where
     for task in tasks {
         results.push(task.await?);
     }
+    let measured: u64 = results.iter().map(|r| r.latencies_us.len() as u64).sum();
+    let cpu = cpu_window.figures(measured).await;
     let mut summary = summarize(results, window, cpu_start);
-    summary
-        .figures
-        .insert("concurrency".into(), json!(concurrency));
+    let figures = &mut summary.figures;
+    figures.insert("concurrency".into(), json!(concurrency));
+    if let Some(rate) = window.rate {
+        figures.insert("target_rate".into(), json!(rate));
+    }
+    figures.extend(cpu);
+    if let (Some(client), Some(before)) = (clients.first(), wire_before) {
+        figures.extend(client.wire.figures_since(before));
+        figures.insert(
+            "compression".into(),
+            json!(
+                client
+                    .compression
+                    .as_ref()
+                    .map_or("none", |(_, name)| { name.to_str().unwrap_or("?") })
+            ),
+        );
+        figures.insert("tls".into(), json!(client.base.starts_with("https:")));
+    }
     Ok(summary)
 }
 
@@ -690,15 +1178,118 @@ fn round3(x: f64) -> f64 {
 
 /// This process's user + system CPU seconds, from /proc/self/stat (Linux).
 fn own_cpu_secs() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    Some(proc_ticks("self")? as f64 / clock_ticks_per_sec())
+}
+
+/// utime + stime of process `pid` (all its threads), in clock ticks, from
+/// /proc/<pid>/stat (Linux).
+fn proc_ticks(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which is in parentheses).
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    // Clock ticks per second: 100 on every Linux this runs on.
-    Some((utime + stime) / 100.0)
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Clock ticks a second (`getconf CLK_TCK`), the unit of /proc's CPU times.
+fn clock_ticks_per_sec() -> f64 {
+    // SAFETY: sysconf reads a constant of the system; it has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as f64 } else { 100.0 }
+}
+
+/// `--server-pid`, set once in `main`.
+static SERVER_PID: OnceLock<Option<u32>> = OnceLock::new();
+
+fn server_pid() -> Option<u32> {
+    SERVER_PID.get().copied().flatten()
+}
+
+/// CPU counters at one moment: this process's and the server's, in ticks.
+#[derive(Clone, Copy)]
+struct CpuSample {
+    at: Instant,
+    own_ticks: Option<u64>,
+    server_ticks: Option<u64>,
+}
+
+impl CpuSample {
+    fn now() -> Self {
+        CpuSample {
+            at: Instant::now(),
+            own_ticks: proc_ticks("self"),
+            server_ticks: server_pid().and_then(|pid| proc_ticks(&pid.to_string())),
+        }
+    }
+}
+
+/// The CPU used over a measured window: sampled when the window opens
+/// (by a task that waits for it) and when its last call has finished.
+struct CpuWindow(tokio::task::JoinHandle<CpuSample>);
+
+impl CpuWindow {
+    fn start(window: Window) -> Self {
+        CpuWindow(tokio::spawn(async move {
+            tokio::time::sleep_until(window.measure_from.into()).await;
+            CpuSample::now()
+        }))
+    }
+
+    /// The figures, per call for the `calls` that finished in the window:
+    /// the server's (with `--server-pid`) and the load generator's CPU.
+    async fn figures(self, calls: u64) -> serde_json::Map<String, Value> {
+        let end = CpuSample::now();
+        let mut figures = serde_json::Map::new();
+        let Ok(start) = self.0.await else {
+            return figures;
+        };
+        let tck = clock_ticks_per_sec();
+        let wall = end.at.duration_since(start.at).as_secs_f64();
+        figures.insert("cpu_window_secs".into(), json!(round3(wall)));
+        figures.insert("clk_tck".into(), json!(tck));
+        // `totals` names the window's ticks, seconds and cores, `per_call`
+        // the µs a call.
+        let mut side = |totals: &str, per_call: &str, a: Option<u64>, b: Option<u64>| {
+            let (Some(a), Some(b)) = (a, b) else {
+                return;
+            };
+            let secs = b.saturating_sub(a) as f64 / tck;
+            figures.insert(format!("{totals}_ticks"), json!(b.saturating_sub(a)));
+            figures.insert(format!("{totals}_secs"), json!(round3(secs)));
+            figures.insert(
+                format!("{totals}_cores"),
+                json!(if wall > 0.0 { round3(secs / wall) } else { 0.0 }),
+            );
+            figures.insert(
+                per_call.to_owned(),
+                json!(if calls > 0 {
+                    round3(secs * 1e6 / calls as f64)
+                } else {
+                    0.0
+                }),
+            );
+        };
+        side(
+            "server_cpu",
+            "server_cpu_us_per_call",
+            start.server_ticks,
+            end.server_ticks,
+        );
+        // Not `loadgen_cpu_*`, which count the warmup too.
+        side(
+            "loadgen_window_cpu",
+            "loadgen_cpu_us_per_call",
+            start.own_ticks,
+            end.own_ticks,
+        );
+        if let Some(pid) = server_pid() {
+            figures.insert("server_pid".into(), json!(pid));
+        }
+        figures
+    }
 }
 
 /// The note every AddNote task sends, but for its request id and subject id.
@@ -717,6 +1308,84 @@ fn template_note() -> pb::Note {
             html: String::new(),
         }),
         ..Default::default()
+    }
+}
+
+/// Words of the made-up prose of `--body-bytes` notes, separated by
+/// spaces: a CRM note's vocabulary, so that it compresses about as well as
+/// real notes do.
+const WORDS: &str = "the a to and of in for on with we they she he it is was will would can \
+     should not about after before next last this that their our customer account contract \
+     renewal invoice payment order delivery shipment price discount quote proposal meeting \
+     call email demo trial plan annual monthly support ticket issue bug feature request team \
+     manager director finance legal procurement budget quarter week Monday Tuesday Wednesday \
+     Thursday Friday morning afternoon asked wants needs agreed confirmed declined promised \
+     sent received signed reviewed scheduled moved cancelled followed up back again soon \
+     today tomorrow yesterday already still new old current second first users seats licences \
+     integration export import report dashboard login password reset access permissions data \
+     migration upgrade downgrade onboarding training workshop feedback happy unhappy \
+     concerned interested ready late early on time EUR USD terms net thirty days copy office \
+     site visit warehouse Berlin Lyon Madrid Milan Oslo Porto";
+
+/// `bytes` bytes of made-up prose: sentences of 6 to 18 words of [`WORDS`],
+/// now and then a number.
+fn prose(rng: &mut SmallRng, bytes: usize) -> String {
+    let words: Vec<&str> = WORDS.split_whitespace().collect();
+    let mut text = String::with_capacity(bytes + 64);
+    while text.len() < bytes {
+        let count = rng.random_range(6..=18);
+        for i in 0..count {
+            let word = words[rng.random_range(0..words.len())];
+            if i == 0 {
+                let mut chars = word.chars();
+                if let Some(first) = chars.next() {
+                    text.extend(first.to_uppercase());
+                    text.push_str(chars.as_str());
+                }
+            } else {
+                text.push(' ');
+                if rng.random_ratio(1, 15) {
+                    text.push_str(&rng.random_range(2..5000u32).to_string());
+                    text.push(' ');
+                }
+                text.push_str(word);
+            }
+        }
+        text.push_str(". ");
+    }
+    text.truncate(bytes);
+    text.truncate(text.trim_end().len());
+    text
+}
+
+/// The notes AddNote sends, but for their request id and subject id: the
+/// template note, or with `body_bytes`, 16 notes of that much prose each.
+fn note_pool(body_bytes: Option<usize>) -> Arc<Vec<pb::Note>> {
+    let template = template_note();
+    let Some(bytes) = body_bytes else {
+        return Arc::new(vec![template]);
+    };
+    let mut rng = SmallRng::seed_from_u64(42);
+    Arc::new(
+        (0..16)
+            .map(|_| {
+                let mut note = template.clone();
+                note.body = Some(pb::NoteBody {
+                    text: prose(&mut rng, bytes),
+                    html: String::new(),
+                });
+                note
+            })
+            .collect(),
+    )
+}
+
+/// One note of the pool, at random (no draw when there is one).
+fn pick<'a>(notes: &'a [pb::Note], rng: &mut SmallRng) -> &'a pb::Note {
+    if notes.len() == 1 {
+        &notes[0]
+    } else {
+        &notes[rng.random_range(0..notes.len())]
     }
 }
 
@@ -747,15 +1416,18 @@ fn created_ids(notes: &[pb::Note]) -> Result<Vec<Uuid>, String> {
 
 async fn add(args: AddArgs) -> anyhow::Result<(Value, bool)> {
     let clients = clients(&args.target, args.load.connections).await?;
-    let note = template_note();
+    let notes = note_pool(args.body_bytes);
     let with_request_id = !args.no_request_id;
-    let summary = closed_loop(
+    let mut summary = closed_loop(
         &clients,
         args.load.concurrency,
         args.load.window(),
         0,
         ADD_NOTE,
-        Arc::new(move |rng: &mut SmallRng| add_request(&note, rng, with_request_id)),
+        Arc::new(move |rng: &mut SmallRng| {
+            let note = pick(&notes, rng);
+            add_request(note, rng, with_request_id)
+        }),
         Arc::new(
             |_: &pb::AddNoteRequest, response: pb::AddNoteResponse| match response.note {
                 Some(note) => created_ids(&[note]).map(Answer::created),
@@ -764,6 +1436,9 @@ async fn add(args: AddArgs) -> anyhow::Result<(Value, bool)> {
         ),
     )
     .await?;
+    if let Some(bytes) = args.body_bytes {
+        summary.figures.insert("body_bytes".into(), json!(bytes));
+    }
     verify_created(&args, summary).await
 }
 
@@ -771,7 +1446,7 @@ async fn batch_add(args: BatchAddArgs) -> anyhow::Result<(Value, bool)> {
     anyhow::ensure!(args.batch >= 1, "--batch must be at least 1");
     let add = args.add;
     let clients = clients(&add.target, add.load.connections).await?;
-    let note = template_note();
+    let notes = note_pool(add.body_bytes);
     let (batch, with_request_id) = (args.batch, !add.no_request_id);
     let mut summary = closed_loop(
         &clients,
@@ -781,7 +1456,10 @@ async fn batch_add(args: BatchAddArgs) -> anyhow::Result<(Value, bool)> {
         BATCH_ADD_NOTES,
         Arc::new(move |rng: &mut SmallRng| pb::BatchAddNotesRequest {
             requests: (0..batch)
-                .map(|_| add_request(&note, rng, with_request_id))
+                .map(|_| {
+                    let note = pick(&notes, rng);
+                    add_request(note, rng, with_request_id)
+                })
                 .collect(),
             partial_success: false,
         }),
@@ -855,16 +1533,29 @@ fn seeded_id(k: u64) -> Uuid {
     Uuid::from_u128(0x0000_0000_0000_7000_8000_0000_0000_0000 | u128::from(k))
 }
 
-/// The ids of the seeded notes k = 1..=`keys`, as strings.
-fn seeded_ids(keys: u64) -> anyhow::Result<Arc<Vec<String>>> {
-    anyhow::ensure!(keys >= 1, "--keys must be at least 1");
+/// The ids of the notes to read, as strings: those of `--ids-file`, or
+/// of the seeded notes k = 1..=`--keys`.
+fn note_ids(ids: &Ids) -> anyhow::Result<Arc<Vec<String>>> {
+    if let Some(path) = &ids.ids_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
+        let ids: Vec<String> = text
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty())
+            .map(str::to_owned)
+            .collect();
+        anyhow::ensure!(!ids.is_empty(), "{}: holds no id", path.display());
+        return Ok(Arc::new(ids));
+    }
+    anyhow::ensure!(ids.keys >= 1, "--keys must be at least 1");
     Ok(Arc::new(
-        (1..=keys).map(|k| seeded_id(k).to_string()).collect(),
+        (1..=ids.keys).map(|k| seeded_id(k).to_string()).collect(),
     ))
 }
 
 async fn get(args: GetArgs) -> anyhow::Result<(Value, bool)> {
-    let ids = seeded_ids(args.keys)?;
+    let ids = note_ids(&args.ids)?;
     let clients = clients(&args.target, args.load.connections).await?;
     let summary = closed_loop(
         &clients,
@@ -890,7 +1581,7 @@ async fn get(args: GetArgs) -> anyhow::Result<(Value, bool)> {
 async fn batch_get(args: BatchGetArgs) -> anyhow::Result<(Value, bool)> {
     anyhow::ensure!(args.batch >= 1, "--batch must be at least 1");
     let (get, batch) = (args.get, args.batch);
-    let ids = seeded_ids(get.keys)?;
+    let ids = note_ids(&get.ids)?;
     let clients = clients(&get.target, get.load.connections).await?;
     let mut summary = closed_loop(
         &clients,
@@ -979,6 +1670,35 @@ async fn list(args: ListArgs) -> anyhow::Result<(Value, bool)> {
         ..Default::default()
     };
 
+    let expected = usize::try_from(args.page_size).unwrap_or(0);
+    let measure = |token: String| {
+        let page = request(token);
+        closed_loop(
+            &clients,
+            args.concurrency,
+            Window::new(args.warmup_secs, args.duration_secs).paced(args.rate),
+            0,
+            LIST_NOTES,
+            Arc::new(move |_: &mut SmallRng| page.clone()),
+            Arc::new(
+                move |_: &pb::ListNotesRequest, response: pb::ListNotesResponse| {
+                    if response.notes.len() == expected {
+                        Ok(Answer::read(expected))
+                    } else {
+                        Err("ShortPage".to_owned())
+                    }
+                },
+            ),
+        )
+    };
+    let mut report = serde_json::Map::new();
+    report.insert("page_size".into(), json!(args.page_size));
+    if args.page1_only {
+        let summary = measure(String::new()).await?;
+        report.insert("page1".into(), Value::Object(summary.figures));
+        return Ok((Value::Object(report), summary.errors == 0));
+    }
+
     // Walk to the far page: its token is the one page far_page - 1 returns.
     let walk_start = Instant::now();
     let mut client = clients[0].clone();
@@ -1002,7 +1722,6 @@ async fn list(args: ListArgs) -> anyhow::Result<(Value, bool)> {
         .map_err(|code| anyhow::anyhow!("ListNotes page {}: {code}", args.far_page))?
         .notes
         .len();
-    let expected = usize::try_from(args.page_size).unwrap_or(0);
     let far_full = far_len == expected;
     if !far_full {
         eprintln!(
@@ -1011,8 +1730,6 @@ async fn list(args: ListArgs) -> anyhow::Result<(Value, bool)> {
         );
     }
 
-    let mut report = serde_json::Map::new();
-    report.insert("page_size".into(), json!(args.page_size));
     report.insert("far_page".into(), json!(args.far_page));
     report.insert("walk_secs".into(), json!(round3(walk_secs)));
     report.insert("far_page_len".into(), json!(far_len));
@@ -1022,25 +1739,7 @@ async fn list(args: ListArgs) -> anyhow::Result<(Value, bool)> {
         ("page1".to_owned(), String::new()),
         (format!("page{}", args.far_page), token),
     ] {
-        let page = request(token);
-        let summary = closed_loop(
-            &clients,
-            args.concurrency,
-            Window::new(args.warmup_secs, args.duration_secs),
-            0,
-            LIST_NOTES,
-            Arc::new(move |_: &mut SmallRng| page.clone()),
-            Arc::new(
-                move |_: &pb::ListNotesRequest, response: pb::ListNotesResponse| {
-                    if response.notes.len() == expected {
-                        Ok(Answer::read(expected))
-                    } else {
-                        Err("ShortPage".to_owned())
-                    }
-                },
-            ),
-        )
-        .await?;
+        let summary = measure(token).await?;
         errors += summary.errors;
         report.insert(name, Value::Object(summary.figures));
     }
@@ -1098,7 +1797,7 @@ impl Client {
         result: &mut WatcherResult,
     ) -> Result<(), String> {
         let wire = |err: h2::Error| format!("Transport({err})");
-        let response = self.open(WATCH_NOTES, request).await?;
+        let response = self.open(WATCH_NOTES, request, None).await?;
         if let Some(status) = response.headers().get("grpc-status") {
             return grpc_outcome(status).and(Err("NoMessage".to_owned()));
         }
@@ -1275,8 +1974,215 @@ async fn clients_for(
     connections: usize,
 ) -> anyhow::Result<Vec<Client>> {
     let target = Target {
-        addr: target.addr.clone(),
         key: key.to_owned(),
+        ..target.clone()
     };
     clients(&target, connections).await
+}
+
+/// Fresh connections, one after another in each of `--concurrency` tasks:
+/// each connects (TCP, TLS, HTTP/2), makes one GetNote, closes and waits
+/// until the connection is down. The figures are per connection.
+async fn connect(args: ConnectArgs) -> anyhow::Result<(Value, bool)> {
+    let ids = note_ids(&args.ids)?;
+    let connector = Arc::new(Connector::new(&args.target, args.tls_resume)?);
+    let window = Window::new(args.warmup_secs, args.duration_secs);
+    let resumed = Arc::new(AtomicU64::new(0));
+    let cpu_start = own_cpu_secs().map(|cpu| (cpu, Instant::now()));
+    let cpu_window = CpuWindow::start(window);
+    let mut tasks = Vec::new();
+    for i in 0..args.concurrency.max(1) {
+        let (connector, ids, resumed) = (
+            Arc::clone(&connector),
+            Arc::clone(&ids),
+            Arc::clone(&resumed),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut rng = SmallRng::seed_from_u64(4_000 + i as u64);
+            let mut result = TaskResult::default();
+            while Instant::now() < window.stop_at {
+                let request = pb::GetNoteRequest {
+                    id: ids[rng.random_range(0..ids.len())].clone(),
+                };
+                let start = Instant::now();
+                let once = async {
+                    let connected = connector.connect().await?;
+                    if connected.tls_resumed && start >= window.measure_from {
+                        resumed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let mut client = connected.client;
+                    let response: pb::GetNoteResponse = client.call(GET_NOTE, &request).await?;
+                    // Close: the connection ends when its last handle is gone.
+                    drop(client);
+                    let _ = connected.driver.await;
+                    match response.note {
+                        Some(note) if note.id == request.id => Ok(Answer::read(1)),
+                        _ => Err("WrongNote".to_owned()),
+                    }
+                };
+                let outcome = match tokio::time::timeout(CALL_TIMEOUT, once).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => Err("Timeout".to_owned()),
+                };
+                result.record(window, start, outcome);
+            }
+            result
+        }));
+    }
+    let mut results = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        results.push(task.await?);
+    }
+    let measured: u64 = results.iter().map(|r| r.latencies_us.len() as u64).sum();
+    let cpu = cpu_window.figures(measured).await;
+    let summary = summarize(results, window, cpu_start);
+    let mut figures = summary.figures;
+    figures.insert("concurrency".into(), json!(args.concurrency.max(1)));
+    figures.extend(cpu);
+    figures.insert("tls".into(), json!(connector.tls.is_some()));
+    figures.insert("tls_resume".into(), json!(args.tls_resume));
+    figures.insert("tls_resumed".into(), json!(resumed.load(Ordering::Relaxed)));
+    figures.insert("compression".into(), json!(connector.compression.name()));
+    if let Some(session) = connector.wire.tls_session.get() {
+        figures.insert("tls_session".into(), json!(session));
+    }
+    let ok = summary.errors == 0;
+    Ok((Value::Object(figures), ok))
+}
+
+/// The metadata a write answers with and a read may send back (docs/api.md,
+/// "Read replicas and consistency tokens").
+const CONSISTENCY_TOKEN: &str = "notesd-consistency-token";
+
+/// In each of `--concurrency` tasks, one after another: AddNote, then
+/// GetNote of the note it created, with the AddNote's consistency token
+/// (`--token on`, when the server sent one) or without. The figures are the
+/// GetNote's (`add`: the AddNote's); a GetNote that finds no note is a
+/// stale read (`stale_reads`), a failure only with the token.
+async fn read_own_writes(args: ReadOwnWritesArgs) -> anyhow::Result<(Value, bool)> {
+    let clients = clients(&args.target, args.load.connections).await?;
+    let notes = note_pool(None);
+    let window = args.load.window();
+    let send_token = args.token == OnOff::On;
+    let concurrency = args.load.concurrency.max(1);
+    // Measured AddNote answers that carried a token.
+    let tokens = Arc::new(AtomicU64::new(0));
+    // GetNote calls of the warmup that found no note.
+    let stale_warmup = Arc::new(AtomicU64::new(0));
+    let cpu_start = own_cpu_secs().map(|cpu| (cpu, Instant::now()));
+    let cpu_window = CpuWindow::start(window);
+    let mut tasks = Vec::with_capacity(concurrency);
+    for i in 0..concurrency {
+        let mut client = clients[i % clients.len()].clone();
+        let (notes, tokens, stale_warmup) = (
+            Arc::clone(&notes),
+            Arc::clone(&tokens),
+            Arc::clone(&stale_warmup),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut rng = SmallRng::seed_from_u64(5_000 + i as u64);
+            let (mut adds, mut gets) = (TaskResult::default(), TaskResult::default());
+            let mut pace = Pace::new(window, concurrency, i);
+            while Instant::now() < window.stop_at {
+                if let Some(pace) = pace.as_mut() {
+                    pace.wait().await;
+                    if Instant::now() >= window.stop_at {
+                        break;
+                    }
+                }
+                let request = add_request(pick(&notes, &mut rng), &mut rng, true);
+                let start = Instant::now();
+                let added = tokio::time::timeout(
+                    CALL_TIMEOUT,
+                    client.call_with::<pb::AddNoteResponse>(ADD_NOTE, &request, None),
+                )
+                .await
+                .unwrap_or_else(|_| Err("Timeout".to_owned()));
+                let (id, token) = match added {
+                    Ok((pb::AddNoteResponse { note: Some(note) }, headers)) => {
+                        (note.id, headers.get(CONSISTENCY_TOKEN).cloned())
+                    }
+                    Ok(_) => {
+                        adds.record(window, start, Err("BadResponse".to_owned()));
+                        continue;
+                    }
+                    Err(code) => {
+                        adds.record(window, start, Err(code));
+                        continue;
+                    }
+                };
+                adds.record(window, start, Ok(Answer::read(1)));
+                if token.is_some() && start >= window.measure_from {
+                    tokens.fetch_add(1, Ordering::Relaxed);
+                }
+                let header = token
+                    .filter(|_| send_token)
+                    .map(|token| (CONSISTENCY_TOKEN, token));
+                let request = pb::GetNoteRequest { id };
+                let start = Instant::now();
+                let got = tokio::time::timeout(
+                    CALL_TIMEOUT,
+                    client.call_with::<pb::GetNoteResponse>(GET_NOTE, &request, header),
+                )
+                .await
+                .unwrap_or_else(|_| Err("Timeout".to_owned()));
+                let outcome = match got {
+                    Ok((pb::GetNoteResponse { note: Some(note) }, _)) if note.id == request.id => {
+                        Ok(Answer::read(1))
+                    }
+                    Ok(_) => Err("WrongNote".to_owned()),
+                    Err(code) => Err(code),
+                };
+                let not_found = matches!(&outcome, Err(code) if code == "NotFound");
+                let warmup_errors = gets.warmup_errors;
+                gets.record(window, start, outcome);
+                if not_found && gets.warmup_errors > warmup_errors {
+                    stale_warmup.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            (adds, gets)
+        }));
+    }
+    let (mut adds, mut gets) = (Vec::new(), Vec::new());
+    for task in tasks {
+        let (a, g) = task.await?;
+        adds.push(a);
+        gets.push(g);
+    }
+    let pairs: u64 = gets.iter().map(|r| r.latencies_us.len() as u64).sum();
+    let cpu = cpu_window.figures(pairs).await;
+    let added = summarize(adds, window, None);
+    let got = summarize(gets, window, cpu_start);
+    let stale = got.figures["errors_by_code"]
+        .get("NotFound")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let mut figures = got.figures;
+    figures.insert("concurrency".into(), json!(concurrency));
+    figures.insert("token".into(), json!(if send_token { "on" } else { "off" }));
+    figures.insert(
+        "tokens_received".into(),
+        json!(tokens.load(Ordering::Relaxed)),
+    );
+    figures.insert("stale_reads".into(), json!(stale));
+    let calls = figures["calls"].as_u64().unwrap_or(0);
+    figures.insert(
+        "stale_reads_pct".into(),
+        json!(if calls > 0 {
+            round3(100.0 * stale as f64 / calls as f64)
+        } else {
+            0.0
+        }),
+    );
+    // notesd's CPU a pair (AddNote and GetNote): `server_cpu_us_per_call`.
+    figures.extend(cpu);
+    figures.insert("add".into(), Value::Object(added.figures));
+    if stale > 0 {
+        eprintln!("loadgen: {stale} GetNote calls did not find the note just added");
+    }
+    // Without the token a stale read is what is measured, not a failure.
+    let stale_all = stale + stale_warmup.load(Ordering::Relaxed);
+    let get_failures = got.errors - if send_token { 0 } else { stale_all };
+    let ok = added.errors == 0 && get_failures == 0;
+    Ok((Value::Object(figures), ok))
 }

@@ -8,6 +8,8 @@
                                  per-transaction logs, client CPU from /usr/bin/time
   summary --work DIR ...         the report: a table on stdout, markdown and JSON files
   search-summary --work DIR ...  bench/search's report, the same way
+  edge-summary --work DIR ...    bench/edge's report: CPU a call of TLS and compression
+  replica-summary --work DIR ... bench/replica's report: reads with and without a replica
 """
 
 import argparse
@@ -61,6 +63,16 @@ def proc_ticks(pid, children=False):
     return ticks
 
 
+def parent_of(pid):
+    """The parent's pid of a process, as a string ("" when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return ""
+    return stat[stat.rfind(")") + 2 :].split()[1]
+
+
 def cpu_snap(pid):
     """CPU counters, in clock ticks, of every process of the machine.
 
@@ -77,6 +89,9 @@ def cpu_snap(pid):
     total = sum(cpu[:8])  # guest time is already in user
     everything = 0
     postgres = 0
+    # bench/replica's standby: its postmaster and its children (BENCH_STANDBY_PID).
+    standby = os.environ.get("BENCH_STANDBY_PID", "")
+    standby_ticks = 0
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -89,6 +104,8 @@ def cpu_snap(pid):
         everything += ticks
         if comm == "postgres":
             postgres += ticks
+            if standby and (entry == standby or parent_of(entry) == standby):
+                standby_ticks += ticks
     return {
         "time": time.time(),
         "all_processes_ticks": everything,
@@ -96,6 +113,7 @@ def cpu_snap(pid):
         "proc_stat_total_ticks": total,
         "notesd_ticks": proc_ticks(pid),
         "postgres_ticks": postgres,
+        **({"standby_ticks": standby_ticks} if standby else {}),
         "ticks_per_sec": TICKS,
         "cpus": os.cpu_count(),
     }
@@ -188,6 +206,11 @@ def cpu_use(work, phase):
         "all_cores": round(busy, 2),
         "notesd_cores": round((b["notesd_ticks"] - a["notesd_ticks"]) / wall, 2),
         "postgres_cores": round((b["postgres_ticks"] - a["postgres_ticks"]) / wall, 2),
+        **(
+            {"standby_cores": round((b["standby_ticks"] - a["standby_ticks"]) / wall, 2)}
+            if "standby_ticks" in a and "standby_ticks" in b
+            else {}
+        ),
     }
 
 
@@ -588,6 +611,663 @@ def search_summary(args):
     write_report(args, md, result, rows, cpu_rows)
 
 
+EDGE_CASES = (
+    ("plain", "plaintext"),
+    ("gzip", "gzip"),
+    ("zstd", "zstd"),
+    ("tls", "TLS"),
+    ("tls_zstd", "TLS + zstd"),
+    ("tls_gzip", "TLS + gzip"),
+)
+EDGE_CONNECTS = (
+    ("connect.plain", "plaintext"),
+    ("connect.tls", "TLS, full handshake"),
+    ("connect.tls_resumed", "TLS, resumed session"),
+)
+# The figures of a run averaged over the rounds.
+EDGE_MEANS = (
+    "rps",
+    "p50_ms",
+    "p99_ms",
+    "server_cpu_us_per_call",
+    "server_cpu_cores",
+    "loadgen_cpu_us_per_call",
+    "request_bytes_per_call",
+    "response_bytes_per_call",
+    "compressed_responses_pct",
+    "target_rate",
+)
+
+
+def edge_calls(big, page_size):
+    return (
+        ("add", "AddNote, 110-byte note"),
+        ("add_big", f"AddNote, {big}-byte note"),
+        ("get", "GetNote, seeded note (~100 bytes)"),
+        ("get_big", f"GetNote, {big}-byte note"),
+        ("list", f"ListNotes page 1 ({page_size} notes)"),
+    )
+
+
+def edge_figures(phase):
+    """A run's loadgen figures (ListNotes nests them under its page)."""
+    return phase.get("page1", phase)
+
+
+def mean(values):
+    values = [v for v in values if v is not None]
+    return round(sum(values) / len(values), 3) if values else None
+
+
+def edge_rounds(figures):
+    """The figures of one case and call over its rounds: the mean of each
+    of EDGE_MEANS, the errors summed, notesd's CPU a call each round."""
+    out = {key: mean([f.get(key) for f in figures]) for key in EDGE_MEANS}
+    out["rounds"] = len(figures)
+    out["errors"] = sum(f.get("errors") or 0 for f in figures) if figures else None
+    out["server_cpu_us_per_call_rounds"] = [f.get("server_cpu_us_per_call") for f in figures]
+    out["tls_resumed"] = sum(f.get("tls_resumed") or 0 for f in figures)
+    out["calls"] = sum(f.get("calls") or 0 for f in figures)
+    out["tls"] = any(f.get("tls") for f in figures)
+    return out
+
+
+def edge_cost(runs, base_runs, key="server_cpu_us_per_call"):
+    """What a case costs over the baseline: the difference of the means, its
+    share of the baseline, and the lowest and highest difference of a round
+    against the baseline of the same round."""
+    mean_case = mean([f.get(key) for f in runs])
+    mean_base = mean([f.get(key) for f in base_runs])
+    if mean_case is None or mean_base is None:
+        return {"us": None, "pct": None, "round_min": None, "round_max": None}
+    per_round = [
+        a.get(key) - b.get(key)
+        for a, b in zip(runs, base_runs)
+        if a.get(key) is not None and b.get(key) is not None
+    ]
+    return {
+        "us": round(mean_case - mean_base, 2),
+        "pct": round(100 * (mean_case - mean_base) / mean_base, 1) if mean_base else None,
+        "round_min": round(min(per_round), 2) if per_round else None,
+        "round_max": round(max(per_round), 2) if per_round else None,
+    }
+
+
+def cost_text(cost):
+    """+12.3 µs (+15 %), and the rounds' range when there are several."""
+    if cost["us"] is None:
+        return "n/a"
+    text = f"{cost['us']:+.1f} µs"
+    if cost["pct"] is not None:
+        text += f" ({cost['pct']:+.0f} %)"
+    if cost["round_min"] is not None and cost["round_min"] != cost["round_max"]:
+        text += f" [{cost['round_min']:+.1f} to {cost['round_max']:+.1f}]"
+    return text
+
+
+def us_rounds(runs):
+    """notesd's CPU a call: the mean, and each round's when there are several."""
+    values = [f.get("server_cpu_us_per_call") for f in runs]
+    text = fmt(mean(values), digits=1)
+    if len(values) > 1:
+        text += " (" + ", ".join(fmt(v, digits=1) for v in values) + ")"
+    return text
+
+
+def edge_summary(args):
+    """bench/edge's report. Its work directory holds one phase per case,
+    call and round, named CASE.CALL.rN (plain.add.r1, tls_zstd.get_big.r2,
+    ...), and the fresh-connection runs (connect.plain.rN, connect.tls.rN,
+    connect.tls_resumed.rN), each with notesd's CPU over its measured window
+    (loadgen --server-pid)."""
+    work = args.work
+    knobs = knobs_of(
+        (
+            "BENCH_SECS",
+            "BENCH_WARMUP_SECS",
+            "BENCH_EDGE_ROUNDS",
+            "BENCH_CLIENTS",
+            "BENCH_EDGE_RATES",
+            "BENCH_LIST_NOTES",
+            "BENCH_GET_NOTES",
+            "BENCH_BIG_BYTES",
+            "BENCH_EDGE_CASES",
+            "BENCH_EDGE_CALLS",
+            "BENCH_CONNECT",
+            "BENCH_CONNECT_SECS",
+            "BENCH_CONNECT_CONCURRENCY",
+            "BENCH_DB",
+            "BENCH_CONNECTIONS",
+            "BENCH_LOADGEN_THREADS",
+            "BENCH_LIST_CONCURRENCY",
+            "BENCH_LIST_PAGE_SIZE",
+            "BENCH_NOTESD_ARGS",
+            "BENCH_NOTESD",
+        )
+    )
+    rounds = int(knobs["BENCH_EDGE_ROUNDS"] or "1")
+    big = knobs["BENCH_BIG_BYTES"] or "8192"
+    calls = edge_calls(big, knobs["BENCH_LIST_PAGE_SIZE"] or "100")
+    runs_of = [f"{case}.{call}" for call, _ in calls for case, _ in EDGE_CASES]
+    runs_of += [name for name, _ in EDGE_CONNECTS]
+    phases = {}
+    for run in runs_of:
+        for r in range(1, rounds + 1):
+            name = f"{run}.r{r}"
+            if os.path.exists(os.path.join(work, f"{name}.json")):
+                phases[name] = load_phase(work, name)
+    failures = failures_of(work)
+
+    def runs(run):
+        """The figures of each round of a run, in order."""
+        return [edge_figures(phases[f"{run}.r{r}"]) for r in range(1, rounds + 1) if f"{run}.r{r}" in phases]
+
+    paced = bool(knobs["BENCH_EDGE_RATES"].strip())
+    rows, costs, summary = [], {}, {}
+    for call, call_label in calls:
+        base = runs(f"plain.{call}")
+        for case, case_label in EDGE_CASES:
+            these = runs(f"{case}.{call}")
+            if not these:
+                continue
+            agg = edge_rounds(these)
+            summary.setdefault(call, {})[case] = agg
+            if case != "plain":
+                costs.setdefault(call, {})[case] = {
+                    "server": edge_cost(these, base),
+                    "loadgen": edge_cost(these, base, "loadgen_cpu_us_per_call"),
+                }
+            rate = agg.get("rps")
+            rate_text = fmt(rate)
+            target = agg.get("target_rate")
+            if target:
+                rate_text += f" of {fmt(target)}" + (" (short)" if rate is not None and rate < 0.95 * target else "")
+            rows.append(
+                (
+                    call_label,
+                    case_label,
+                    rate_text,
+                    p50_p99(agg),
+                    us_rounds(these),
+                    "baseline" if case == "plain" else cost_text(costs[call][case]["server"]),
+                    fmt(agg.get("loadgen_cpu_us_per_call"), digits=1),
+                    f"{fmt(agg.get('request_bytes_per_call'))} / {fmt(agg.get('response_bytes_per_call'))}",
+                    fmt(agg.get("compressed_responses_pct"), " %", digits=0),
+                    fmt(agg.get("errors")),
+                )
+            )
+    header = (
+        "call",
+        "case",
+        "calls/s" + (" (of the paced rate)" if paced else ""),
+        "p50 / p99",
+        "notesd CPU µs a call" + (" (each round)" if rounds > 1 else ""),
+        "vs plaintext" + (" [rounds' range]" if rounds > 1 else ""),
+        "loadgen CPU µs a call",
+        "message bytes a call (request / response)",
+        "responses compressed",
+        "errors",
+    )
+
+    cost_cases = [
+        (case, label) for case, label in EDGE_CASES if case != "plain" and any(case in c for c in costs.values())
+    ]
+    cost_header = ("call", *(label for _, label in cost_cases))
+    cost_rows = [
+        (label, *(cost_text(costs[call][case]["server"]) if case in costs[call] else "" for case, _ in cost_cases))
+        for call, label in calls
+        if call in costs
+    ]
+
+    connect_rows, connect_costs = [], {}
+    base = runs("connect.plain")
+    for run, label in EDGE_CONNECTS:
+        these = runs(run)
+        if not these:
+            continue
+        agg = edge_rounds(these)
+        summary.setdefault("connect", {})[run.removeprefix("connect.")] = agg
+        if run != "connect.plain":
+            connect_costs[run.removeprefix("connect.")] = {
+                "server": edge_cost(these, base),
+                "loadgen": edge_cost(these, base, "loadgen_cpu_us_per_call"),
+            }
+        connect_rows.append(
+            (
+                label,
+                fmt(agg.get("rps")),
+                p50_p99(agg),
+                us_rounds(these),
+                "baseline" if run == "connect.plain" else cost_text(connect_costs[run.removeprefix("connect.")]["server"]),
+                fmt(agg.get("loadgen_cpu_us_per_call"), digits=1),
+                f"{fmt(agg.get('tls_resumed'))} of {fmt(agg.get('calls'))}" if agg.get("tls") else "",
+                fmt(agg.get("errors")),
+            )
+        )
+    connect_header = (
+        "fresh connection, one GetNote",
+        "connections/s",
+        "p50 / p99",
+        "notesd CPU µs a connection" + (" (each round)" if rounds > 1 else ""),
+        "vs plaintext" + (" [rounds' range]" if rounds > 1 else ""),
+        "loadgen CPU µs a connection",
+        "resumed (measured)",
+        "errors",
+    )
+
+    labels = {f"{case}.{call}": f"{case_label}: {call_label}" for call, call_label in calls for case, case_label in EDGE_CASES}
+    labels.update({name: f"connections, {label}" for name, label in EDGE_CONNECTS})
+    cpu_rows = []
+    for name, phase in phases.items():
+        run, _, r = name.rpartition(".")
+        label = labels.get(run, run) + (f", round {r[1:]}" if rounds > 1 else "")
+        cpu_rows.append(cpu_row(label, phase["cpu"], phase.get("client", {})))
+
+    pace = (
+        f"paced at `{knobs['BENCH_EDGE_RATES']}` calls/s, the other calls as fast as they go, "
+        if paced
+        else "as fast as they go (closed loop), "
+    )
+    sessions = sorted({edge_figures(p).get("tls_session") for p in phases.values()} - {None})
+    meta = run_meta(args)
+    meta["tls_sessions"] = sessions
+    md = ["# TLS and compression: what they cost notesd", ""] + meta_lines(meta, knobs)
+    md += [
+        "",
+        f"Each run: {knobs['BENCH_CLIENTS'] or '?'} calls in flight over {knobs['BENCH_CONNECTIONS'] or '?'} "
+        f"HTTP/2 connections (ListNotes: {knobs['BENCH_LIST_CONCURRENCY'] or '?'} over 2), {pace}"
+        f"{knobs['BENCH_SECS'] or '?'} s measured after {knobs['BENCH_WARMUP_SECS'] or '?'} s of warmup, "
+        f"{rounds} round(s). notesd's CPU is its utime + stime (/proc/<pid>/stat) from the opening of the "
+        "measured window to the end of its last call, over the calls that finished in it; the load "
+        "generator's the same way. Compression: requests in that encoding, responses accepted in it (notesd "
+        "then compresses every response). Message bytes: the gRPC messages as sent, headers and TLS records "
+        "not counted."
+        + (f" TLS: {', '.join(f'`{s}`' for s in sessions)} (rustls, ring)." if sessions else ""),
+        "",
+        "**What each costs notesd a call** (CPU µs, the mean over the rounds against plaintext's"
+        + ("; in brackets the lowest and highest difference of one round" if rounds > 1 else "")
+        + "):",
+        "",
+        table(cost_header, cost_rows) if cost_rows else "(no case to compare)",
+        "",
+        table(header, rows),
+    ]
+    if connect_rows:
+        md += [
+            "",
+            f"**What a new connection costs** ({knobs['BENCH_CONNECT_CONCURRENCY'] or '?'} at a time, "
+            f"{knobs['BENCH_CONNECT_SECS'] or '?'} s each): connect, handshake (TLS 1.3 with a P-256 certificate, "
+            "then HTTP/2), one GetNote, close; notesd's CPU per connection, the GetNote included. "
+            "The TLS rows less the plaintext one are the handshake's cost.",
+            "",
+            table(connect_header, connect_rows),
+        ]
+    md += ["", CPU_NOTE, "", table(CPU_HEADER, cpu_rows)]
+    if failures:
+        md += ["", "**Failed steps:**", ""] + [f"- {f}" for f in failures]
+
+    result = {
+        "meta": meta,
+        "knobs": knobs,
+        "costs": costs,
+        "connect_costs": connect_costs,
+        "summary": summary,
+        "phases": phases,
+        "failures": failures,
+    }
+    os.makedirs(os.path.dirname(args.md) or ".", exist_ok=True)
+    with open(args.md, "w") as f:
+        f.write("\n".join(md) + "\n")
+    with open(args.json, "w") as f:
+        json.dump(result, f, indent=2, sort_keys=False)
+        f.write("\n")
+    print()
+    if cost_rows:
+        print(aligned(cost_header, cost_rows))
+        print()
+    print(aligned(header, rows))
+    if connect_rows:
+        print()
+        print(aligned(connect_header, connect_rows))
+    print()
+    print(aligned(("phase", "machine busy", "postgres", "notesd", "client", "other"), cpu_rows))
+    print()
+    print(f"written: {args.md}, {args.json}")
+
+
+
+def prom_samples(path):
+    """name{labels} -> value of a /metrics snapshot (the Prometheus text format)."""
+    out = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith("#") or not line.strip():
+                    continue
+                key, _, value = line.rstrip().rpartition(" ")
+                try:
+                    out[key] = float(value)
+                except ValueError:
+                    pass
+    except OSError:
+        pass
+    return out
+
+
+def replica_reads(work, name):
+    """The reads each database served during a run (notesd_db_reads_total,
+    warmup included), the replica's share, and its lag and state at the end."""
+    a = prom_samples(os.path.join(work, f"{name}.metrics0.txt"))
+    b = prom_samples(os.path.join(work, f"{name}.metrics1.txt"))
+    reads = {}
+    for key, value in b.items():
+        m = re.fullmatch(r'notesd_db_reads_total\{target="([^"]+)"\}', key)
+        if m:
+            reads[m.group(1)] = int(value - a.get(key, 0))
+    total = sum(reads.values())
+    replica = sum(n for target, n in reads.items() if target != "primary")
+    return {
+        "reads": reads,
+        "replica_share_pct": round(100 * replica / total, 1) if total else None,
+        "replica_up": b.get('notesd_replica_up{replica="0"}'),
+        "replica_lag_seconds": b.get('notesd_replica_lag_seconds{replica="0"}'),
+    }
+
+
+REPLICA_CALLS = (
+    ("get", "GetNote, seeded note"),
+    ("list", "ListNotes page 1"),
+)
+REPLICA_RW = (
+    ("rw_token", "primary", "no replica (token on, none sent)"),
+    ("rw_token", "replica", "replica, with the token"),
+    ("rw_notoken", "replica", "replica, without the token"),
+)
+REPLICA_MEANS = (
+    "rps",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "max_ms",
+    "mean_ms",
+    "server_cpu_us_per_call",
+    "loadgen_cpu_us_per_call",
+    "stale_reads_pct",
+)
+
+
+def replica_rounds(runs):
+    """A run's figures over its rounds: the means, the sums, the replica's share."""
+    out = {key: mean([f.get(key) for f in runs]) for key in REPLICA_MEANS}
+    out["rounds"] = len(runs)
+    for key in ("calls", "errors", "stale_reads", "tokens_received"):
+        out[key] = sum(f.get(key) or 0 for f in runs)
+    out["replica_share_pct"] = mean([f["db"].get("replica_share_pct") for f in runs])
+    out["cpu"] = {
+        key: mean([f["cpu"].get(key) for f in runs])
+        for key in ("postgres_cores", "standby_cores", "notesd_cores", "all_cores")
+    }
+    adds = [f["add"] for f in runs if f.get("add")]
+    if adds:
+        out["add"] = {key: mean([a.get(key) for a in adds]) for key in ("rps", "p50_ms", "p99_ms")}
+    return out
+
+
+def delta(a, b, digits=3):
+    return round(a - b, digits) if a is not None and b is not None else None
+
+
+def signed(value, unit=" ms"):
+    return "n/a" if value is None else f"{value:+.3f}{unit}"
+
+
+def replica_summary(args):
+    """bench/replica's report. Its work directory holds one run per call,
+    server and round, named CALL.SERVER.rN (get.primary.r1,
+    rw_notoken.replica.r2, ...), with /metrics before and after
+    (NAME.metrics0.txt, NAME.metrics1.txt)."""
+    work = args.work
+    knobs = knobs_of(
+        (
+            "BENCH_SECS",
+            "BENCH_WARMUP_SECS",
+            "BENCH_REPLICA_ROUNDS",
+            "BENCH_REPLICA_CALLS",
+            "BENCH_CLIENTS",
+            "BENCH_LIST_CONCURRENCY",
+            "BENCH_LIST_PAGE_SIZE",
+            "BENCH_RW_CONCURRENCY",
+            "BENCH_LIST_NOTES",
+            "BENCH_GET_NOTES",
+            "BENCH_DB",
+            "BENCH_STANDBY_PORT",
+            "BENCH_CONNECTIONS",
+            "BENCH_LOADGEN_THREADS",
+            "BENCH_NOTESD_ARGS",
+            "BENCH_REPLICA_ARGS",
+            "BENCH_NOTESD",
+        )
+    )
+    rounds = int(knobs["BENCH_REPLICA_ROUNDS"] or "1")
+    phases = {}
+    for call in ("get", "list", "rw_token", "rw_notoken"):
+        for server in ("primary", "replica"):
+            for r in range(1, rounds + 1):
+                name = f"{call}.{server}.r{r}"
+                if os.path.exists(os.path.join(work, f"{name}.json")):
+                    phase = load_phase(work, name)
+                    phase["db"] = replica_reads(work, name)
+                    phases[name] = phase
+    failures = failures_of(work)
+
+    def runs(call, server):
+        out = []
+        for r in range(1, rounds + 1):
+            phase = phases.get(f"{call}.{server}.r{r}")
+            if phase is not None:
+                figures = dict(edge_figures(phase))
+                figures.update({"cpu": phase["cpu"], "db": phase["db"]})
+                out.append(figures)
+        return out
+
+    summary = {}
+    for call in ("get", "list", "rw_token", "rw_notoken"):
+        for server in ("primary", "replica"):
+            these = runs(call, server)
+            if these:
+                summary.setdefault(call, {})[server] = replica_rounds(these)
+
+    header = (
+        "call",
+        "notesd",
+        "calls/s",
+        "p50 / p99",
+        "vs no replica (calls/s, p99)",
+        "notesd CPU µs a call",
+        "reads served by the replica",
+        "postgres cores: primary / standby",
+        "errors",
+    )
+    rows = []
+    for call, label in REPLICA_CALLS:
+        base = summary.get(call, {}).get("primary")
+        for server in ("primary", "replica"):
+            agg = summary.get(call, {}).get(server)
+            if not agg:
+                continue
+            cpu = agg["cpu"]
+            primary_pg = delta(cpu.get("postgres_cores"), cpu.get("standby_cores") or 0, 2)
+            versus = "baseline"
+            if server == "replica":
+                versus = (
+                    f"{fmt(ratio(agg.get('rps'), base.get('rps')), 'x')}, {signed(delta(agg.get('p99_ms'), base.get('p99_ms')))}"
+                    if base
+                    else "n/a"
+                )
+            rows.append(
+                (
+                    label,
+                    "without replicas" if server == "primary" else "with the replica",
+                    fmt(agg.get("rps")),
+                    p50_p99(agg),
+                    versus,
+                    fmt(agg.get("server_cpu_us_per_call"), digits=1),
+                    fmt(agg.get("replica_share_pct"), " %", digits=1),
+                    f"{fmt(primary_pg)} / {fmt(cpu.get('standby_cores'))}",
+                    fmt(agg.get("errors")),
+                )
+            )
+
+    rw_header = (
+        "read-own-writes (AddNote, then GetNote of it)",
+        "pairs/s",
+        "GetNote p50 / p90 / p99",
+        "vs the replica without the token (p50, p99)",
+        "vs no replica (p50, p99)",
+        "AddNote p50 / p99",
+        "tokens received",
+        "stale reads (NotFound)",
+        "reads served by the replica",
+        "notesd CPU µs a pair",
+    )
+    rw_rows, token_cost = [], {}
+    notoken = summary.get("rw_notoken", {}).get("replica")
+    noreplica = summary.get("rw_token", {}).get("primary")
+    for call, server, label in REPLICA_RW:
+        agg = summary.get(call, {}).get(server)
+        if not agg:
+            continue
+        vs_notoken = vs_noreplica = ""
+        if (call, server) == ("rw_token", "replica"):
+            token_cost = {
+                "vs_no_token": {
+                    p: delta(agg.get(p), notoken.get(p)) if notoken else None for p in ("p50_ms", "p90_ms", "p99_ms", "mean_ms")
+                },
+                "vs_no_replica": {
+                    p: delta(agg.get(p), noreplica.get(p)) if noreplica else None
+                    for p in ("p50_ms", "p90_ms", "p99_ms", "mean_ms")
+                },
+            }
+            vs_notoken = ", ".join(signed(token_cost["vs_no_token"][p]) for p in ("p50_ms", "p99_ms"))
+            vs_noreplica = ", ".join(signed(token_cost["vs_no_replica"][p]) for p in ("p50_ms", "p99_ms"))
+        elif (call, server) == ("rw_notoken", "replica") and noreplica:
+            vs_noreplica = ", ".join(signed(delta(agg.get(p), noreplica.get(p))) for p in ("p50_ms", "p99_ms"))
+        add = agg.get("add", {})
+        rw_rows.append(
+            (
+                label,
+                fmt(agg.get("rps")),
+                f"{fmt(agg.get('p50_ms'))} / {fmt(agg.get('p90_ms'))} / {fmt(agg.get('p99_ms'), ' ms')}",
+                vs_notoken or ("baseline" if call == "rw_notoken" else ""),
+                vs_noreplica or ("baseline" if server == "primary" else ""),
+                f"{fmt(add.get('p50_ms'))} / {fmt(add.get('p99_ms'), ' ms')}",
+                fmt(agg.get("tokens_received")),
+                f"{fmt(agg.get('stale_reads'))} ({fmt(agg.get('stale_reads_pct'), ' %', digits=2)})",
+                fmt(agg.get("replica_share_pct"), " %", digits=1),
+                fmt(agg.get("server_cpu_us_per_call"), digits=1),
+            )
+        )
+
+    labels = {"get": "GetNote", "list": "ListNotes page 1", "rw_token": "read-own-writes, token", "rw_notoken": "read-own-writes, no token"}
+    cpu_header = ("run", "machine busy", "postgres (both)", "of it the standby", "notesd", "loadgen", "other", "replica lag at the end")
+    cpu_rows = []
+    for name, phase in phases.items():
+        call, server, r = name.split(".")
+        label = f"{labels[call]}, {'with the replica' if server == 'replica' else 'no replica'}" + (
+            f", round {r[1:]}" if rounds > 1 else ""
+        )
+        row = cpu_row(label, phase["cpu"], phase.get("client", {}))
+        lag = phase["db"].get("replica_lag_seconds")
+        cpu_rows.append(
+            (
+                *row[:3],
+                fmt(phase["cpu"].get("standby_cores")),
+                *row[3:],
+                "" if server == "primary" else fmt(None if lag is None else lag * 1000, " ms", digits=1),
+            )
+        )
+
+    meta = run_meta(args)
+    meta["standby"] = args.standby
+    wait = "100"
+    m = re.search(r"--replica-token-wait-ms[ =](\d+)", knobs["BENCH_REPLICA_ARGS"] + " " + knobs["BENCH_NOTESD_ARGS"])
+    if m:
+        wait = m.group(1)
+    md = ["# Read replicas: GetNote and ListNotes with one replica, and reading one's own writes", ""]
+    md += meta_lines(meta, knobs)
+    md += [
+        "",
+        f"**One machine, {os.cpu_count()} cores, for everything**: the primary PostgreSQL, its hot standby "
+        "(made for the run with `pg_basebackup -R -X stream`, streaming from the primary, on port "
+        f"{knobs['BENCH_STANDBY_PORT'] or '?'}), notesd and the load generator share them. A replica here adds "
+        "no hardware, only another PostgreSQL competing for the same cores (and the standby's replay of the "
+        "primary's WAL): what it shows is the cost of routing reads to a replica and of waiting for a token, "
+        "not the capacity a replica on its own machine would add. "
+        f"Standby: {args.standby}.",
+        "",
+        f"Each run: {knobs['BENCH_SECS'] or '?'} s measured after {knobs['BENCH_WARMUP_SECS'] or '?'} s of warmup, "
+        f"{rounds} round(s), the mean over the rounds. GetNote: {knobs['BENCH_CLIENTS'] or '?'} calls in flight over "
+        f"{knobs['BENCH_CONNECTIONS'] or '?'} HTTP/2 connections; ListNotes page 1 ({knobs['BENCH_LIST_PAGE_SIZE'] or '?'} notes): "
+        f"{knobs['BENCH_LIST_CONCURRENCY'] or '?'} in flight. notesd's CPU is its utime + stime over the measured window "
+        "(loadgen --server-pid). Reads served by the replica: the share of `notesd_db_reads_total` that went to "
+        "`replica-0` over the run, warmup included.",
+        "",
+        table(header, rows) if rows else "(no GetNote or ListNotes run)",
+    ]
+    if rw_rows:
+        md += [
+            "",
+            f"**Reading one's own write**: {knobs['BENCH_RW_CONCURRENCY'] or '?'} tasks, each in turn: AddNote, then "
+            "GetNote of the note it created, with the AddNote's `notesd-consistency-token` in the request metadata "
+            "(with the token) or not. The latency is the GetNote's. With the token, notesd serves the read from the "
+            "replica once it has replayed that WAL position, else from the primary: it asks the replica at once, "
+            "then every 5 ms (`TOKEN_POLL`, src/storage/replicas.rs) for at most "
+            f"`--replica-token-wait-ms` = {wait} ms, so a token not yet replayed costs at least one 5 ms sleep. Every "
+            "read must find its note. Without "
+            "the token, a replica within `--replica-max-lag-ms` serves it whatever it has replayed: a read that "
+            "finds no note is a stale read. The difference with the token against without is what waiting for the "
+            "token adds to a read. Served by the replica: the share of all the reads notesd counted in the run.",
+            "",
+            table(rw_header, rw_rows),
+        ]
+    md += [
+        "",
+        CPU_NOTE + " Of it the standby: the standby's postmaster and its processes (startup/replay, walreceiver, "
+        "the backends serving notesd's replica reads); the primary's is the rest (its walsender included).",
+        "",
+        table(cpu_header, cpu_rows),
+    ]
+    if failures:
+        md += ["", "**Failed steps:**", ""] + [f"- {f}" for f in failures]
+
+    result = {
+        "meta": meta,
+        "knobs": knobs,
+        "shared_machine": f"primary, standby, notesd and the load generator share this machine's {os.cpu_count()} cores",
+        "token_cost": token_cost,
+        "summary": summary,
+        "phases": phases,
+        "failures": failures,
+    }
+    os.makedirs(os.path.dirname(args.md) or ".", exist_ok=True)
+    with open(args.md, "w") as f:
+        f.write("\n".join(md) + "\n")
+    with open(args.json, "w") as f:
+        json.dump(result, f, indent=2, sort_keys=False)
+        f.write("\n")
+    print()
+    if rows:
+        print(aligned(header, rows))
+        print()
+    if rw_rows:
+        print(aligned(rw_header, rw_rows))
+        print()
+    print(aligned(cpu_header, cpu_rows))
+    print()
+    print(f"written: {args.md}, {args.json}")
+
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -601,7 +1281,7 @@ def main():
     p.add_argument("out")
     p.add_argument("log_dir")
     p.add_argument("time")
-    for name in ("summary", "search-summary"):
+    for name in ("summary", "search-summary", "edge-summary", "replica-summary"):
         p = sub.add_parser(name)
         p.add_argument("--work", required=True)
         p.add_argument("--git-rev", default="unknown")
@@ -610,6 +1290,8 @@ def main():
         p.add_argument("--total-secs", default="0")
         p.add_argument("--md", required=True)
         p.add_argument("--json", required=True)
+        if name == "replica-summary":
+            p.add_argument("--standby", default="")
     args = parser.parse_args()
     if args.command == "free-port":
         print(free_port(args.preferred))
@@ -623,6 +1305,10 @@ def main():
         summary(args)
     elif args.command == "search-summary":
         search_summary(args)
+    elif args.command == "edge-summary":
+        edge_summary(args)
+    elif args.command == "replica-summary":
+        replica_summary(args)
 
 
 if __name__ == "__main__":

@@ -473,6 +473,44 @@ pub(crate) const MAX_MESSAGE_BYTES: usize = 32 * 1024 * 1024;
 /// "Read replicas and consistency tokens").
 pub(crate) const CONSISTENCY_TOKEN_HEADER: &str = "notesd-consistency-token";
 
+/// The scope of a call (`storage::calls`) that must be done by
+/// `deadline`: one that only reads may read from a replica that has the
+/// writes of the consistency token in its `headers`.
+pub(crate) fn call_scope(
+    deadline: Option<tokio::time::Instant>,
+    reads_only: bool,
+    headers: &http::HeaderMap,
+) -> crate::storage::CallScope {
+    let call = crate::storage::CallScope::new(deadline);
+    if !reads_only {
+        return call;
+    }
+    let token = headers
+        .get(CONSISTENCY_TOKEN_HEADER)
+        .map(|value| value.to_str().unwrap_or_default());
+    call.reading(token)
+}
+
+/// Puts the consistency token of the writes committed so far in a
+/// successful write's response `headers`, when replicas are configured.
+pub(crate) async fn add_consistency_token(
+    reads: &crate::storage::ReadRouter,
+    headers: &mut http::HeaderMap,
+    edge: &'static str,
+) {
+    if reads.replica_count() == 0 {
+        return;
+    }
+    match reads.consistency_token().await {
+        Ok(token) => {
+            if let Ok(value) = http::HeaderValue::try_from(token.to_string()) {
+                headers.insert(CONSISTENCY_TOKEN_HEADER, value);
+            }
+        }
+        Err(err) => err.log_cause(edge),
+    }
+}
+
 /// A page holds fewer items than asked (AIP-158 allows it) when the items
 /// would make the response larger than this; large bodies then page by size.
 const RESPONSE_BUDGET_BYTES: usize = MAX_MESSAGE_BYTES / 2;

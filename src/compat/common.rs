@@ -23,11 +23,10 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::CompatState;
-use crate::api::{CONSISTENCY_TOKEN_HEADER, NotesApi};
+use crate::api::{NotesApi, add_consistency_token, call_scope};
 use crate::auth::ACTOR_HEADER;
 use crate::domain::{DomainError, Principal};
 use crate::proto::notes::v1 as pb;
-use crate::storage::CallScope;
 
 /// How many times a facade's read-modify-write of a note runs when a
 /// concurrent change makes its write fail with ETAG_MISMATCH, before that
@@ -328,26 +327,10 @@ pub(crate) async fn scope_call(
         *request.method(),
         axum::http::Method::GET | axum::http::Method::HEAD
     );
-    let mut call = CallScope::new(None);
-    if reads_only {
-        let token = request
-            .headers()
-            .get(CONSISTENCY_TOKEN_HEADER)
-            .map(|value| value.to_str().unwrap_or_default());
-        call = call.reading(token);
-    }
+    let call = call_scope(None, reads_only, request.headers());
     let mut response = call.run(next.run(request)).await;
-    if !reads_only && state.reads.replica_count() > 0 && response.status().is_success() {
-        match state.reads.consistency_token().await {
-            Ok(token) => {
-                if let Ok(value) = axum::http::HeaderValue::try_from(token.to_string()) {
-                    response
-                        .headers_mut()
-                        .insert(CONSISTENCY_TOKEN_HEADER, value);
-                }
-            }
-            Err(err) => err.log_cause("compat"),
-        }
+    if !reads_only && response.status().is_success() {
+        add_consistency_token(&state.reads, response.headers_mut(), "compat").await;
     }
     response
 }

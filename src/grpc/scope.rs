@@ -25,7 +25,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tonic::Status;
 
-use crate::api::CONSISTENCY_TOKEN_HEADER;
+use crate::api::{add_consistency_token, call_scope};
 use crate::domain::DomainError;
 use crate::storage::{CallScope, Canceller, ReadRouter};
 
@@ -122,14 +122,7 @@ where
             .and_then(|value| parse_grpc_timeout(value.as_bytes()))
             .map(|timeout| Instant::now() + timeout.saturating_sub(MARGIN));
         let reads_only = only_reads(request.uri().path());
-        let mut call = CallScope::new(deadline);
-        if reads_only {
-            let token = request
-                .headers()
-                .get(CONSISTENCY_TOKEN_HEADER)
-                .map(|value| value.to_str().unwrap_or_default());
-            call = call.reading(token);
-        }
+        let call = call_scope(deadline, reads_only, request.headers());
         let guard = CancelUnlessDone {
             call: call.clone(),
             canceller: self.layer.canceller.clone(),
@@ -149,20 +142,8 @@ where
             guard.done();
             let mut response = response?;
             // A write that succeeded (a failure is all in its headers).
-            if !reads_only
-                && reads.replica_count() > 0
-                && !response.headers().contains_key("grpc-status")
-            {
-                match reads.consistency_token().await {
-                    Ok(token) => {
-                        if let Ok(value) = http::HeaderValue::try_from(token.to_string()) {
-                            response
-                                .headers_mut()
-                                .insert(CONSISTENCY_TOKEN_HEADER, value);
-                        }
-                    }
-                    Err(err) => err.log_cause("grpc"),
-                }
+            if !reads_only && !response.headers().contains_key("grpc-status") {
+                add_consistency_token(&reads, response.headers_mut(), "grpc").await;
             }
             Ok(response)
         })

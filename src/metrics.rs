@@ -29,7 +29,7 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -103,7 +103,6 @@ pub(crate) struct Metrics {
     get_batch_notes: Histogram,
     watchers: Gauge,
     watch_feeds: Gauge,
-    served: HashSet<String>,
     pool: PgPool,
     feeds: ChangeFeeds,
 }
@@ -114,9 +113,19 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
+/// A call path's method (`package.Service/Method`) when this server serves
+/// it: the one bounded set of names that metrics and traces may record.
+pub(crate) fn served_method(path: &str) -> Option<&'static str> {
+    static SERVED: LazyLock<HashSet<String>> = LazyLock::new(served_methods);
+    let served: &'static HashSet<String> = &SERVED;
+    path.strip_prefix('/')
+        .and_then(|method| served.get(method))
+        .map(String::as_str)
+}
+
 /// Every gRPC method this server serves, as `package.Service/Method`, read
 /// from the descriptor sets of notes.v1, health and reflection.
-pub(crate) fn served_methods() -> HashSet<String> {
+fn served_methods() -> HashSet<String> {
     let sets = [
         crate::proto::FILE_DESCRIPTOR_SET,
         tonic_health::pb::FILE_DESCRIPTOR_SET,
@@ -145,11 +154,8 @@ pub(crate) fn served_methods() -> HashSet<String> {
 
 /// The method label of a call's path: the method's name when this server
 /// serves it, else `other`, so no client can add a label value.
-fn method_label(served: &HashSet<String>, path: &str) -> String {
-    match path.strip_prefix('/') {
-        Some(method) if served.contains(method) => method.to_owned(),
-        _ => "other".to_owned(),
-    }
+fn method_label(path: &str) -> &'static str {
+    served_method(path).unwrap_or("other")
 }
 
 impl Metrics {
@@ -249,14 +255,13 @@ impl Metrics {
             get_batch_notes,
             watchers,
             watch_feeds,
-            served: served_methods(),
             pool,
             feeds,
         })
     }
 
     fn observe_call(&self, path: &str, code: tonic::Code, started: Instant) {
-        let method = method_label(&self.served, path);
+        let method = method_label(path).to_owned();
         self.latency
             .get_or_create(&MethodLabels {
                 method: method.clone(),
@@ -423,20 +428,16 @@ mod tests {
 
     #[test]
     fn only_served_methods_get_a_label_of_their_own() {
-        let served = served_methods();
         assert_eq!(
-            method_label(&served, "/notes.v1.NotesService/AddNote"),
+            method_label("/notes.v1.NotesService/AddNote"),
             "notes.v1.NotesService/AddNote"
         );
         assert_eq!(
-            method_label(&served, "/grpc.health.v1.Health/Check"),
+            method_label("/grpc.health.v1.Health/Check"),
             "grpc.health.v1.Health/Check"
         );
-        assert_eq!(method_label(&served, "/evil.Service/X"), "other");
-        assert_eq!(method_label(&served, "/notes.v1.Junk1/Method1"), "other");
-        assert_eq!(
-            method_label(&served, "/notes.v1.NotesService/Nope"),
-            "other"
-        );
+        assert_eq!(method_label("/evil.Service/X"), "other");
+        assert_eq!(method_label("/notes.v1.Junk1/Method1"), "other");
+        assert_eq!(method_label("/notes.v1.NotesService/Nope"), "other");
     }
 }

@@ -11,9 +11,7 @@
 //! that parse: the logs then carry the caller's trace id, if any.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
 use std::io::IsTerminal as _;
-use std::sync::LazyLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -250,17 +248,6 @@ fn join_trace(span: &Span, headers: &http::HeaderMap) -> Option<Context> {
     context
 }
 
-/// Every gRPC method this server serves, as `package.Service/Method`.
-static SERVED: LazyLock<HashSet<String>> = LazyLock::new(crate::metrics::served_methods);
-
-/// A path's method when this server serves it.
-fn served_method(path: &str) -> Option<&'static str> {
-    let served: &'static HashSet<String> = &SERVED;
-    path.strip_prefix('/')
-        .and_then(|method| served.get(method))
-        .map(String::as_str)
-}
-
 /// At most `max` bytes of `text`, cut at a character boundary.
 fn bounded(text: &str, max: usize) -> &str {
     let mut end = text.len().min(max);
@@ -316,7 +303,7 @@ pub(crate) fn grpc_span<B>(request: &http::Request<B>) -> Span {
     if let Some(context) = join_trace(&span, request.headers()) {
         let otel = context.span();
         otel.set_attribute(KeyValue::new("rpc.system", "grpc"));
-        let served = served_method(request.uri().path());
+        let served = crate::metrics::served_method(request.uri().path());
         match served.and_then(|served| Some((served, served.split_once('/')?))) {
             Some((served, (service, name))) => {
                 otel.update_name(Cow::Borrowed(served));
@@ -537,6 +524,7 @@ mod tests {
 
     #[test]
     fn only_served_methods_are_named() {
+        use crate::metrics::served_method;
         assert_eq!(
             served_method("/notes.v1.NotesService/GetNote"),
             Some("notes.v1.NotesService/GetNote")

@@ -45,7 +45,8 @@ pub(crate) struct CallScope {
     /// Whether its reads may go to a replica: a read-only call's may; a
     /// call that writes reads what it wrote, from the primary.
     reads_replicas: bool,
-    name: Arc<str>,
+    /// Its number in this process, which makes its name (`name`).
+    number: u64,
     began_work: Arc<AtomicBool>,
 }
 
@@ -61,7 +62,7 @@ impl CallScope {
             deadline,
             token: None,
             reads_replicas: false,
-            name: format!("notesd call {}-{number}", process_tag()).into(),
+            number,
             began_work: Arc::default(),
         }
     }
@@ -72,6 +73,12 @@ impl CallScope {
         self.reads_replicas = true;
         self.token = token.map(Lsn::parse);
         self
+    }
+
+    /// Its `application_name` while it has a transaction open; made only
+    /// when one begins (or is cancelled), not for every call.
+    fn name(&self) -> String {
+        format!("notesd call {}-{}", process_tag(), self.number)
     }
 
     /// Runs `work` as this call's.
@@ -128,7 +135,7 @@ pub(super) fn push_call_settings(sql: &mut String) -> Result<(), DomainError> {
     let Ok((name, remaining)) = CURRENT.try_with(|call| {
         call.began_work.store(true, Ordering::Relaxed);
         (
-            call.name.clone(),
+            call.name(),
             call.deadline
                 .map(|deadline| deadline.saturating_duration_since(Instant::now())),
         )
@@ -157,7 +164,7 @@ pub(super) fn push_call_settings(sql: &mut String) -> Result<(), DomainError> {
 /// task, fed by a bounded queue, cancels all that are queued at once.
 #[derive(Debug, Clone)]
 pub(crate) struct Canceller {
-    queue: tokio::sync::mpsc::Sender<Arc<str>>,
+    queue: tokio::sync::mpsc::Sender<String>,
 }
 
 /// Calls whose statements wait to be cancelled; beyond that, a call's
@@ -170,11 +177,10 @@ impl Canceller {
     /// connecting role: see `Database::canceller_pool`); it ends when the
     /// last clone is dropped.
     pub(crate) fn start(pool: PgPool) -> Self {
-        let (queue, mut names) = tokio::sync::mpsc::channel::<Arc<str>>(CANCEL_QUEUE);
+        let (queue, mut names) = tokio::sync::mpsc::channel::<String>(CANCEL_QUEUE);
         tokio::spawn(async move {
             let mut batch = Vec::new();
             while names.recv_many(&mut batch, CANCEL_QUEUE).await > 0 {
-                let names: Vec<&str> = batch.iter().map(|name| &**name).collect();
                 // Only a statement running now: an idle backend has
                 // nothing to cancel (and ignores a cancel anyway).
                 let cancelled = sqlx::query_scalar::<_, i64>(
@@ -182,7 +188,7 @@ impl Canceller {
                      from pg_stat_activity \
                      where application_name = any($1) and state = 'active'",
                 )
-                .bind(&names)
+                .bind(&batch)
                 .fetch_one(&pool)
                 .await;
                 match cancelled {
@@ -202,7 +208,7 @@ impl Canceller {
 
     /// Cancels, in the background, any statement running for `call`.
     pub(crate) fn cancel(&self, call: &CallScope) {
-        if self.queue.try_send(call.name.clone()).is_err() {
+        if self.queue.try_send(call.name()).is_err() {
             tracing::debug!("too many statements to cancel; one is left to end by itself");
         }
     }
@@ -219,7 +225,7 @@ mod tests {
         assert_eq!(outside, "begin", "no call, nothing added");
 
         let call = CallScope::new(Some(Instant::now() + Duration::from_secs(5)));
-        let name = call.name.clone();
+        let name = call.name();
         let sql = call
             .clone()
             .run(async {

@@ -20,45 +20,20 @@ async fn raw_call(
     accept: &str,
     frame: Vec<u8>,
 ) -> (Option<String>, Option<String>, Vec<u8>) {
-    let tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
-    let (send, connection) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    let request = http::Request::post(format!("http://{}/notes.v1.NotesService/GetNote", app.addr))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .header("x-api-key", key)
-        .header("grpc-encoding", encoding)
-        .header("grpc-accept-encoding", accept)
-        .body(())
-        .unwrap();
-    let (response, mut stream) = send
-        .ready()
-        .await
-        .unwrap()
-        .send_request(request, false)
-        .unwrap();
-    stream.send_data(bytes::Bytes::from(frame), true).unwrap();
-    let (parts, mut body) = response.await.unwrap().into_parts();
-    let mut data = Vec::new();
-    while let Some(chunk) = body.data().await {
-        let chunk = chunk.unwrap();
-        let _ = body.flow_control().release_capacity(chunk.len());
-        data.extend(chunk);
-    }
-    let trailers = body.trailers().await.unwrap().unwrap_or_default();
+    let (headers, data, trailers) = raw_grpc(
+        app,
+        "/notes.v1.NotesService/GetNote",
+        &[
+            ("x-api-key", key),
+            ("grpc-encoding", encoding),
+            ("grpc-accept-encoding", accept),
+        ],
+        frame,
+    )
+    .await;
     let text = |value: Option<&http::HeaderValue>| value.map(|v| v.to_str().unwrap().to_owned());
-    let status = text(parts.headers.get("grpc-status")).or(text(trailers.get("grpc-status")));
-    (status, text(parts.headers.get("grpc-encoding")), data)
-}
-
-/// A gRPC frame of `message`, flagged compressed or not.
-fn frame(compressed: bool, message: &[u8]) -> Vec<u8> {
-    let mut frame = vec![u8::from(compressed)];
-    frame.extend((message.len() as u32).to_be_bytes());
-    frame.extend(message);
-    frame
+    let status = text(headers.get("grpc-status")).or(text(trailers.get("grpc-status")));
+    (status, text(headers.get("grpc-encoding")), data)
 }
 
 #[tokio::test]
@@ -106,7 +81,7 @@ async fn responses_are_compressed_only_for_clients_that_accept_it() {
         ("zstd,gzip", Some("zstd")),
     ] {
         let (status, encoding, body) =
-            raw_call(&app, &key, "identity", accept, frame(false, &request)).await;
+            raw_call(&app, &key, "identity", accept, grpc_frame(false, &request)).await;
         assert_eq!(encoding.as_deref(), expected, "accepting {accept}");
         assert_ne!(status.as_deref(), Some("12"), "accepting {accept}");
         // The answer's frame is flagged compressed exactly when it is, and
@@ -124,7 +99,7 @@ async fn responses_are_compressed_only_for_clients_that_accept_it() {
 async fn an_unsupported_encoding_is_unimplemented() {
     let app = spawn_app().await;
     let key = app.member_key("acme", "alice").await;
-    let (status, _, _) = raw_call(&app, &key, "snappy", "identity", frame(true, b"xx")).await;
+    let (status, _, _) = raw_call(&app, &key, "snappy", "identity", grpc_frame(true, b"xx")).await;
     assert_eq!(
         status.as_deref(),
         Some(&*(Code::Unimplemented as i32).to_string())

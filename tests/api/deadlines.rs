@@ -66,39 +66,16 @@ async fn update_with_deadline(
     timeout: &str,
 ) -> tonic::Status {
     use prost::Message as _;
-    let tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
-    let (send, connection) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    let http_request = http::Request::post(format!(
-        "http://{}/notes.v1.NotesService/UpdateNote",
-        app.addr
-    ))
-    .header("content-type", "application/grpc")
-    .header("te", "trailers")
-    .header("x-api-key", key)
-    .header("grpc-timeout", timeout)
-    .body(())
-    .unwrap();
-    let (response, mut stream) = send
-        .ready()
-        .await
-        .unwrap()
-        .send_request(http_request, false)
-        .unwrap();
-    let message = request.encode_to_vec();
-    let mut frame = vec![0];
-    frame.extend((message.len() as u32).to_be_bytes());
-    frame.extend(message);
-    stream.send_data(bytes::Bytes::from(frame), true).unwrap();
-    let (parts, mut body) = response.await.unwrap().into_parts();
-    if let Some(status) = tonic::Status::from_header_map(&parts.headers) {
-        return status;
-    }
-    while body.data().await.is_some() {}
-    let trailers = body.trailers().await.unwrap().unwrap_or_default();
-    tonic::Status::from_header_map(&trailers).expect("a grpc-status")
+    let (headers, _, trailers) = raw_grpc(
+        app,
+        "/notes.v1.NotesService/UpdateNote",
+        &[("x-api-key", key), ("grpc-timeout", timeout)],
+        grpc_frame(false, &request.encode_to_vec()),
+    )
+    .await;
+    tonic::Status::from_header_map(&headers)
+        .or_else(|| tonic::Status::from_header_map(&trailers))
+        .expect("a grpc-status")
 }
 
 /// The status of an UpdateNote of `note` with a 50 ms deadline, while the

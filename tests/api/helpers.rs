@@ -1171,3 +1171,51 @@ pub async fn insert_notes(app: &TestApp, tenant: &str, count: i32, body: &str) {
     .await
     .expect("notes inserted");
 }
+
+/// A gRPC call made over a bare HTTP/2 connection, so that no client stands
+/// in the way (tonic's would enforce a deadline itself, or refuse an
+/// encoding): `path`, these `headers` besides the content type and `te`,
+/// and one request `frame`. Returns the answer's headers, body and
+/// trailers.
+pub async fn raw_grpc(
+    app: &TestApp,
+    path: &str,
+    headers: &[(&str, &str)],
+    frame: Vec<u8>,
+) -> (http::HeaderMap, Vec<u8>, http::HeaderMap) {
+    let tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let (send, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut request = http::Request::post(format!("http://{}{path}", app.addr))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let (response, mut stream) = send
+        .ready()
+        .await
+        .unwrap()
+        .send_request(request.body(()).unwrap(), false)
+        .unwrap();
+    stream.send_data(bytes::Bytes::from(frame), true).unwrap();
+    let (parts, mut body) = response.await.unwrap().into_parts();
+    let mut data = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+        data.extend(chunk);
+    }
+    let trailers = body.trailers().await.unwrap().unwrap_or_default();
+    (parts.headers, data, trailers)
+}
+
+/// A gRPC frame of `message`, flagged compressed or not.
+pub fn grpc_frame(compressed: bool, message: &[u8]) -> Vec<u8> {
+    let mut frame = vec![u8::from(compressed)];
+    frame.extend((message.len() as u32).to_be_bytes());
+    frame.extend(message);
+    frame
+}

@@ -154,10 +154,21 @@ pub(super) fn push_call_settings(sql: &mut String) -> Result<(), DomainError> {
         let _ = write!(
             sql,
             ", set_config('statement_timeout', '{}', true)",
-            remaining.as_millis().max(1)
+            statement_timeout_ms(remaining)
         );
     }
     Ok(())
+}
+
+/// The largest `statement_timeout` PostgreSQL accepts (an `int` of
+/// milliseconds, about 24.8 days): a longer deadline is no bound in
+/// practice, and one above it would make the `BEGIN` fail.
+const MAX_STATEMENT_TIMEOUT_MS: u128 = i32::MAX as u128;
+
+/// `remaining` as a `statement_timeout`: at least 1 ms (0 would mean none),
+/// at most [`MAX_STATEMENT_TIMEOUT_MS`].
+fn statement_timeout_ms(remaining: Duration) -> u128 {
+    remaining.as_millis().clamp(1, MAX_STATEMENT_TIMEOUT_MS)
 }
 
 /// Cancels the statements of calls that ended before their work did: one
@@ -259,6 +270,19 @@ mod tests {
             .await
             .unwrap();
         assert!(!sql.contains("statement_timeout"), "{sql}");
+
+        let far = CallScope::new(Some(Instant::now() + Duration::from_secs(30 * 86_400)));
+        let sql = far
+            .run(async {
+                let mut sql = String::from("begin");
+                push_call_settings(&mut sql).map(|()| sql)
+            })
+            .await
+            .unwrap();
+        assert!(
+            sql.ends_with("'statement_timeout', '2147483647', true)"),
+            "a 30-day deadline is clamped to what PostgreSQL accepts: {sql}"
+        );
 
         let past = CallScope::new(Some(Instant::now()));
         let refused = past

@@ -14,6 +14,7 @@ mod retention;
 mod rows;
 mod search;
 mod subjects;
+mod transaction;
 mod watch;
 
 pub use batch::BatchSettings;
@@ -35,7 +36,9 @@ pub(crate) use subjects::SubjectStore;
 pub use watch::WatchSettings;
 pub(crate) use watch::{ChangeFeeds, Watch, WatchEvent};
 
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::PgPool;
+
+use self::transaction::Tx;
 
 use crate::domain::{DomainError, TenantId};
 
@@ -45,14 +48,12 @@ use crate::domain::{DomainError, TenantId};
 /// `BEGIN` and the setting go in one round trip, as one simple query; the
 /// tenant id travels hex-encoded, so no character of it is ever SQL. So do
 /// the settings of the call the transaction is for: its name and what is
-/// left of its deadline (`calls`).
-pub(crate) async fn begin_for(
-    pool: &PgPool,
-    tenant: &TenantId,
-) -> Result<Transaction<'static, Postgres>, DomainError> {
+/// left of its deadline (`calls`). A connection whose begin fails is
+/// closed, never handed to another call (`transaction`).
+pub(crate) async fn begin_for(pool: &PgPool, tenant: &TenantId) -> Result<Tx, DomainError> {
     let mut sql = begin_statement(tenant);
     calls::push_call_settings(&mut sql)?;
-    Ok(pool.begin_with(sql).await?)
+    Ok(Tx::begin(pool, sql).await?)
 }
 
 fn begin_statement(tenant: &TenantId) -> String {

@@ -19,6 +19,7 @@ mod compression;
 mod deadlines;
 mod edges;
 mod grpc_web;
+mod hostile;
 mod idempotency;
 mod interop;
 mod isolation;

@@ -1,0 +1,193 @@
+//! The threat model, as tests (docs/threat-model.md): what one caller,
+//! often one without a key, sends to take the service from the others or
+//! to get past a rule, and the bound that stops it. Each test fails
+//! without the bound it names.
+
+use std::time::Duration;
+
+use crate::helpers::*;
+
+/// A deadline longer than PostgreSQL's `statement_timeout` can hold (a
+/// 30-day `grpc-timeout`, above 2^31 ms) is clamped, not sent as is: sent
+/// as is, the `BEGIN` fails after it began, and the connection went back
+/// to the pool inside an aborted transaction, failing every later call
+/// that drew it, of any tenant.
+#[tokio::test]
+async fn a_deadline_beyond_what_postgres_accepts_poisons_no_connection() {
+    let app = spawn_app_with(|settings| settings.database.max_connections = 2).await;
+    let mut attacker = app.member("mallory-co", "mallory").await;
+    for _ in 0..12 {
+        let mut request =
+            tonic::Request::new(notesd::proto::notes::v1::ListNotesRequest::default());
+        request.set_timeout(Duration::from_secs(30 * 86_400));
+        attacker
+            .list_notes(request)
+            .await
+            .expect("a 30-day deadline is clamped, and the call succeeds");
+    }
+    let mut other = app.member("acme", "alice").await;
+    for n in 0..20 {
+        let note = add(
+            &mut other,
+            text_note("customer", "42", &format!("note {n}")),
+        )
+        .await;
+        get(&mut other, &note.id)
+            .await
+            .expect("another tenant's calls find every connection usable");
+    }
+}
+
+/// Behind a trusted proxy, a key allowed only from 10.0.0.0/8: a caller
+/// who forges `10.9.9.9` and hides behind a hop that does not parse as an
+/// address (or one with a port) is judged by what the proxy saw, on gRPC
+/// and on a facade alike, in one header line or in two.
+#[tokio::test]
+async fn a_forged_forwarded_hop_is_never_reached_past_an_unreadable_one() {
+    let app = spawn_app_with(|settings| {
+        settings.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let (_, key) = app
+        .issue_key("acme", key_spec(member_kind("alice"), &["10.0.0.0/8"]))
+        .await;
+    let forged: [&[&str]; 5] = [
+        &["10.9.9.9, 203.0.113.7:5678"],
+        &["10.9.9.9, unknown"],
+        &["10.9.9.9, [2001:db8::1]:443"],
+        &["10.9.9.9", "203.0.113.7:5678"],
+        &["10.9.9.9", "unknown"],
+    ];
+    for lines in forged {
+        let mut request =
+            tonic::Request::new(notesd::proto::notes::v1::ListNotesRequest::default());
+        request
+            .metadata_mut()
+            .insert("x-api-key", key.parse().unwrap());
+        for line in lines {
+            request
+                .metadata_mut()
+                .append("x-forwarded-for", line.parse().unwrap());
+        }
+        let mut client = app.client_with(Vec::new()).await;
+        assert_status(
+            client.list_notes(request).await,
+            tonic::Code::PermissionDenied,
+            "IP_NOT_WHITELISTED",
+        );
+
+        let mut facade = reqwest::Client::new()
+            .get(app.http_url("/api/v1/activity/note/"))
+            .basic_auth(&key, Some(""));
+        for line in lines {
+            facade = facade.header("x-forwarded-for", *line);
+        }
+        let (status, body) = json_answer(facade).await;
+        assert_eq!(status, 403, "{lines:?} on the Close facade: {body}");
+    }
+    // What the proxy saw, when it is in the allowed network, is accepted.
+    let mut request = tonic::Request::new(notesd::proto::notes::v1::ListNotesRequest::default());
+    request
+        .metadata_mut()
+        .insert("x-api-key", key.parse().unwrap());
+    request.metadata_mut().insert(
+        "x-forwarded-for",
+        "203.0.113.7, 10.9.9.9:1234".parse().unwrap(),
+    );
+    app.client_with(Vec::new())
+        .await
+        .list_notes(request)
+        .await
+        .expect("the hop the proxy saw, in the allowed network");
+}
+
+/// A time outside years 1 to 9999 (the range of a protobuf Timestamp) is
+/// refused at the edge, naming its field: on AddNote, ListNotes and
+/// SearchNotes, and on the Close facade's filters (whose largest years
+/// once panicked) and body. It used to reach PostgreSQL and fail INTERNAL
+/// (or HTTP 500).
+#[tokio::test]
+async fn a_time_outside_the_timestamp_range_is_refused_naming_its_field() {
+    use notesd::proto::notes::v1 as pb;
+    let app = spawn_app().await;
+    let key = app.member_key("acme", "alice").await;
+    let mut client = app.client(&key).await;
+    let far_past = prost_types::Timestamp {
+        seconds: -8_000_000_000_000,
+        nanos: 0,
+    };
+    let year_10000 = prost_types::Timestamp {
+        seconds: 253_402_300_800,
+        nanos: 0,
+    };
+    for t in [far_past, year_10000] {
+        let mut note = text_note("customer", "1", "x");
+        note.occur_time = Some(t);
+        assert_invalid(
+            try_add(&mut client, note).await,
+            "INVALID_FIELD",
+            "note.occur_time",
+        );
+        let range = Some(pb::TimeRange {
+            start_time: Some(t),
+            end_time: None,
+        });
+        assert_invalid(
+            list(
+                &mut client,
+                pb::ListNotesRequest {
+                    occur_time_range: range,
+                    ..Default::default()
+                },
+            )
+            .await,
+            "INVALID_FIELD",
+            "occur_time_range.start_time",
+        );
+        assert_invalid(
+            client
+                .search_notes(pb::SearchNotesRequest {
+                    query: "x".to_owned(),
+                    occur_time_range: range,
+                    ..Default::default()
+                })
+                .await,
+            "INVALID_FIELD",
+            "occur_time_range.start_time",
+        );
+    }
+    let notes: i64 = sqlx::query_scalar("select count(*) from notes")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(notes, 0, "nothing was written");
+
+    for filter in [
+        "date_created__gt=-262143-01-01T00:00:00",
+        "date_created__lt=%2B262142-12-31T23:59:59",
+        "activity_at__gte=10000-01-01",
+        "date_created__gte=0000-12-31T00:00:00",
+    ] {
+        let request = reqwest::Client::new()
+            .get(app.http_url(&format!("/api/v1/activity/note/?{filter}")))
+            .basic_auth(&key, Some(""));
+        let (status, body) = json_answer(request).await;
+        assert_eq!(status, 400, "{filter}: {body}");
+        let field = filter.split('=').next().unwrap();
+        assert!(
+            body["field-errors"][field].is_string(),
+            "{filter}: the error names {field}: {body}"
+        );
+    }
+    let request = reqwest::Client::new()
+        .post(app.http_url("/api/v1/activity/note/"))
+        .basic_auth(&key, Some(""))
+        .json(&serde_json::json!({
+            "lead_id": "lead_abc",
+            "note": "x",
+            "activity_at": "-200000-01-01T00:00:00+00:00",
+        }));
+    let (status, body) = json_answer(request).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["field-errors"]["activity_at"].is_string(), "{body}");
+}

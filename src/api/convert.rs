@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::domain::body::Body;
 use crate::domain::list::{NoteFilter, TimeRange};
+use crate::domain::time;
 use crate::domain::watch::WatchFilter;
 use crate::domain::{
     Action, Attachment, ChangeKind, DomainError, EditPolicy, MemberId, Note, NoteDraft, NoteId,
@@ -26,18 +27,23 @@ pub(crate) fn timestamp(t: DateTime<Utc>) -> Timestamp {
     }
 }
 
-/// The instant a timestamp names, if it names one (nanoseconds in range,
-/// seconds within chrono's years).
+/// The instant a timestamp names, if it names one a note may hold
+/// (nanoseconds in range, seconds within years 1 to 9999: `domain::time`).
 pub(crate) fn instant(t: &Timestamp) -> Option<DateTime<Utc>> {
     u32::try_from(t.nanos)
         .ok()
         .filter(|nanos| *nanos < 1_000_000_000)
         .and_then(|nanos| DateTime::from_timestamp(t.seconds, nanos))
+        .filter(|t| time::in_range(*t))
 }
 
 fn parse_timestamp(field: &str, t: &Timestamp) -> Result<DateTime<Utc>, DomainError> {
-    instant(t)
-        .ok_or_else(|| DomainError::invalid(field, format!("{field} is not a valid timestamp")))
+    instant(t).ok_or_else(|| {
+        DomainError::invalid(
+            field,
+            format!("{field} must be a valid timestamp {}", time::RANGE),
+        )
+    })
 }
 
 pub(crate) fn parse_subject(

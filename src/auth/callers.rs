@@ -84,11 +84,12 @@ impl Callers {
     }
 
     fn client_address(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-        let forwarded = headers
+        let forwarded: Vec<Option<&str>> = headers
             .get_all(FORWARDED_FOR_HEADER)
             .iter()
-            .filter_map(|v| v.to_str().ok());
-        client_address(peer, forwarded, &self.trusted_proxies)
+            .map(|line| line.to_str().ok())
+            .collect();
+        client_address(peer, &forwarded, &self.trusted_proxies)
     }
 }
 

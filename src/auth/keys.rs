@@ -138,26 +138,48 @@ pub struct Credentials {
 const TOUCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The caller's address: the connection's peer, unless the peer is one of
-/// `trusted_proxies`; then the last `x-forwarded-for` hop (from
-/// `forwarded_for`, the header's values in order) that is not a trusted
-/// proxy itself. Entries further left are the client's to forge.
-pub(crate) fn client_address<'a>(
+/// `trusted_proxies`; then the walk goes right to left through the
+/// `x-forwarded-for` hops (`forwarded_for`: the header's lines in order,
+/// `None` for one that is not text), and the caller is the first hop that
+/// is not a trusted proxy. Entries further left are the client's to forge.
+///
+/// The walk is strict: a hop that does not parse as an address (`unknown`,
+/// an obfuscated name, garbage, a line that is not text) ends it, and the
+/// caller is then the last trusted hop reached, never a hop further left.
+/// A hop may carry a port, as some proxies write it (`192.0.2.7:5678`,
+/// `[2001:db8::1]:443`); it is dropped.
+pub(crate) fn client_address(
     peer: IpAddr,
-    forwarded_for: impl Iterator<Item = &'a str>,
+    forwarded_for: &[Option<&str>],
     trusted_proxies: &[IpNet],
 ) -> IpAddr {
     let trusted = |ip: &IpAddr| trusted_proxies.iter().any(|net| net.contains(ip));
-    if !trusted(&peer) {
-        return peer;
+    let mut caller = peer;
+    let mut hops = forwarded_for.iter().rev().flat_map(|line| match line {
+        Some(line) => line.rsplit(',').map(parse_hop).collect::<Vec<_>>(),
+        None => vec![None],
+    });
+    while trusted(&caller) {
+        match hops.next() {
+            Some(Some(hop)) => caller = hop,
+            // The trusted proxy named no one we can read, or no one more.
+            Some(None) | None => break,
+        }
     }
-    let hops: Vec<IpAddr> = forwarded_for
-        .flat_map(|value| value.split(','))
-        .filter_map(|hop| hop.trim().parse().ok())
-        .collect();
-    hops.into_iter()
-        .rev()
-        .find(|hop| !trusted(hop))
-        .unwrap_or(peer)
+    caller
+}
+
+/// One `x-forwarded-for` hop: an address, with or without a port.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim();
+    if let Ok(ip) = hop.parse() {
+        return Some(ip);
+    }
+    if let Ok(socket) = hop.parse::<std::net::SocketAddr>() {
+        return Some(socket.ip());
+    }
+    // `[v6]` without a port.
+    hop.strip_prefix('[')?.strip_suffix(']')?.parse().ok()
 }
 
 /// Issues keys and turns credentials into a principal.
@@ -341,6 +363,72 @@ fn is_usable(record: &ApiKeyRecord, presented_hash: &[u8; 32], now: DateTime<Utc
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn address(peer: &str, lines: &[Option<&str>]) -> IpAddr {
+        let trusted: Vec<IpNet> = vec![
+            "127.0.0.1/32".parse().unwrap(),
+            "10.0.0.0/8".parse().unwrap(),
+        ];
+        client_address(peer.parse().unwrap(), lines, &trusted)
+    }
+
+    fn ip(value: &str) -> IpAddr {
+        value.parse().unwrap()
+    }
+
+    #[test]
+    fn forwarded_for_is_walked_strictly() {
+        // An untrusted peer: the header is the client's own.
+        assert_eq!(address("192.0.2.1", &[Some("10.9.9.9")]), ip("192.0.2.1"));
+        // Through trusted hops to the first untrusted one.
+        assert_eq!(
+            address("127.0.0.1", &[Some("203.0.113.9, 198.51.100.7, 10.1.1.1")]),
+            ip("198.51.100.7")
+        );
+        // Ports are dropped, in either family.
+        assert_eq!(
+            address("127.0.0.1", &[Some("10.9.9.9, 203.0.113.7:5678")]),
+            ip("203.0.113.7")
+        );
+        assert_eq!(
+            address("127.0.0.1", &[Some("10.9.9.9, [2001:db8::1]:443")]),
+            ip("2001:db8::1")
+        );
+        assert_eq!(
+            address("127.0.0.1", &[Some("[2001:db8::2]")]),
+            ip("2001:db8::2")
+        );
+        // An unreadable hop ends the walk at the last trusted hop: the
+        // forged entry to its left is never reached.
+        for unreadable in ["unknown", "_hidden", "10.9.9.9:x", "", "10.9.9.9 10.1.1.1"] {
+            assert_eq!(
+                address("127.0.0.1", &[Some(&format!("10.9.9.9, {unreadable}"))]),
+                ip("127.0.0.1"),
+                "{unreadable:?}"
+            );
+        }
+        assert_eq!(
+            address("127.0.0.1", &[Some("10.9.9.9"), None]),
+            ip("127.0.0.1"),
+            "a line that is not text"
+        );
+        assert_eq!(
+            address("127.0.0.1", &[Some("10.1.1.1, unknown"), Some("10.2.2.2")]),
+            ip("10.2.2.2"),
+            "a trusted hop, then an unreadable one: the trusted hop"
+        );
+        // Lines are one list, in order: two lines read as one.
+        assert_eq!(
+            address("127.0.0.1", &[Some("10.9.9.9"), Some("203.0.113.7:5678")]),
+            ip("203.0.113.7")
+        );
+        // All trusted: the leftmost.
+        assert_eq!(
+            address("127.0.0.1", &[Some("10.2.2.2, 10.1.1.1")]),
+            ip("10.2.2.2")
+        );
+        assert_eq!(address("127.0.0.1", &[]), ip("127.0.0.1"));
+    }
 
     #[test]
     fn debug_hides_the_secret() {

@@ -388,7 +388,8 @@ fn subject_to_proto(subject: &Subject) -> pb::Subject {
 /// The Capillary date format, in UTC.
 const DATE_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
 
-/// `YYYY-MM-DD HH:MM:SS`, or `YYYY-MM-DD` (midnight), read as UTC.
+/// `YYYY-MM-DD HH:MM:SS`, or `YYYY-MM-DD` (midnight), read as UTC; years 1
+/// to 9999 (`domain::time`).
 pub(crate) fn parse_date(value: &str) -> Option<DateTime<Utc>> {
     let value = value.trim();
     NaiveDateTime::parse_from_str(value, DATE_FORMAT)
@@ -399,6 +400,7 @@ pub(crate) fn parse_date(value: &str) -> Option<DateTime<Utc>> {
                 .and_then(|d| d.and_hms_opt(0, 0, 0))
         })
         .map(|t| t.and_utc())
+        .filter(|t| crate::domain::time::in_range(*t))
 }
 
 pub(crate) fn format_date(time: DateTime<Utc>) -> String {
@@ -1035,6 +1037,8 @@ mod tests {
         );
         assert_eq!(parse_date("05/05/2016"), None);
         assert_eq!(parse_date("2016-02-30 10:00:00"), None);
+        assert_eq!(parse_date("+10000-01-01 00:00:00"), None);
+        assert_eq!(parse_date("-0001-01-01"), None);
     }
 
     #[test]

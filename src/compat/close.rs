@@ -27,7 +27,7 @@ use super::common::{
     method_not_allowed, read_body, to_timestamp, update_as_read, vendor_field,
 };
 use crate::api::{NoteField, update_of};
-use crate::domain::{DomainError, ErrorKind, Principal};
+use crate::domain::{DomainError, ErrorKind, Principal, time};
 use crate::proto::notes::v1 as pb;
 
 /// The source system of notes imported with their Close id.
@@ -462,18 +462,26 @@ pub(crate) fn close_id(note: &pb::Note) -> String {
 /// ISO 8601 as Close accepts it: RFC 3339, a date-time without offset
 /// (UTC), or a date (midnight UTC). A `+` decoded as a space from a query
 /// string is taken back.
+/// Times outside years 1 to 9999 are refused (`domain::time`).
 fn parse_time(field: &str, value: &str) -> Result<DateTime<Utc>, Failure> {
     let value = value.trim().replace(' ', "+");
-    if let Ok(t) = DateTime::parse_from_rfc3339(&value) {
-        return Ok(t.with_timezone(&Utc));
+    let parsed = DateTime::parse_from_rfc3339(&value)
+        .map(|t| t.with_timezone(&Utc))
+        .or_else(|_| {
+            NaiveDateTime::parse_from_str(&value, "%Y-%m-%dT%H:%M:%S%.f").map(|t| t.and_utc())
+        })
+        .or_else(|_| {
+            NaiveDate::parse_from_str(&value, "%Y-%m-%d")
+                .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc())
+        })
+        .map_err(|_| Failure::field(field, "not a valid ISO 8601 date-time"))?;
+    if !time::in_range(parsed) {
+        return Err(Failure::field(
+            field,
+            &format!("must be a date-time {}", time::RANGE),
+        ));
     }
-    if let Ok(t) = NaiveDateTime::parse_from_str(&value, "%Y-%m-%dT%H:%M:%S%.f") {
-        return Ok(t.and_utc());
-    }
-    if let Ok(d) = NaiveDate::parse_from_str(&value, "%Y-%m-%d") {
-        return Ok(d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc());
-    }
-    Err(Failure::field(field, "not a valid ISO 8601 date-time"))
+    Ok(parsed)
 }
 
 /// Close's time format: `2013-02-20T06:39:57.266000+00:00`.

@@ -11,6 +11,7 @@ pub(crate) mod note;
 pub(crate) mod principal;
 pub(crate) mod search;
 pub(crate) mod subject;
+pub(crate) mod time;
 pub(crate) mod watch;
 
 pub(crate) use error::{DomainError, ErrorKind, FieldViolation};

@@ -568,17 +568,44 @@ fn number_to_json(n: f64) -> Option<Json> {
     Number::from_f64(n).map(Json::Number)
 }
 
+/// How deep an action's JSON may nest (objects and arrays, the action
+/// itself counting one): each level is three protobuf messages (Struct,
+/// Value, ListValue) on the wire, and decoders in other languages stop at
+/// 100 (grpcio's, protobuf-go's), so deeper actions stored once would
+/// break every read of the tenant's notes for those clients.
+const MAX_ACTION_DEPTH: usize = 16;
+
 /// google.protobuf.Struct -> JSON object, for input: numbers JSON cannot
-/// hold (NaN, infinities) and NUL characters are refused, naming `field`.
+/// hold (NaN, infinities), NUL characters and nesting deeper than
+/// [`MAX_ACTION_DEPTH`] are refused, naming `field`.
 fn struct_to_json(field: &str, value: &Struct) -> Result<Map<String, Json>, DomainError> {
+    struct_to_json_at(field, value, 1)
+}
+
+fn struct_to_json_at(
+    field: &str,
+    value: &Struct,
+    depth: usize,
+) -> Result<Map<String, Json>, DomainError> {
+    if depth > MAX_ACTION_DEPTH {
+        return Err(too_deep(field));
+    }
     value
         .fields
         .iter()
-        .map(|(k, v)| Ok((k.clone(), value_to_json(field, v)?)))
+        .map(|(k, v)| Ok((k.clone(), value_to_json(field, v, depth)?)))
         .collect()
 }
 
-fn value_to_json(field: &str, value: &Value) -> Result<Json, DomainError> {
+fn too_deep(field: &str) -> DomainError {
+    DomainError::invalid(
+        field,
+        format!("{field} nests objects and arrays more than {MAX_ACTION_DEPTH} deep"),
+    )
+}
+
+/// `value`, inside `depth` levels of objects and arrays.
+fn value_to_json(field: &str, value: &Value, depth: usize) -> Result<Json, DomainError> {
     Ok(match &value.kind {
         None | Some(Kind::NullValue(_)) => Json::Null,
         Some(Kind::BoolValue(b)) => Json::Bool(*b),
@@ -589,13 +616,18 @@ fn value_to_json(field: &str, value: &Value) -> Result<Json, DomainError> {
             )
         })?,
         Some(Kind::StringValue(s)) => Json::String(parse_text(field, s, usize::MAX)?),
-        Some(Kind::ListValue(list)) => Json::Array(
-            list.values
-                .iter()
-                .map(|v| value_to_json(field, v))
-                .collect::<Result<_, _>>()?,
-        ),
-        Some(Kind::StructValue(s)) => Json::Object(struct_to_json(field, s)?),
+        Some(Kind::ListValue(list)) => {
+            if depth + 1 > MAX_ACTION_DEPTH {
+                return Err(too_deep(field));
+            }
+            Json::Array(
+                list.values
+                    .iter()
+                    .map(|v| value_to_json(field, v, depth + 1))
+                    .collect::<Result<_, _>>()?,
+            )
+        }
+        Some(Kind::StructValue(s)) => Json::Object(struct_to_json_at(field, s, depth + 1)?),
     })
 }
 

@@ -447,21 +447,39 @@ pub(crate) type WatchStream =
 /// sanitizing takes tens of milliseconds a MiB (440 ms for 6.6 MB), and a
 /// worker busy that long stalls every call it serves. Smaller bodies are
 /// parsed in place, where a hop to another thread would cost more than it
-/// saves.
-const BLOCKING_HTML_BYTES: usize = 64 * 1024;
+/// saves; what HTML may make the parser do is bounded by its size
+/// (`domain::body`: nesting and reopened formatting), so a small body is
+/// cheap whatever it holds.
+const BLOCKING_HTML_BYTES: usize = 16 * 1024;
+
+/// Large bodies parsed at once: each holds its parsed document (several
+/// times its size) until it is done, so more would only share the same
+/// cores and multiply the memory; others wait their turn, within their
+/// deadline.
+const BLOCKING_PARSES: usize = 2;
 
 fn html_len(note: Option<&pb::Note>) -> usize {
     note.and_then(|note| note.body.as_ref())
         .map_or(0, |body| body.html.len())
 }
 
-/// Runs `parse` on the blocking pool.
+/// Runs `parse` on the blocking pool, at most [`BLOCKING_PARSES`] at once.
 async fn blocking<T: Send + 'static>(
     parse: impl FnOnce() -> Result<T, DomainError> + Send + 'static,
 ) -> Result<T, DomainError> {
-    tokio::task::spawn_blocking(parse)
+    static PARSES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(BLOCKING_PARSES);
+    let turn = PARSES
+        .acquire()
         .await
-        .map_err(|err| DomainError::Internal(anyhow::anyhow!("parsing a request: {err}")))?
+        .map_err(|err| DomainError::Internal(anyhow::anyhow!("parsing a request: {err}")))?;
+    // The turn ends with the parse, not with the call: a caller who
+    // leaves does not free it early.
+    tokio::task::spawn_blocking(move || {
+        let _turn = turn;
+        parse()
+    })
+    .await
+    .map_err(|err| DomainError::Internal(anyhow::anyhow!("parsing a request: {err}")))?
 }
 
 /// The largest gRPC message accepted or sent. A note body is at most

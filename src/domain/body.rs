@@ -25,8 +25,21 @@ impl Body {
     /// non-empty.
     pub(crate) fn parse(field: &str, text: &str, html: &str) -> Result<Self, DomainError> {
         if !html.is_empty() {
-            check_size(&format!("{field}.html"), html)?;
-            return Ok(Self::from_html(html));
+            let html_field = format!("{field}.html");
+            check_size(&html_field, html)?;
+            check_parse_work(&html_field, html)?;
+            let body = Self::from_html(html);
+            // What is stored is measured: sanitizing adds attributes
+            // (`rel` on links) and closes what was left open.
+            if let Some(clean) = &body.html
+                && clean.len() > MAX_BODY_BYTES
+            {
+                return Err(DomainError::too_large(
+                    &html_field,
+                    format!("{html_field} is larger than {MAX_BODY_BYTES} bytes once sanitized"),
+                ));
+            }
+            return Ok(body);
         }
         let text_field = format!("{field}.text");
         if text.trim().is_empty() {
@@ -85,6 +98,166 @@ fn check_size(field: &str, value: &str) -> Result<(), DomainError> {
         ));
     }
     Ok(())
+}
+
+/// Elements open at once, as the HTML parser will nest them: beyond this,
+/// each tag costs the parser a walk down the open elements (100,000 nested
+/// `<div>`s, 500 KB, took 23 s of CPU), and the sanitized HTML is deeper
+/// than other clients' decoders accept.
+pub(crate) const MAX_HTML_DEPTH: usize = 128;
+
+/// Bytes of formatting tags the parser may reopen: an HTML parser reopens
+/// the formatting elements (`<b>`, `<font ...>`) that a block closed but
+/// the author left open, at every text that follows, so a few KiB of
+/// crafted tags can expand to tens of MiB.
+const MAX_REOPENED_BYTES: usize = MAX_BODY_BYTES;
+
+/// Refuses HTML that would make the sanitizer's parser do more work than
+/// its size suggests: nesting deeper than [`MAX_HTML_DEPTH`], or more than
+/// [`MAX_REOPENED_BYTES`] of reopened formatting tags. A linear pass over
+/// the tokens that follows the parser's stack of open elements and its
+/// list of active formatting elements closely enough to bound both (it
+/// errs towards counting more), before the parser builds anything.
+fn check_parse_work(field: &str, html: &str) -> Result<(), DomainError> {
+    use html5ever::tendril::StrTendril;
+    use html5ever::tokenizer::{BufferQueue, Tokenizer, TokenizerOpts};
+
+    let input = BufferQueue::default();
+    input.push_back(StrTendril::from_slice(html));
+    let tokenizer = Tokenizer::new(WorkSink::default(), TokenizerOpts::default());
+    let _ = tokenizer.feed(&input);
+    tokenizer.end();
+    let work = tokenizer.sink.state.into_inner();
+    if work.too_deep {
+        return Err(DomainError::invalid(
+            field,
+            format!("{field} nests elements more than {MAX_HTML_DEPTH} deep"),
+        ));
+    }
+    if work.reopened > MAX_REOPENED_BYTES {
+        return Err(DomainError::too_large(
+            field,
+            format!(
+                "{field} leaves formatting tags open that would be repeated beyond \
+                 {MAX_BODY_BYTES} bytes"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct WorkSink {
+    state: std::cell::RefCell<Work>,
+}
+
+#[derive(Default)]
+struct Work {
+    /// The names of the open elements, outermost first.
+    open: Vec<String>,
+    /// The active formatting elements: name, size of the tag, and where
+    /// it is open (`None`: closed by a block, to be reopened).
+    formatting: Vec<(String, usize, Option<usize>)>,
+    reopened: usize,
+    too_deep: bool,
+}
+
+const VOID_ELEMENTS: &[&str] = &[
+    "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param", "source",
+    "track", "wbr",
+];
+const FORMATTING_ELEMENTS: &[&str] = &[
+    "a", "b", "big", "code", "em", "font", "i", "nobr", "s", "small", "strike", "strong", "tt", "u",
+];
+/// Elements that a start tag of the same name closes when one is open.
+const SIBLING_CLOSED: &[&str] = &[
+    "p", "li", "dt", "dd", "option", "optgroup", "tr", "td", "th", "thead", "tbody", "tfoot", "rb",
+    "rt", "rp",
+];
+
+impl Work {
+    fn push(&mut self, name: String) {
+        self.open.push(name);
+        if self.open.len() > MAX_HTML_DEPTH {
+            self.too_deep = true;
+        }
+    }
+
+    /// Closes the innermost open `name` and everything inside it.
+    fn close(&mut self, name: &str) {
+        if let Some(at) = self.open.iter().rposition(|open| open == name) {
+            self.open.truncate(at);
+            for entry in &mut self.formatting {
+                if entry.2.is_some_and(|depth| depth >= at) {
+                    entry.2 = None;
+                }
+            }
+        }
+    }
+
+    /// What the parser does before text or a start tag: reopens the
+    /// formatting elements that a block closed.
+    fn reopen(&mut self) {
+        for index in 0..self.formatting.len() {
+            if self.formatting[index].2.is_none() {
+                self.reopened += self.formatting[index].1;
+                let depth = self.open.len();
+                let name = self.formatting[index].0.clone();
+                self.push(name);
+                self.formatting[index].2 = Some(depth);
+            }
+        }
+    }
+}
+
+impl html5ever::tokenizer::TokenSink for WorkSink {
+    type Handle = ();
+
+    fn process_token(
+        &self,
+        token: html5ever::tokenizer::Token,
+        _line: u64,
+    ) -> html5ever::tokenizer::TokenSinkResult<()> {
+        use html5ever::tokenizer::{TagKind, Token};
+
+        let mut work = self.state.borrow_mut();
+        match token {
+            Token::CharacterTokens(text) if !text.trim().is_empty() => work.reopen(),
+            Token::TagToken(tag) => {
+                let name: &str = &tag.name;
+                if tag.kind == TagKind::EndTag {
+                    work.close(name);
+                    if FORMATTING_ELEMENTS.contains(&name)
+                        && let Some(at) = work.formatting.iter().rposition(|f| f.0 == name)
+                    {
+                        work.formatting.remove(at);
+                    }
+                    return html5ever::tokenizer::TokenSinkResult::Continue;
+                }
+                work.reopen();
+                if VOID_ELEMENTS.contains(&name) || tag.self_closing {
+                    return html5ever::tokenizer::TokenSinkResult::Continue;
+                }
+                if SIBLING_CLOSED.contains(&name) {
+                    work.close(name);
+                }
+                if FORMATTING_ELEMENTS.contains(&name) {
+                    if matches!(name, "a" | "nobr") {
+                        work.close(name);
+                        work.formatting.retain(|f| f.0 != name);
+                    }
+                    let size = tag.attrs.iter().fold(name.len() + 2, |size, attr| {
+                        size + attr.name.local.len() + attr.value.len() + 4
+                    });
+                    let depth = work.open.len();
+                    work.formatting.push((name.to_owned(), size, Some(depth)));
+                }
+                work.push(name.to_owned());
+            }
+            _ => {}
+        }
+        html5ever::tokenizer::TokenSinkResult::Continue
+    }
 }
 
 /// ammonia's defaults already drop `<script>`, `<style>`, every `on*`
@@ -263,6 +436,47 @@ mod tests {
         let err = Body::parse("note.body", &over, "").unwrap_err();
         assert_eq!(err.reason(), "FIELD_TOO_LARGE");
         assert_eq!(err.violation().unwrap().field, "note.body.text");
+    }
+
+    #[test]
+    fn html_deeper_than_the_limit_is_refused() {
+        let at_limit = "<div>".repeat(MAX_HTML_DEPTH);
+        assert!(Body::parse("note.body", "", &at_limit).is_ok());
+        let deeper = "<div>".repeat(100_000);
+        let err = Body::parse("note.body", "", &deeper).unwrap_err();
+        assert_eq!(err.reason(), "INVALID_FIELD");
+        assert_eq!(err.violation().unwrap().field, "note.body.html");
+        // Siblings that close each other are not nesting.
+        let siblings = "<ul><li>item".to_owned() + &"<li>item".repeat(10_000);
+        assert!(Body::parse("note.body", "", &siblings).is_ok());
+        let paragraphs = "<p>para".repeat(10_000);
+        assert!(Body::parse("note.body", "", &paragraphs).is_ok());
+    }
+
+    /// Formatting tags left open across blocks are reopened at each block:
+    /// 40 KiB of them would be stored as tens of MiB.
+    #[test]
+    fn html_that_expands_when_parsed_is_refused() {
+        let mut crafted = String::from("<p>");
+        for n in 0..60 {
+            crafted.push_str(&format!("<b title=\"{n:0>40}\">"));
+        }
+        crafted.push_str("</p>");
+        crafted.push_str(&"<p>x</p>".repeat(5_000));
+        let expanded = Body::from_html(&crafted);
+        assert!(
+            expanded.html().unwrap().len() > 20 * crafted.len(),
+            "the parser expands it: {} bytes from {}",
+            expanded.html().unwrap().len(),
+            crafted.len()
+        );
+        let err = Body::parse("note.body", "", &crafted).unwrap_err();
+        assert_eq!(err.reason(), "FIELD_TOO_LARGE", "{err:?}");
+        assert_eq!(err.violation().unwrap().field, "note.body.html");
+        // Ordinary formatting is not touched.
+        let ordinary =
+            "<p>some <b>bold</b> and <a href=\"https://example.com\">a link</a></p>".repeat(10_000);
+        assert!(Body::parse("note.body", "", &ordinary).is_ok());
     }
 
     #[test]

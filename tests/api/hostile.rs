@@ -191,3 +191,67 @@ async fn a_time_outside_the_timestamp_range_is_refused_naming_its_field() {
     assert_eq!(status, 400, "{body}");
     assert!(body["field-errors"]["activity_at"].is_string(), "{body}");
 }
+
+/// HTML that the parser would nest or expand far beyond its size is
+/// refused before it is parsed, and what is stored is measured after
+/// sanitizing: 10 MiB of `<a href=x>` once became 44 MB of stored HTML, and
+/// 51 KiB of crafted formatting 42 MiB. Actions nested deeper than other
+/// clients' decoders read are refused too.
+#[tokio::test]
+async fn html_and_actions_that_expand_or_nest_too_deep_are_refused() {
+    use notesd::proto::notes::v1 as pb;
+    let app = spawn_app().await;
+    let mut client = app.member("acme", "alice").await;
+    let links = "<a href=x>".repeat(10 * 1024 * 1024 / 10);
+    assert!(links.len() <= 10 * 1024 * 1024);
+    let mut crafted = String::from("<p>");
+    for n in 0..60 {
+        crafted.push_str(&format!("<b title=\"{n:0>40}\">"));
+    }
+    crafted.push_str("</p>");
+    crafted.push_str(&"<p>x</p>".repeat(5_000));
+    for (what, html, reason) in [
+        ("links that sanitizing lengthens", links, "FIELD_TOO_LARGE"),
+        (
+            "formatting reopened at every block",
+            crafted,
+            "FIELD_TOO_LARGE",
+        ),
+        (
+            "100,000 nested elements",
+            "<div>".repeat(100_000),
+            "INVALID_FIELD",
+        ),
+    ] {
+        let note = pb::Note {
+            body: html_body(&html),
+            ..text_note("customer", "1", "")
+        };
+        let status = try_add(&mut client, note).await.expect_err(what);
+        assert_eq!(
+            crate::helpers::reason(&status),
+            reason,
+            "{what}: {status:?}"
+        );
+        assert_eq!(violated_fields(&status), ["note.body.html"], "{what}");
+    }
+    let mut nested = serde_json::json!({"leaf": true});
+    // Deeper than notesd's 16, within what prost decodes.
+    for _ in 0..20 {
+        nested = serde_json::json!({ "inner": nested });
+    }
+    let note = pb::Note {
+        actions: vec![json_struct(nested)],
+        ..text_note("customer", "1", "deep")
+    };
+    assert_invalid(
+        try_add(&mut client, note).await,
+        "INVALID_FIELD",
+        "note.actions[0]",
+    );
+    let notes: i64 = sqlx::query_scalar("select count(*) from notes")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(notes, 0, "nothing was written");
+}

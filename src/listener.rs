@@ -3,13 +3,15 @@
 //! One task accepts TCP connections. In plaintext each goes straight to the
 //! server; with TLS each gets its own task for the handshake, so a slow
 //! client holds up nobody else. Handshakes are bounded before anything is
-//! known of the client: at most [`MAX_HANDSHAKES`] at once (a connection
-//! beyond that is closed at once) and each within the handshake timeout
-//! (then it is closed). A verified client certificate's names are read once
+//! known of the client: at most [`MAX_HANDSHAKES`] at once, and at most
+//! [`MAX_HANDSHAKES_PER_ADDRESS`] from one address (an IPv6 /64 counts as
+//! one), so that one client's silent connections cannot take the slots of
+//! others (a connection beyond either is closed at once); and each within
+//! the handshake timeout (then it is closed). A verified client certificate's names are read once
 //! per connection, here.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -25,6 +27,9 @@ use crate::tls::TlsConfigs;
 
 /// TLS handshakes in progress at once, per port.
 const MAX_HANDSHAKES: usize = 512;
+
+/// TLS handshakes in progress at once from one address, per port.
+const MAX_HANDSHAKES_PER_ADDRESS: usize = 16;
 
 /// Connections accepted (and through their handshake) that the server has
 /// not yet taken.
@@ -94,8 +99,64 @@ impl Incoming {
     }
 }
 
+/// The handshakes in progress per address.
+#[derive(Default)]
+struct PerAddress {
+    counts: std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>,
+}
+
+/// One handshake counted against its address until dropped.
+struct AddressSlot {
+    counts: Arc<PerAddress>,
+    address: IpAddr,
+}
+
+impl PerAddress {
+    /// The address connections are counted under: the IP, or an IPv6
+    /// address's /64 (one host or site may hold a whole /64).
+    fn key(ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V4(_) => ip,
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6(std::net::Ipv6Addr::from(
+                    u128::from(v6) & !((1u128 << 64) - 1),
+                )),
+            },
+        }
+    }
+
+    /// A slot for one more handshake from `ip`, unless it has its share.
+    fn take(self: &Arc<Self>, ip: IpAddr) -> Option<AddressSlot> {
+        let address = Self::key(ip);
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let count = counts.entry(address).or_default();
+        if *count >= MAX_HANDSHAKES_PER_ADDRESS {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot {
+            counts: self.clone(),
+            address,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = counts.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.address);
+            }
+        }
+    }
+}
+
 async fn accept(listener: TcpListener, tls: Option<TlsConfigs>, tx: mpsc::Sender<Conn>) {
     let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    let per_address = Arc::new(PerAddress::default());
     loop {
         let (tcp, remote_addr) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -120,6 +181,10 @@ async fn accept(listener: TcpListener, tls: Option<TlsConfigs>, tx: mpsc::Sender
             }
             continue;
         };
+        let Some(slot) = per_address.take(remote_addr.ip()) else {
+            tracing::debug!(%remote_addr, "too many TLS handshakes from one address: connection closed");
+            continue;
+        };
         let Ok(permit) = handshakes.clone().try_acquire_owned() else {
             // Debug only: the client is unknown, and would choose how much
             // is logged.
@@ -141,7 +206,7 @@ async fn accept(listener: TcpListener, tls: Option<TlsConfigs>, tx: mpsc::Sender
                     return;
                 }
             };
-            drop(permit);
+            drop((permit, slot));
             let certificate = stream
                 .get_ref()
                 .1

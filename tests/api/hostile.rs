@@ -255,3 +255,44 @@ async fn html_and_actions_that_expand_or_nest_too_deep_are_refused() {
         .unwrap();
     assert_eq!(notes, 0, "nothing was written");
 }
+
+/// 600 connections to the TLS port that never send a ClientHello, from
+/// one address: they get that address's share of handshake slots, and a
+/// client from another address still gets through at once (it used to be
+/// refused while the silent ones held every slot).
+#[tokio::test]
+async fn silent_tls_connections_from_one_address_lock_out_no_one_else() {
+    use crate::tls::{Ca, TlsDir};
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+    let ca = Ca::new("notesd test CA");
+    let dir = TlsDir::new();
+    let settings = dir.settings(&ca.server());
+    let app = spawn_app_with(|s| s.tls = Some(settings)).await;
+    let key = app.member_key("acme", "alice").await;
+    let mut silent = Vec::new();
+    for _ in 0..600 {
+        silent.push(tokio::net::TcpStream::connect(app.addr).await.unwrap());
+    }
+    // Let the server accept them all.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let channel = Channel::from_shared(format!("https://{}", app.addr))
+        .unwrap()
+        .local_address(Some("127.0.0.2".parse().unwrap()))
+        .tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(ca.pem()))
+                .domain_name("localhost"),
+        )
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .expect("a client from another address completes its handshake");
+    let mut client =
+        notesd::proto::notes::v1::notes_service_client::NotesServiceClient::with_interceptor(
+            channel,
+            Metadata(vec![("x-api-key", key)]),
+        );
+    add(&mut client, text_note("customer", "42", "through")).await;
+    drop(silent);
+}

@@ -201,6 +201,7 @@ impl Application {
             callers: callers.clone(),
             in_flight: in_flight.clone(),
             reads: reads.clone(),
+            pre_auth: Arc::default(),
         };
         let ready = Arc::new(AtomicBool::new(true));
         let canceller = Canceller::start(self.database.canceller_pool());

@@ -12,6 +12,7 @@
 use std::future::Future;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, FromRequestParts, Path};
@@ -182,6 +183,8 @@ pub(crate) enum Rejection {
     BodyTooLarge(usize),
     /// The body could not be read: the client stopped sending mid-body.
     BodyUnreadable,
+    /// The body did not arrive within [`BODY_READ_TIMEOUT`].
+    BodyTooSlow,
     /// Too many calls in flight: shed before anything is read.
     Overloaded,
 }
@@ -195,6 +198,7 @@ impl Rejection {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::BadPathSegment | Self::BodyUnreadable => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTooSlow => StatusCode::REQUEST_TIMEOUT,
             Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -207,6 +211,7 @@ impl Rejection {
             Self::BadPathSegment => "INVALID_FIELD",
             Self::BodyTooLarge(_) => "FIELD_TOO_LARGE",
             Self::BodyUnreadable => "INVALID_BODY",
+            Self::BodyTooSlow => "BODY_TIMEOUT",
             Self::Overloaded => "OVERLOADED",
         }
     }
@@ -221,6 +226,10 @@ impl Rejection {
                 format!("the request body is larger than {limit} bytes")
             }
             Self::BodyUnreadable => "the request body could not be read".to_owned(),
+            Self::BodyTooSlow => format!(
+                "the request body did not arrive within {} s",
+                BODY_READ_TIMEOUT.as_secs()
+            ),
             Self::Overloaded => {
                 "the server has too many requests in flight; retry with backoff".to_owned()
             }
@@ -235,9 +244,19 @@ pub(crate) trait Vendor: Send + Sync + 'static {
     fn reject(rejection: Rejection) -> Self::Error;
 }
 
-/// Reads a body of at most `limit` bytes, or refuses it the vendor's way.
+/// A request body must arrive whole within this, however large: a client
+/// that trickles its bytes holds memory and a slot of the budget it is
+/// under, and is cut off (408 in its vendor's shape).
+pub(crate) const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Reads a body of at most `limit` bytes within [`BODY_READ_TIMEOUT`], or
+/// refuses it the vendor's way.
 pub(crate) async fn read_body<V: Vendor>(body: Body, limit: usize) -> Result<Bytes, V::Error> {
-    axum::body::to_bytes(body, limit).await.map_err(|err| {
+    let read = tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, limit));
+    let Ok(read) = read.await else {
+        return Err(V::reject(Rejection::BodyTooSlow));
+    };
+    read.map_err(|err| {
         let too_large = std::error::Error::source(&err)
             .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
         V::reject(if too_large {
@@ -300,16 +319,119 @@ pub(crate) async fn unknown_route(uri: Uri) -> Response {
 
 /// Takes a permit of the budget of calls in flight for the whole of a
 /// facade request, or refuses it at once, before anything of it is read,
-/// in its vendor's shape (503 `OVERLOADED`).
+/// in its vendor's shape (503 `OVERLOADED`). Zyntro's requests are not
+/// known to be anyone's until their body is read: they take the budget of
+/// [`PreAuth`] first, and this one once authenticated ([`admit`]).
 pub(crate) async fn shed_load(
     axum::extract::State(state): axum::extract::State<CompatState>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    if request.uri().path() == super::zyntro::PATH {
+        return next.run(request).await;
+    }
     let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
         return refuse_at(request.uri().path(), Rejection::Overloaded);
     };
     next.run(request).await
+}
+
+/// A permit of the budget of calls in flight, taken by a request whose
+/// caller is known only once its body is read, or the vendor's refusal.
+pub(crate) fn admit<V: Vendor>(
+    state: &CompatState,
+) -> Result<tokio::sync::OwnedSemaphorePermit, V::Error> {
+    state
+        .in_flight
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| V::reject(Rejection::Overloaded))
+}
+
+/// The budget of bodies read before their caller is known (Zyntro's
+/// credentials are in its body): its own, so that nothing a caller without
+/// credentials sends takes what authenticated calls use. Each such body
+/// holds, while it is read and handled, as many bytes of
+/// [`PRE_AUTH_BYTES`] as it announces (its limit when it announces none),
+/// and one of [`PRE_AUTH_PER_ADDRESS`] slots of its address; a request
+/// beyond either is refused at once, before a byte of its body is read.
+#[derive(Debug)]
+pub(crate) struct PreAuth {
+    /// In KiB.
+    bytes: Arc<tokio::sync::Semaphore>,
+    per_address: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+}
+
+/// Bytes of bodies read before their caller is known, at once.
+const PRE_AUTH_BYTES: usize = 64 * 1024 * 1024;
+
+/// Such bodies read at once from one address.
+const PRE_AUTH_PER_ADDRESS: usize = 4;
+
+impl Default for PreAuth {
+    fn default() -> Self {
+        Self {
+            bytes: Arc::new(tokio::sync::Semaphore::new(PRE_AUTH_BYTES / 1024)),
+            per_address: Arc::default(),
+        }
+    }
+}
+
+/// A body's share of [`PreAuth`], given back when dropped.
+pub(crate) struct PreAuthSlot {
+    _bytes: tokio::sync::OwnedSemaphorePermit,
+    per_address: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    address: std::net::IpAddr,
+}
+
+impl PreAuth {
+    /// A share for a body of at most `limit` bytes from `peer` with these
+    /// `headers` (its `Content-Length`), or the vendor's refusal.
+    pub(crate) fn admit<V: Vendor>(
+        &self,
+        peer: std::net::IpAddr,
+        headers: &HeaderMap,
+        limit: usize,
+    ) -> Result<PreAuthSlot, V::Error> {
+        let announced = headers
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<usize>().ok())
+            .unwrap_or(limit)
+            .min(limit);
+        if announced > PRE_AUTH_BYTES {
+            return Err(V::reject(Rejection::BodyTooLarge(PRE_AUTH_BYTES)));
+        }
+        let kib = u32::try_from(announced.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+        let bytes = self
+            .bytes
+            .clone()
+            .try_acquire_many_owned(kib)
+            .map_err(|_| V::reject(Rejection::Overloaded))?;
+        let mut counts = self.per_address.lock().unwrap_or_else(|e| e.into_inner());
+        let count = counts.entry(peer).or_default();
+        if *count >= PRE_AUTH_PER_ADDRESS {
+            return Err(V::reject(Rejection::Overloaded));
+        }
+        *count += 1;
+        Ok(PreAuthSlot {
+            _bytes: bytes,
+            per_address: self.per_address.clone(),
+            address: peer,
+        })
+    }
+}
+
+impl Drop for PreAuthSlot {
+    fn drop(&mut self) {
+        let mut counts = self.per_address.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = counts.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.address);
+            }
+        }
+    }
 }
 
 /// Runs a facade request as a call (`storage::calls`): a GET only reads,

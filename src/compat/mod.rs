@@ -40,6 +40,8 @@ pub(crate) struct CompatState {
     pub in_flight: Arc<tokio::sync::Semaphore>,
     /// Where reads go; the tokens of writes.
     pub reads: ReadRouter,
+    /// The budget of bodies read before their caller is known.
+    pub pre_auth: Arc<common::PreAuth>,
 }
 
 /// Every facade, at its vendor's paths.

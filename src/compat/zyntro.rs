@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::CompatState;
-use super::common::{Rejection, Vendor, method_not_allowed, read_body, update_as_read};
+use super::common::{Rejection, Vendor, admit, method_not_allowed, read_body, update_as_read};
 use crate::api::{NoteField, update_of};
 use crate::domain::{DomainError, ErrorKind, Principal, Subject};
 use crate::proto::notes::v1 as pb;
@@ -57,9 +57,10 @@ impl Vendor for Zyntro {
             Rejection::UnknownRoute | Rejection::MethodNotAllowed | Rejection::Overloaded => {
                 rejection.status()
             }
-            Rejection::BadPathSegment | Rejection::BodyTooLarge(_) | Rejection::BodyUnreadable => {
-                StatusCode::OK
-            }
+            Rejection::BadPathSegment
+            | Rejection::BodyTooLarge(_)
+            | Rejection::BodyUnreadable
+            | Rejection::BodyTooSlow => StatusCode::OK,
         };
         ZyntroError {
             code: rejection.code(),
@@ -445,19 +446,26 @@ async fn add_notes_to_contact(
     }
 }
 
-/// Zyntro's credentials are in the body, so the body is read first: at
-/// most [`BODY_LIMIT`] bytes, then parsed, then the caller authenticated.
+/// Zyntro's credentials are in the body, so the body is read first, under
+/// the budget of bodies whose caller is not known (`common::PreAuth`): at
+/// most [`BODY_LIMIT`] bytes, then parsed, then the caller authenticated;
+/// only then does the request take a permit of the budget of calls in
+/// flight that authenticated calls share.
 async fn handle(
     state: &CompatState,
     peer: SocketAddr,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<NoteData, ZyntroError> {
+    let _unknown = state
+        .pre_auth
+        .admit::<Zyntro>(peer.ip(), headers, BODY_LIMIT)?;
     let body = read_body::<Zyntro>(body, BODY_LIMIT).await?;
     let request: AddNotesToContactRequest = serde_json::from_slice(&body)
         .map_err(|err| ZyntroError::invalid_field(format!("Invalid request body: {err}")))?;
 
     let principal = authenticate(state, peer, headers, &request).await?;
+    let _in_flight = admit::<Zyntro>(state)?;
     let note = request.contact_note()?;
     // The key's tenant is its organization: another org's id is a key
     // that no user of that org holds.

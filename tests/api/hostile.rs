@@ -296,3 +296,113 @@ async fn silent_tls_connections_from_one_address_lock_out_no_one_else() {
     add(&mut client, text_note("customer", "42", "through")).await;
     drop(silent);
 }
+
+/// Opens a Zyntro upload without credentials that announces `announced`
+/// bytes and sends a few, from `source`; the connection is held open.
+async fn trickling_zyntro_upload(
+    app: &TestApp,
+    source: &str,
+    announced: usize,
+) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt as _;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    let mut tcp = socket.connect(app.http_addr).await.unwrap();
+    let head = format!(
+        "POST /apis/v2/public/crm/addNotestoContact HTTP/1.1\r\nhost: notesd\r\n\
+         content-type: application/json\r\ncontent-length: {announced}\r\n\r\n{{\"note\": \""
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp
+}
+
+/// Reads what the server answered on `tcp` within `within`, if anything.
+async fn answer_of(tcp: &mut tokio::net::TcpStream, within: Duration) -> String {
+    use tokio::io::AsyncReadExt as _;
+    let mut answer = vec![0u8; 4096];
+    match tokio::time::timeout(within, tcp.read(&mut answer)).await {
+        Ok(Ok(n)) => String::from_utf8_lossy(&answer[..n]).into_owned(),
+        _ => String::new(),
+    }
+}
+
+/// Keyless Zyntro uploads that announce 20 MB and trickle (Zyntro's
+/// credentials are in the body, so it must be read before the caller is
+/// known) are read under a budget of their own: authenticated gRPC calls
+/// and other facades, which share the budget of calls in flight, are not
+/// refused while they trickle (they were: RESOURCE_EXHAUSTED and 503).
+/// That budget holds 64 MiB of announced bodies, and one address gets
+/// four of its slots at once; beyond either, an upload is refused at once,
+/// in Zyntro's shape.
+#[tokio::test]
+async fn keyless_uploads_that_trickle_take_nothing_from_keyed_callers() {
+    let app = spawn_app_with(|settings| settings.limits.max_in_flight = 16).await;
+    let key = app.member_key("acme", "alice").await;
+    let mut uploads = Vec::new();
+    for n in 0..24 {
+        // Four loopback addresses, six uploads each.
+        let source = format!("127.0.0.{}", 1 + n % 4);
+        uploads.push(trickling_zyntro_upload(&app, &source, 20_000_000).await);
+    }
+    async fn refused(uploads: &mut [tokio::net::TcpStream]) -> usize {
+        let mut refused = 0;
+        for upload in uploads {
+            let answer = answer_of(upload, Duration::from_millis(200)).await;
+            if answer.starts_with("HTTP/1.1 503") {
+                assert!(
+                    answer.contains("\"status\":\"error\""),
+                    "Zyntro's shape: {answer}"
+                );
+                refused += 1;
+            }
+        }
+        refused
+    }
+    assert_eq!(
+        refused(&mut uploads).await,
+        21,
+        "three of 20 MB fit in 64 MiB"
+    );
+    let mut small = Vec::new();
+    for _ in 0..6 {
+        small.push(trickling_zyntro_upload(&app, "127.0.0.9", 100_000).await);
+    }
+    assert_eq!(
+        refused(&mut small).await,
+        2,
+        "four at once from one address"
+    );
+
+    let mut client = app.client(&key).await;
+    for n in 0..20 {
+        add(
+            &mut client,
+            text_note("customer", "42", &format!("note {n}")),
+        )
+        .await;
+    }
+    let close = reqwest::Client::new()
+        .get(app.http_url("/api/v1/activity/note/"))
+        .basic_auth(&key, Some(""));
+    let (status, body) = json_answer(close).await;
+    assert_eq!(status, 200, "the Close facade answers: {body}");
+    drop(uploads);
+}
+
+/// A request body that does not arrive within 30 s is cut off (408, in
+/// the vendor's shape), and what it held is given back: no connection
+/// with a stalled body stays open for ever.
+#[tokio::test]
+async fn a_body_that_trickles_is_cut_off() {
+    let app = spawn_app().await;
+    let mut upload = trickling_zyntro_upload(&app, "127.0.0.1", 1_000_000).await;
+    let answer = answer_of(&mut upload, Duration::from_secs(40)).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "Zyntro answers errors with 200: {answer}"
+    );
+    assert!(
+        answer.contains("BODY_TIMEOUT") || answer.contains("did not arrive"),
+        "{answer}"
+    );
+}

@@ -199,7 +199,12 @@ impl Notes {
     ) -> Result<Vec<Note>, DomainError> {
         let mut found = self
             .store
-            .get_many(&principal.tenant, ids, budget_bytes)
+            .get_many(
+                &principal.tenant,
+                ids,
+                budget_bytes,
+                |owner, visibility, draft| access::can_see(principal, owner, visibility, draft),
+            )
             .await?;
         let mut wanted: HashMap<NoteId, usize> = HashMap::new();
         for id in ids {

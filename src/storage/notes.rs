@@ -22,7 +22,9 @@ use super::watch::{ChangeFeeds, Watch};
 use crate::domain::list::{NoteCursor, NoteFilter, Page};
 use crate::domain::search::SearchPage;
 use crate::domain::watch::{StreamPosition, WatchScope};
-use crate::domain::{ChangeKind, DomainError, MemberId, Note, NoteId, Revision, Subject, TenantId};
+use crate::domain::{
+    ChangeKind, DomainError, MemberId, Note, NoteId, Revision, Subject, TenantId, Visibility,
+};
 
 const SAVE_NOTE: &str = include_str!("sql/save_note.sql");
 
@@ -180,38 +182,62 @@ impl NoteStore {
         tenant: &TenantId,
         ids: &[NoteId],
         budget_bytes: usize,
+        readable: impl Fn(&MemberId, Visibility, bool) -> bool + Copy,
     ) -> Result<HashMap<NoteId, Note>, DomainError> {
         let ids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
-        self.read(|target| get_many_on(self.reads.pool(target), tenant, &ids, budget_bytes))
-            .await
+        self.read(|target| {
+            get_many_on(
+                self.reads.pool(target),
+                tenant,
+                &ids,
+                budget_bytes,
+                readable,
+            )
+        })
+        .await
     }
 }
 
-/// `NoteStore::get_many` on `pool`.
+/// `NoteStore::get_many` on `pool`: only the notes that `readable` lets
+/// the caller read (by owner, visibility and draft) are sized and loaded,
+/// so the budget's answer tells nothing of a note the caller may not read.
 async fn get_many_on(
     pool: &PgPool,
     tenant: &TenantId,
     ids: &[Uuid],
     budget_bytes: usize,
+    readable: impl Fn(&MemberId, Visibility, bool) -> bool,
 ) -> Result<HashMap<NoteId, Note>, DomainError> {
     let mut tx = begin_for(pool, tenant).await?;
-    let sizes: Vec<(Uuid, i64)> = sqlx::query_as(
+    let found: Vec<(Uuid, i64, String, i16, bool)> = sqlx::query_as(
         "select id, octet_length(body_text)::int8 + coalesce(octet_length(body_html), 0)
-                 + octet_length(title) + pg_column_size(actions) + pg_column_size(attachments)
+                 + octet_length(title) + pg_column_size(actions) + pg_column_size(attachments),
+                 owner_id, visibility, draft
              from notes where tenant_id = $1 and id = any($2)",
     )
     .bind(tenant.as_str())
     .bind(ids)
     .fetch_all(&mut *tx)
     .await?;
-    let sizes: HashMap<Uuid, i64> = sizes.into_iter().collect();
+    let mut sizes: HashMap<Uuid, i64> = HashMap::with_capacity(found.len());
+    for (id, size, owner, visibility, draft) in found {
+        let visibility = rows::visibility_from_code(visibility).map_err(DomainError::Internal)?;
+        if readable(&MemberId::from_stored(owner), visibility, draft) {
+            sizes.insert(id, size);
+        }
+    }
     // Each id as often as it is asked for: each is answered.
     let total: i64 = ids.iter().filter_map(|id| sizes.get(id)).sum();
     if usize::try_from(total).unwrap_or(usize::MAX) > budget_bytes {
         tx.rollback().await?;
         return Err(DomainError::ResponseTooLarge(budget_bytes >> 20));
     }
-    let rows = rows::select_notes(&mut *tx, tenant, ids).await?;
+    let ids: Vec<Uuid> = ids
+        .iter()
+        .copied()
+        .filter(|id| sizes.contains_key(id))
+        .collect();
+    let rows = rows::select_notes(&mut *tx, tenant, &ids).await?;
     tx.commit().await?;
     rows.into_iter()
         .map(|row| {

@@ -406,3 +406,43 @@ async fn a_body_that_trickles_is_cut_off() {
         "{answer}"
     );
 }
+
+/// BatchGetNotes sizes only the notes the caller may read: another
+/// member's large private notes are NOT_FOUND, as ids that do not exist
+/// are (they were RESOURCE_EXHAUSTED, which told the two apart, and how
+/// large the notes were).
+#[tokio::test]
+async fn batch_get_tells_nothing_of_notes_the_caller_cannot_read() {
+    use notesd::proto::notes::v1 as pb;
+    let app = spawn_app().await;
+    let mut bob = app.member("acme", "bob").await;
+    let mut alice = app.member("acme", "alice").await;
+    let large = "x".repeat(9 * 1024 * 1024);
+    let mut private = Vec::new();
+    for _ in 0..2 {
+        let note = pb::Note {
+            visibility: pb::Visibility::Private as i32,
+            ..text_note("customer", "42", &large)
+        };
+        private.push(add(&mut bob, note).await.id);
+    }
+    let missing = vec![
+        uuid::Uuid::now_v7().to_string(),
+        uuid::Uuid::now_v7().to_string(),
+    ];
+    for ids in [private.clone(), missing] {
+        assert_status(
+            alice
+                .batch_get_notes(pb::BatchGetNotesRequest { ids })
+                .await,
+            tonic::Code::NotFound,
+            "NOT_FOUND",
+        );
+    }
+    // Their owner is still told the page would be too large.
+    let status = bob
+        .batch_get_notes(pb::BatchGetNotesRequest { ids: private })
+        .await
+        .expect_err("18 MiB is over the response budget");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+}

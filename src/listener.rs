@@ -99,20 +99,31 @@ impl Incoming {
     }
 }
 
-/// The handshakes in progress per address.
-#[derive(Default)]
-struct PerAddress {
+/// Things in progress per client address, each address held to a share
+/// (TLS handshakes here; bodies read before their caller is known in the
+/// facades).
+#[derive(Debug)]
+pub(crate) struct PerAddress {
+    max: usize,
     counts: std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>,
 }
 
-/// One handshake counted against its address until dropped.
-struct AddressSlot {
+/// One thing counted against its address until dropped.
+pub(crate) struct AddressSlot {
     counts: Arc<PerAddress>,
     address: IpAddr,
 }
 
 impl PerAddress {
-    /// The address connections are counted under: the IP, or an IPv6
+    /// At most `max` at once per address.
+    pub(crate) fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            max,
+            counts: std::sync::Mutex::default(),
+        })
+    }
+
+    /// The address things are counted under: the IP, or an IPv6
     /// address's /64 (one host or site may hold a whole /64).
     fn key(ip: IpAddr) -> IpAddr {
         match ip {
@@ -126,12 +137,12 @@ impl PerAddress {
         }
     }
 
-    /// A slot for one more handshake from `ip`, unless it has its share.
-    fn take(self: &Arc<Self>, ip: IpAddr) -> Option<AddressSlot> {
+    /// A slot for one more from `ip`, unless it has its share.
+    pub(crate) fn take(self: &Arc<Self>, ip: IpAddr) -> Option<AddressSlot> {
         let address = Self::key(ip);
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         let count = counts.entry(address).or_default();
-        if *count >= MAX_HANDSHAKES_PER_ADDRESS {
+        if *count >= self.max {
             return None;
         }
         *count += 1;
@@ -156,7 +167,7 @@ impl Drop for AddressSlot {
 
 async fn accept(listener: TcpListener, tls: Option<TlsConfigs>, tx: mpsc::Sender<Conn>) {
     let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
-    let per_address = Arc::new(PerAddress::default());
+    let per_address = PerAddress::new(MAX_HANDSHAKES_PER_ADDRESS);
     loop {
         let (tcp, remote_addr) = match listener.accept().await {
             Ok(accepted) => accepted,

@@ -27,6 +27,7 @@ use super::CompatState;
 use crate::api::{NotesApi, add_consistency_token, call_scope};
 use crate::auth::ACTOR_HEADER;
 use crate::domain::{DomainError, Principal};
+use crate::listener::{AddressSlot, PerAddress};
 use crate::proto::notes::v1 as pb;
 
 /// How many times a facade's read-modify-write of a note runs when a
@@ -353,13 +354,14 @@ pub(crate) fn admit<V: Vendor>(
 /// credentials sends takes what authenticated calls use. Each such body
 /// holds, while it is read and handled, as many bytes of
 /// [`PRE_AUTH_BYTES`] as it announces (its limit when it announces none),
-/// and one of [`PRE_AUTH_PER_ADDRESS`] slots of its address; a request
+/// and one of [`PRE_AUTH_PER_ADDRESS`] slots of its address (an IPv6 /64
+/// counts as one); a request
 /// beyond either is refused at once, before a byte of its body is read.
 #[derive(Debug)]
 pub(crate) struct PreAuth {
     /// In KiB.
     bytes: Arc<tokio::sync::Semaphore>,
-    per_address: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    per_address: Arc<PerAddress>,
 }
 
 /// Bytes of bodies read before their caller is known, at once.
@@ -372,7 +374,7 @@ impl Default for PreAuth {
     fn default() -> Self {
         Self {
             bytes: Arc::new(tokio::sync::Semaphore::new(PRE_AUTH_BYTES / 1024)),
-            per_address: Arc::default(),
+            per_address: PerAddress::new(PRE_AUTH_PER_ADDRESS),
         }
     }
 }
@@ -380,8 +382,7 @@ impl Default for PreAuth {
 /// A body's share of [`PreAuth`], given back when dropped.
 pub(crate) struct PreAuthSlot {
     _bytes: tokio::sync::OwnedSemaphorePermit,
-    per_address: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
-    address: std::net::IpAddr,
+    _address: AddressSlot,
 }
 
 impl PreAuth {
@@ -408,29 +409,14 @@ impl PreAuth {
             .clone()
             .try_acquire_many_owned(kib)
             .map_err(|_| V::reject(Rejection::Overloaded))?;
-        let mut counts = self.per_address.lock().unwrap_or_else(|e| e.into_inner());
-        let count = counts.entry(peer).or_default();
-        if *count >= PRE_AUTH_PER_ADDRESS {
-            return Err(V::reject(Rejection::Overloaded));
-        }
-        *count += 1;
+        let address = self
+            .per_address
+            .take(peer)
+            .ok_or_else(|| V::reject(Rejection::Overloaded))?;
         Ok(PreAuthSlot {
             _bytes: bytes,
-            per_address: self.per_address.clone(),
-            address: peer,
+            _address: address,
         })
-    }
-}
-
-impl Drop for PreAuthSlot {
-    fn drop(&mut self) {
-        let mut counts = self.per_address.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = counts.get_mut(&self.address) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.address);
-            }
-        }
     }
 }
 

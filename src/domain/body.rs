@@ -119,15 +119,7 @@ const MAX_REOPENED_BYTES: usize = MAX_BODY_BYTES;
 /// list of active formatting elements closely enough to bound both (it
 /// errs towards counting more), before the parser builds anything.
 fn check_parse_work(field: &str, html: &str) -> Result<(), DomainError> {
-    use html5ever::tendril::StrTendril;
-    use html5ever::tokenizer::{BufferQueue, Tokenizer, TokenizerOpts};
-
-    let input = BufferQueue::default();
-    input.push_back(StrTendril::from_slice(html));
-    let tokenizer = Tokenizer::new(WorkSink::default(), TokenizerOpts::default());
-    let _ = tokenizer.feed(&input);
-    tokenizer.end();
-    let work = tokenizer.sink.state.into_inner();
+    let work = tokenize(html, WorkSink::default()).state.into_inner();
     if work.too_deep {
         return Err(DomainError::invalid(
             field,
@@ -272,16 +264,20 @@ static SANITIZER: LazyLock<ammonia::Builder<'static>> = LazyLock::new(ammonia::B
 /// A streaming pass over html5ever's tokenizer: linear in the input, which
 /// matters for 10 MiB bodies (a layout-based converter took seconds).
 fn html_to_text(html: &str) -> String {
+    tokenize(html, TextSink::default()).finish()
+}
+
+/// Runs html5ever's tokenizer over `html` into `sink`, and hands it back.
+fn tokenize<S: html5ever::tokenizer::TokenSink>(html: &str, sink: S) -> S {
     use html5ever::tendril::StrTendril;
     use html5ever::tokenizer::{BufferQueue, Tokenizer, TokenizerOpts};
 
-    let sink = TextSink::default();
     let input = BufferQueue::default();
     input.push_back(StrTendril::from_slice(html));
     let tokenizer = Tokenizer::new(sink, TokenizerOpts::default());
     let _ = tokenizer.feed(&input);
     tokenizer.end();
-    tokenizer.sink.finish()
+    tokenizer.sink
 }
 
 #[derive(Default)]

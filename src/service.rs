@@ -174,18 +174,27 @@ impl Notes {
     }
 
     /// Soft-deletes several notes, all or none, each as `delete_note`
-    /// would; the first failure names its index.
+    /// would; the first failure names its index. The deleted notes are
+    /// the answer: RESPONSE_TOO_LARGE when those the caller may read weigh
+    /// more than `budget_bytes`.
     pub(crate) async fn delete_notes(
         &self,
         principal: &Principal,
         requests: &[(NoteId, Option<String>)],
+        budget_bytes: usize,
     ) -> Result<Vec<Note>, DomainError> {
         let ids: Vec<NoteId> = requests.iter().map(|(id, _)| *id).collect();
         self.store
-            .modify_all(&principal.tenant, &ids, |index, note| {
-                let note = note.ok_or(DomainError::NoteNotFound)?;
-                deletion(principal, note, requests[index].1.as_deref(), true)
-            })
+            .modify_all(
+                &principal.tenant,
+                &ids,
+                budget_bytes,
+                |owner, visibility, draft| access::can_see(principal, owner, visibility, draft),
+                |index, note| {
+                    let note = note.ok_or(DomainError::NoteNotFound)?;
+                    deletion(principal, note, requests[index].1.as_deref(), true)
+                },
+            )
             .await
     }
 

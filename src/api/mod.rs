@@ -392,7 +392,10 @@ impl NotesApi {
         request: &pb::BatchDeleteNotesRequest,
     ) -> Result<pb::BatchDeleteNotesResponse, DomainError> {
         let deletes = batch::parse_deletes(request)?;
-        let notes = self.notes.delete_notes(principal, &deletes).await?;
+        let notes = self
+            .notes
+            .delete_notes(principal, &deletes, RESPONSE_BUDGET_BYTES)
+            .await?;
         Ok(pb::BatchDeleteNotesResponse {
             notes: notes.into_iter().map(convert::note_to_proto).collect(),
         })
@@ -529,9 +532,10 @@ pub(crate) async fn add_consistency_token(
     }
 }
 
-/// A page holds fewer items than asked (AIP-158 allows it) when the items
-/// would make the response larger than this; large bodies then page by size.
-const RESPONSE_BUDGET_BYTES: usize = MAX_MESSAGE_BYTES / 2;
+/// The bytes of a page (see `list::PAGE_BUDGET_BYTES`), as encoded: half
+/// the largest message, so that a page's first note always fits.
+const RESPONSE_BUDGET_BYTES: usize = list::PAGE_BUDGET_BYTES;
+const _: () = assert!(2 * RESPONSE_BUDGET_BYTES <= MAX_MESSAGE_BYTES);
 
 /// How many of `items`, from the first, fit in the response budget: always
 /// at least one, since a single note always fits a message.

@@ -7,6 +7,12 @@ use super::{DomainError, MemberId, NoteId, Subject};
 pub(crate) const DEFAULT_PAGE_SIZE: usize = 50;
 pub(crate) const MAX_PAGE_SIZE: usize = 1000;
 
+/// A page holds fewer items than asked (AIP-158 allows it) when they would
+/// weigh more than this, but always its first: large notes page by size.
+/// The store cuts pages to it as it reads them, the edges again as they
+/// encode them.
+pub(crate) const PAGE_BUDGET_BYTES: usize = 16 * 1024 * 1024;
+
 /// Parses a page size: 0 means the default, larger than the cap is capped,
 /// negative is an error (AIP-158).
 pub(crate) fn page_size(field: &str, requested: i32) -> Result<usize, DomainError> {

@@ -16,10 +16,10 @@ use super::gather::BatchObserver;
 use super::purge::{self, PurgeTarget, Purged};
 use super::reads::GetBatcher;
 use super::replicas::{ReadRouter, ReadTarget};
-use super::rows::{self, NoteRow, note_columns};
+use super::rows::{self, NoteRow, note_bytes, note_columns, page_cut_columns};
 use super::search::{self, Search};
 use super::watch::{ChangeFeeds, Watch};
-use crate::domain::list::{NoteCursor, NoteFilter, Page};
+use crate::domain::list::{NoteCursor, NoteFilter, PAGE_BUDGET_BYTES, Page};
 use crate::domain::search::SearchPage;
 use crate::domain::watch::{StreamPosition, WatchScope};
 use crate::domain::{
@@ -36,13 +36,15 @@ macro_rules! horizon_row_nulls {
     };
 }
 
-/// A `note_revisions` row: revision, change kind, actor, time, snapshot.
+/// A `note_revisions` row: revision, change kind, actor, time, snapshot,
+/// and whether more follow it in the page's order.
 type RevisionRow = (
     i64,
     i16,
     String,
     chrono::DateTime<chrono::Utc>,
     Json<NoteRow>,
+    bool,
 );
 
 #[derive(Debug, Clone)]
@@ -209,12 +211,11 @@ async fn get_many_on(
     readable: impl Fn(&MemberId, Visibility, bool) -> bool,
 ) -> Result<HashMap<NoteId, Note>, DomainError> {
     let mut tx = begin_for(pool, tenant).await?;
-    let found: Vec<(Uuid, i64, String, i16, bool)> = sqlx::query_as(
-        "select id, octet_length(body_text)::int8 + coalesce(octet_length(body_html), 0)
-                 + octet_length(title) + pg_column_size(actions) + pg_column_size(attachments),
-                 owner_id, visibility, draft
-             from notes where tenant_id = $1 and id = any($2)",
-    )
+    let found: Vec<(Uuid, i64, String, i16, bool)> = sqlx::query_as(concat!(
+        "select id, ",
+        note_bytes!(),
+        ", owner_id, visibility, draft from notes where tenant_id = $1 and id = any($2)"
+    ))
     .bind(tenant.as_str())
     .bind(ids)
     .fetch_all(&mut *tx)
@@ -250,7 +251,8 @@ async fn get_many_on(
 impl NoteStore {
     /// Changes several notes in one transaction, all or none: locks them
     /// (in id order, so that two such calls never wait on each other in a
-    /// cycle), lets `change` decide each one's new state in the order of
+    /// cycle), refuses when those `readable` lets the caller read weigh
+    /// more than `budget_bytes` (they are the answer), lets `change` decide each one's new state in the order of
     /// `ids` (`None` for an id that names no note), and writes them with
     /// their revisions and events. The first error, named by its index,
     /// rolls the whole back.
@@ -268,6 +270,8 @@ impl NoteStore {
         &self,
         tenant: &TenantId,
         ids: &[NoteId],
+        budget_bytes: usize,
+        readable: impl Fn(&MemberId, Visibility, bool) -> bool,
         mut change: F,
     ) -> Result<Vec<Note>, DomainError>
     where
@@ -276,6 +280,30 @@ impl NoteStore {
         let mut sorted: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
         sorted.sort_unstable();
         let mut tx = begin_for(&self.pool, tenant).await?;
+        // The changed notes are the answer: first locked and sized without
+        // their bodies, as BatchGetNotes sizes them.
+        let found: Vec<(i64, String, i16, bool)> = sqlx::query_as(concat!(
+            "select ",
+            note_bytes!(),
+            ", owner_id, visibility, draft from notes \
+             where tenant_id = $1 and id = any($2) order by id for update"
+        ))
+        .bind(tenant.as_str())
+        .bind(&sorted)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut total: i64 = 0;
+        for (size, owner, visibility, draft) in found {
+            let visibility =
+                rows::visibility_from_code(visibility).map_err(DomainError::Internal)?;
+            if readable(&MemberId::from_stored(owner), visibility, draft) {
+                total = total.saturating_add(size);
+            }
+        }
+        if usize::try_from(total).unwrap_or(usize::MAX) > budget_bytes {
+            tx.rollback().await?;
+            return Err(DomainError::ResponseTooLarge(budget_bytes >> 20));
+        }
         let rows: Vec<NoteRow> = sqlx::query_as(concat!(
             "select ",
             note_columns!(),
@@ -474,7 +502,9 @@ impl NoteStore {
         Ok(id.map(NoteId))
     }
 
-    /// A page of the notes that match `filter`, newest `occurred_at` first:
+    /// A page of the notes that match `filter`, newest `occurred_at` first,
+    /// at most `page_size` and, but for the first, within
+    /// `PAGE_BUDGET_BYTES`:
     /// those `viewer` may read, or every one when `viewer` is `None` (an
     /// admin); and the position of the change stream that a watch started
     /// from misses nothing this page could not show (the xmin of the page's
@@ -508,20 +538,34 @@ impl NoteStore {
         } else {
             "notes"
         };
+        //
+        // The page is cut to `PAGE_BUDGET_BYTES` in the statement (see
+        // `rows::page_cut_columns`): the notes past the budget are never
+        // sent.
         let query = || {
-            let mut query = QueryBuilder::<Postgres>::new(concat!("(select ", note_columns!()));
-            query.push(format_args!(", null::int8 from {source} where "));
+            let mut query = QueryBuilder::<Postgres>::new(concat!(
+                "(select ",
+                note_columns!(),
+                ", null::int8, page_more from (select ",
+                note_columns!(),
+                ", ",
+                page_cut_columns!("occurred_at desc, id desc")
+            ));
+            query.push(format_args!(" from {source} where "));
             push_filter(&mut query, tenant, viewer, filter);
             if let Some(cursor) = after {
                 push_position(&mut query, "<", cursor);
             }
             query
                 .push(" order by occurred_at desc, id desc limit ")
-                .push_bind(page_size as i64 + 1)
+                .push_bind(page_size as i64)
+                .push(") page where ")
+                .push(rows::PAGE_CUT)
+                .push_bind(PAGE_BUDGET_BYTES as i64)
                 .push(concat!(
-                    ") union all select ",
+                    " order by occurred_at desc, id desc) union all select ",
                     horizon_row_nulls!(),
-                    " pg_snapshot_xmin(pg_current_snapshot())::text::int8"
+                    " pg_snapshot_xmin(pg_current_snapshot())::text::int8, null"
                 ));
             query
         };
@@ -534,23 +578,21 @@ impl NoteStore {
             })
             .await?;
         const HORIZON_COLUMN: usize = rows::NOTE_COLUMN_COUNT;
+        const MORE_COLUMN: usize = HORIZON_COLUMN + 1;
         let mut horizon = 0;
+        let mut more = false;
         let mut notes = Vec::with_capacity(rows.len());
         for row in &rows {
             // The horizon's row has no note.
             if row.try_get::<Option<Uuid>, _>(1)?.is_some() {
                 notes.push(Note::try_from(NoteRow::from_row(row)?)?);
+                more = row.try_get(MORE_COLUMN)?;
             } else {
                 horizon = row.try_get::<i64, _>(HORIZON_COLUMN)?;
             }
         }
         let watch_from = StreamPosition::before(u64::try_from(horizon).unwrap_or(0));
-        let next = if notes.len() > page_size {
-            notes.truncate(page_size);
-            notes.last().map(Note::cursor)
-        } else {
-            None
-        };
+        let next = more.then(|| notes.last().map(Note::cursor)).flatten();
         Ok((Page { items: notes, next }, watch_from))
     }
 
@@ -572,26 +614,33 @@ impl NoteStore {
         let rows: Vec<RevisionRow> = self
             .read(|target| async move {
                 let mut tx = begin_for(self.reads.pool(target), tenant).await?;
-                let rows = sqlx::query_as(
-                    "select revision, change_kind, actor_id, changed_at, snapshot
-                         from note_revisions
+                // Cut to the budget in the statement, as ListNotes is.
+                let rows = sqlx::query_as(concat!(
+                    "select revision, change_kind, actor_id, changed_at, snapshot, page_more
+                         from (select *, ",
+                    page_cut_columns!("snapshot_bytes", "revision desc"),
+                    " from note_revisions
                          where tenant_id = $1 and note_id = $2 and revision < $3
                          order by revision desc
-                         limit $4",
-                )
+                         limit $4) page
+                     where page_place = 1 or page_bytes <= $5
+                     order by revision desc"
+                ))
                 .bind(tenant.as_str())
                 .bind(id.0)
                 .bind(before_revision.unwrap_or(i64::MAX))
-                .bind(page_size as i64 + 1)
+                .bind(page_size as i64)
+                .bind(PAGE_BUDGET_BYTES as i64)
                 .fetch_all(&mut *tx)
                 .await?;
                 tx.commit().await?;
                 Ok(rows)
             })
             .await?;
-        let mut revisions = rows
+        let more = rows.last().is_some_and(|row| row.5);
+        let revisions = rows
             .into_iter()
-            .map(|(revision, kind, actor, changed_at, Json(snapshot))| {
+            .map(|(revision, kind, actor, changed_at, Json(snapshot), _)| {
                 Ok(Revision {
                     revision,
                     change_kind: rows::change_kind_from_code(kind)?,
@@ -601,12 +650,7 @@ impl NoteStore {
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let next = if revisions.len() > page_size {
-            revisions.truncate(page_size);
-            revisions.last().map(|r| r.revision)
-        } else {
-            None
-        };
+        let next = more.then(|| revisions.last().map(|r| r.revision)).flatten();
         Ok(Page {
             items: revisions,
             next,

@@ -63,6 +63,53 @@ macro_rules! note_columns {
 }
 pub(crate) use note_columns;
 
+/// What a note's row weighs as read, in bytes, for bounding pages: the
+/// lengths of its texts (known from a stored value's header, without
+/// reading it) and of its JSON as text (small, and stored inline, for all
+/// but a hostile note). An estimate of the encoded note, not its exact
+/// size: pages are cut again, exactly, as they are encoded.
+macro_rules! note_bytes {
+    () => {
+        "(octet_length(body_text)::int8 + coalesce(octet_length(body_html), 0) \
+          + octet_length(title) + octet_length(subject_id) \
+          + octet_length(related_subjects::text) + octet_length(actions::text) \
+          + octet_length(attachments::text) \
+          + octet_length(array_to_string(mentions, '')) + 256)"
+    };
+}
+pub(crate) use note_bytes;
+
+/// The columns that cut a page, ordered by `$order`, to what fits a
+/// budget of bytes, in the page's own statement: each row's running total
+/// of its bytes (`$bytes`, by default [`note_bytes!`]) (`page_bytes`), its place (`page_place`), and whether
+/// a row follows it (`page_more`). A page keeps its rows while
+/// `page_bytes <= budget`, and always its first ([`PAGE_CUT`]); whether
+/// more follow is then the last kept row's `page_more`. Only the kept rows
+/// are sent, so a page of large notes is never loaded whole.
+macro_rules! page_cut_columns {
+    ($order:literal) => {
+        $crate::storage::rows::page_cut_columns!($crate::storage::rows::note_bytes!(), $order)
+    };
+    ($bytes:expr, $order:literal) => {
+        concat!(
+            "sum(",
+            $bytes,
+            ") over (order by ",
+            $order,
+            " rows unbounded preceding) as page_bytes, row_number() over (order by ",
+            $order,
+            ") as page_place, count(*) over (order by ",
+            $order,
+            " rows between current row and 1 following) > 1 as page_more"
+        )
+    };
+}
+pub(crate) use page_cut_columns;
+
+/// The condition, before the budget's bind, that keeps a page's rows (see
+/// [`page_cut_columns!`]).
+pub(crate) const PAGE_CUT: &str = "page_place = 1 or page_bytes <= ";
+
 /// How many columns [`note_columns!`] names.
 pub(crate) const NOTE_COLUMN_COUNT: usize = 28;
 

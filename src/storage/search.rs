@@ -15,8 +15,8 @@ use uuid::Uuid;
 
 use super::begin_for;
 use super::notes::{push_filter, push_position};
-use super::rows::{self, NoteRow, note_columns};
-use crate::domain::list::{NoteCursor, NoteFilter};
+use super::rows::{self, NoteRow, note_bytes, note_columns, page_cut_columns};
+use crate::domain::list::{NoteCursor, NoteFilter, PAGE_BUDGET_BYTES};
 use crate::domain::search::{
     MARK_END, MARK_START, RELEVANCE_WINDOW, SearchCursor, SearchHit, SearchOrder, SearchPage,
     SearchQuery,
@@ -55,11 +55,13 @@ pub(crate) struct Search<'a> {
     pub after: Option<SearchCursor>,
 }
 
-/// The columns after the note's: its score and raw snippet, then (in
-/// relevance order) the window's floor.
+/// The columns after the note's: its score and raw snippet, whether more
+/// hits follow it (see `rows::page_cut_columns`), then (in relevance
+/// order) the window's floor.
 const SCORE_COLUMN: usize = rows::NOTE_COLUMN_COUNT;
 const SNIPPET_COLUMN: usize = SCORE_COLUMN + 1;
-const FLOOR_AT_COLUMN: usize = SNIPPET_COLUMN + 1;
+const MORE_COLUMN: usize = SNIPPET_COLUMN + 1;
+const FLOOR_AT_COLUMN: usize = MORE_COLUMN + 1;
 const FLOOR_ID_COLUMN: usize = FLOOR_AT_COLUMN + 1;
 
 /// A page of the notes that match `search`, in its order.
@@ -139,7 +141,9 @@ pub(super) async fn search(
 
     let mut hits = Vec::with_capacity(rows.len());
     let mut floor = None;
+    let mut more = false;
     for row in &rows {
+        more = row.try_get(MORE_COLUMN)?;
         if search.order == SearchOrder::Relevance && floor.is_none() {
             let at = row.try_get(FLOOR_AT_COLUMN)?;
             let id: Uuid = row.try_get(FLOOR_ID_COLUMN)?;
@@ -154,8 +158,6 @@ pub(super) async fn search(
             snippet: row.try_get(SNIPPET_COLUMN)?,
         });
     }
-    let more = hits.len() > search.page_size;
-    hits.truncate(search.page_size);
     Ok(SearchPage { hits, more, floor })
 }
 
@@ -202,9 +204,11 @@ fn push_newest<'a>(query: &mut QueryBuilder<'a, Postgres>, search: &'a Search<'a
     query.push(", ");
     push_snippet(query, search.query);
     query.push(concat!(
-        " from (select ",
+        ", page_more from (select ",
         note_columns!(),
-        ", search from tenant_notes where "
+        ", search, ",
+        page_cut_columns!("occurred_at desc, id desc"),
+        " from tenant_notes where "
     ));
     push_filter(query, search.tenant, search.viewer, search.filter);
     push_matches(query, search.query);
@@ -213,8 +217,11 @@ fn push_newest<'a>(query: &mut QueryBuilder<'a, Postgres>, search: &'a Search<'a
     }
     query
         .push(" order by occurred_at desc, id desc limit ")
-        .push_bind(search.page_size as i64 + 1)
-        .push(") hit order by occurred_at desc, id desc");
+        .push_bind(search.page_size as i64)
+        .push(") hit where ")
+        .push(rows::PAGE_CUT)
+        .push_bind(PAGE_BUDGET_BYTES as i64)
+        .push(" order by occurred_at desc, id desc");
 }
 
 /// Relevance order: the window of the newest matches (bounded on the
@@ -223,7 +230,11 @@ fn push_newest<'a>(query: &mut QueryBuilder<'a, Postgres>, search: &'a Search<'a
 fn push_relevance<'a>(query: &mut QueryBuilder<'a, Postgres>, search: &'a Search<'a>) {
     query.push("with window_ as (select id as hit_id, occurred_at as hit_at, ");
     push_score(query, search.query);
-    query.push(" as score from tenant_notes where ");
+    query.push(concat!(
+        " as score, ",
+        note_bytes!(),
+        " as hit_bytes from tenant_notes where "
+    ));
     push_filter(query, search.tenant, search.viewer, search.filter);
     push_matches(query, search.query);
     let after = match search.after {
@@ -239,7 +250,11 @@ fn push_relevance<'a>(query: &mut QueryBuilder<'a, Postgres>, search: &'a Search
             None
         }
     };
-    query.push("), page as (select * from window_");
+    query.push(concat!(
+        "), page as (select *, ",
+        page_cut_columns!("hit_bytes", "score desc, hit_at desc, hit_id desc"),
+        " from window_"
+    ));
     if let Some((score, last)) = after {
         query
             .push(" where (score, hit_at, hit_id) < (")
@@ -252,7 +267,7 @@ fn push_relevance<'a>(query: &mut QueryBuilder<'a, Postgres>, search: &'a Search
     }
     query
         .push(" order by score desc, hit_at desc, hit_id desc limit ")
-        .push_bind(search.page_size as i64 + 1)
+        .push_bind(search.page_size as i64)
         .push(concat!(
             "), floor as (select hit_at as floor_at, hit_id as floor_id from window_ \
              order by hit_at, hit_id limit 1) select ",
@@ -262,12 +277,12 @@ fn push_relevance<'a>(query: &mut QueryBuilder<'a, Postgres>, search: &'a Search
     push_snippet(query, search.query);
     query
         .push(
-            ", floor.floor_at, floor.floor_id from page cross join floor \
+            ", page.page_more, floor.floor_at, floor.floor_id from page cross join floor \
              join notes on notes.tenant_id = ",
         )
         .push_bind(search.tenant.as_str())
-        .push(
-            " and notes.id = page.hit_id \
-             order by page.score desc, page.hit_at desc, page.hit_id desc",
-        );
+        .push(" and notes.id = page.hit_id where (")
+        .push(rows::PAGE_CUT)
+        .push_bind(PAGE_BUDGET_BYTES as i64)
+        .push(") order by page.score desc, page.hit_at desc, page.hit_id desc");
 }

@@ -1082,6 +1082,13 @@ impl NotesdProcess {
         )
     }
 
+    /// Starts the peak of [`Self::peak_rss_kib`] again from the memory the
+    /// process holds now (Linux's `clear_refs`, 5).
+    pub fn reset_peak_rss(&self) {
+        let pid = self.child.id().expect("running");
+        std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+    }
+
     /// The process's peak resident memory so far (VmHWM), in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
         let pid = self.child.id().expect("running");

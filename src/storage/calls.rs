@@ -131,31 +131,41 @@ pub(super) fn remaining() -> Option<Duration> {
 /// Appends to a transaction's first statement what the current call asks
 /// of it (see the module's comment); refuses to begin once the deadline
 /// has passed.
-pub(super) fn push_call_settings(sql: &mut String) -> Result<(), DomainError> {
-    let Ok((name, remaining)) = CURRENT.try_with(|call| {
+///
+/// `at_most`, when given, bounds each statement of the transaction too
+/// (the statement timeout is then the sooner of the two).
+pub(super) fn push_call_settings(
+    sql: &mut String,
+    at_most: Option<Duration>,
+) -> Result<(), DomainError> {
+    let call = CURRENT.try_with(|call| {
         call.began_work.store(true, Ordering::Relaxed);
         (
             call.name(),
             call.deadline
                 .map(|deadline| deadline.saturating_duration_since(Instant::now())),
         )
-    }) else {
-        return Ok(());
-    };
-    // The name is ours: letters, digits, spaces and a dash.
-    let _ = write!(
-        sql,
-        "; select set_config('application_name', '{name}', true)"
-    );
-    if let Some(remaining) = remaining {
-        if remaining.is_zero() {
-            return Err(DomainError::DeadlineExceeded);
+    });
+    let mut settings = Vec::new();
+    let mut timeout = at_most;
+    if let Ok((name, remaining)) = call {
+        // The name is ours: letters, digits, spaces and a dash.
+        settings.push(format!("set_config('application_name', '{name}', true)"));
+        if let Some(remaining) = remaining {
+            if remaining.is_zero() {
+                return Err(DomainError::DeadlineExceeded);
+            }
+            timeout = Some(timeout.map_or(remaining, |limit| limit.min(remaining)));
         }
-        let _ = write!(
-            sql,
-            ", set_config('statement_timeout', '{}', true)",
-            statement_timeout_ms(remaining)
-        );
+    }
+    if let Some(timeout) = timeout {
+        settings.push(format!(
+            "set_config('statement_timeout', '{}', true)",
+            statement_timeout_ms(timeout)
+        ));
+    }
+    if !settings.is_empty() {
+        let _ = write!(sql, "; select {}", settings.join(", "));
     }
     Ok(())
 }
@@ -232,7 +242,7 @@ mod tests {
     #[tokio::test]
     async fn a_call_names_its_transactions_and_bounds_their_statements() {
         let mut outside = String::from("begin");
-        push_call_settings(&mut outside).unwrap();
+        push_call_settings(&mut outside, None).unwrap();
         assert_eq!(outside, "begin", "no call, nothing added");
 
         let call = CallScope::new(Some(Instant::now() + Duration::from_secs(5)));
@@ -241,7 +251,7 @@ mod tests {
             .clone()
             .run(async {
                 let mut sql = String::from("begin");
-                push_call_settings(&mut sql).map(|()| sql)
+                push_call_settings(&mut sql, None).map(|()| sql)
             })
             .await
             .unwrap();
@@ -260,12 +270,30 @@ mod tests {
             .and_then(|ms| ms.parse().ok())
             .unwrap();
         assert!((4_000..=5_000).contains(&ms), "{ms} ms left of 5 s");
+        let sooner = call
+            .clone()
+            .run(async {
+                let mut sql = String::from("begin");
+                push_call_settings(&mut sql, Some(Duration::from_millis(300))).map(|()| sql)
+            })
+            .await
+            .unwrap();
+        assert!(
+            sooner.ends_with("'statement_timeout', '300', true)"),
+            "a bound sooner than the deadline wins: {sooner}"
+        );
+        let mut bounded = String::from("begin");
+        push_call_settings(&mut bounded, Some(Duration::from_secs(2))).unwrap();
+        assert_eq!(
+            bounded, "begin; select set_config('statement_timeout', '2000', true)",
+            "a bound outside any call"
+        );
 
         let without = CallScope::new(None);
         let sql = without
             .run(async {
                 let mut sql = String::from("begin");
-                push_call_settings(&mut sql).map(|()| sql)
+                push_call_settings(&mut sql, None).map(|()| sql)
             })
             .await
             .unwrap();
@@ -275,7 +303,7 @@ mod tests {
         let sql = far
             .run(async {
                 let mut sql = String::from("begin");
-                push_call_settings(&mut sql).map(|()| sql)
+                push_call_settings(&mut sql, None).map(|()| sql)
             })
             .await
             .unwrap();
@@ -286,7 +314,7 @@ mod tests {
 
         let past = CallScope::new(Some(Instant::now()));
         let refused = past
-            .run(async { push_call_settings(&mut String::from("begin")) })
+            .run(async { push_call_settings(&mut String::from("begin"), None) })
             .await;
         assert!(matches!(refused, Err(DomainError::DeadlineExceeded)));
     }

@@ -36,6 +36,8 @@ pub(crate) use subjects::SubjectStore;
 pub use watch::WatchSettings;
 pub(crate) use watch::{ChangeFeeds, Watch, WatchEvent};
 
+use std::time::Duration;
+
 use sqlx::PgPool;
 
 use self::transaction::Tx;
@@ -51,8 +53,18 @@ use crate::domain::{DomainError, TenantId};
 /// left of its deadline (`calls`). A connection whose begin fails is
 /// closed, never handed to another call (`transaction`).
 pub(crate) async fn begin_for(pool: &PgPool, tenant: &TenantId) -> Result<Tx, DomainError> {
+    begin_bounded(pool, tenant, None).await
+}
+
+/// [`begin_for`], each statement of the transaction cancelled after
+/// `at_most` when that comes before the call's deadline.
+pub(crate) async fn begin_bounded(
+    pool: &PgPool,
+    tenant: &TenantId,
+    at_most: Option<Duration>,
+) -> Result<Tx, DomainError> {
     let mut sql = begin_statement(tenant);
-    calls::push_call_settings(&mut sql)?;
+    calls::push_call_settings(&mut sql, at_most)?;
     Ok(Tx::begin(pool, sql).await?)
 }
 

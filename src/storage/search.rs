@@ -13,7 +13,7 @@ use sqlx::{FromRow as _, PgPool, Postgres, QueryBuilder, Row as _};
 use std::time::Duration;
 use uuid::Uuid;
 
-use super::begin_for;
+use super::begin_bounded;
 use super::notes::{push_filter, push_position};
 use super::rows::{self, NoteRow, note_bytes, note_columns, page_cut_columns};
 use crate::domain::list::{NoteCursor, NoteFilter, PAGE_BUDGET_BYTES};
@@ -89,7 +89,13 @@ pub(super) async fn search(
         SearchOrder::Newest => push_newest(&mut query, search),
         SearchOrder::Relevance => push_relevance(&mut query, search),
     }
-    let mut tx = begin_for(pool, search.tenant).await?;
+    // The call's deadline, when it comes first, bounds the search instead
+    // (and its passing is DEADLINE_EXCEEDED, not the search's cost). The
+    // bound applies from the probe on: the probe reads up to a thousand
+    // notes, and a costly query's probe is costly too.
+    let left = super::calls::remaining();
+    let by_deadline = left.is_some_and(|left| left < timeout);
+    let mut tx = begin_bounded(pool, search.tenant, Some(timeout)).await?;
     let mut probe = QueryBuilder::<Postgres>::new(
         "select count(*) from (select search from tenant_notes where ",
     );
@@ -102,7 +108,8 @@ pub(super) async fn search(
         .build_query_scalar()
         .persistent(false)
         .fetch_one(&mut *tx)
-        .await?;
+        .await
+        .map_err(|err| too_costly(err, by_deadline))?;
     let dense = matches
         >= match search.order {
             SearchOrder::Newest => DENSE_FOR_NEWEST,
@@ -110,13 +117,7 @@ pub(super) async fn search(
         };
     // Walking the newest notes is a plain index scan; asking the GIN
     // index is a bitmap scan: forbidding the other settles the plan.
-    // The call's deadline, when it comes first, bounds the search instead
-    // (and its passing is DEADLINE_EXCEEDED, not the search's cost).
-    let left = super::calls::remaining();
-    let by_deadline = left.is_some_and(|left| left < timeout);
-    let timeout = left.map_or(timeout, |left| left.min(timeout));
-    sqlx::query("select set_config('statement_timeout', $1, true), set_config($2, 'off', true)")
-        .bind(format!("{}ms", timeout.as_millis().max(1)))
+    sqlx::query("select set_config($1, 'off', true)")
         .bind(if dense {
             "enable_bitmapscan"
         } else {
@@ -129,14 +130,7 @@ pub(super) async fn search(
         .persistent(false)
         .fetch_all(&mut *tx)
         .await
-        .map_err(|err| {
-            // Cancelled, here by the statement timeout.
-            if super::is_cancelled(&err) && !by_deadline {
-                DomainError::SearchTooCostly
-            } else {
-                err.into()
-            }
-        })?;
+        .map_err(|err| too_costly(err, by_deadline))?;
     tx.commit().await?;
 
     let mut hits = Vec::with_capacity(rows.len());
@@ -159,6 +153,16 @@ pub(super) async fn search(
         });
     }
     Ok(SearchPage { hits, more, floor })
+}
+
+/// A search's statement failed: cancelled by its statement timeout, the
+/// search cost too much, unless the call's deadline came first.
+fn too_costly(err: sqlx::Error, by_deadline: bool) -> DomainError {
+    if super::is_cancelled(&err) && !by_deadline {
+        DomainError::SearchTooCostly
+    } else {
+        err.into()
+    }
 }
 
 /// `search @@ <the query>`.

@@ -585,3 +585,44 @@ async fn a_page_of_large_notes_is_cut_before_it_is_loaded() {
     let still = list_all(&mut client, Default::default()).await;
     assert_eq!(still.len(), NOTES + 1, "nothing was deleted");
 }
+
+/// A search is bounded by the search timeout from its first statement:
+/// the probe that picks its plan reads up to a thousand notes, and ran
+/// unbounded, so costly searches could hold every connection of the pool.
+/// Here the probe is made to wait on a lock on the notes (the cost a
+/// costly probe would have): it is cancelled at the bound.
+#[tokio::test]
+async fn a_search_is_bounded_from_its_first_statement() {
+    let app = spawn_app_with(|settings| {
+        settings.limits.search_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let mut alice = app.member("acme", "alice").await;
+    add(&mut alice, text_note("customer", "1", "alpha")).await;
+    let mut locker = app.pool.begin().await.unwrap();
+    sqlx::query("lock table notes in access exclusive mode")
+        .execute(&mut *locker)
+        .await
+        .unwrap();
+    let searched = tokio::time::timeout(
+        Duration::from_secs(10),
+        alice.search_notes(notesd::proto::notes::v1::SearchNotesRequest {
+            query: "alpha".to_owned(),
+            ..Default::default()
+        }),
+    )
+    .await
+    .expect("the search's first statement is bounded by the search timeout");
+    let status = searched.unwrap_err();
+    assert_eq!(reason(&status), "SEARCH_TOO_COSTLY", "{status:?}");
+    locker.rollback().await.unwrap();
+    let found = alice
+        .search_notes(notesd::proto::notes::v1::SearchNotesRequest {
+            query: "alpha".to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(found.hits.len(), 1);
+}

@@ -6,20 +6,88 @@
 //! - `GET /readyz`: 200 when the database answers and the server is not
 //!   shutting down, else 503 (readiness).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{MatchedPath, State};
+use axum::extract::{ConnectInfo, MatchedPath, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use axum::serve::Listener as _;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use sqlx::PgPool;
+use tower::ServiceExt as _;
 use tracing::Instrument as _;
 
 use crate::compat::CompatState;
+use crate::listener::Incoming;
 use crate::metrics::Metrics;
+
+/// How long a client may take to send a request's headers (each request's,
+/// on a connection kept alive): a connection that sends them a byte at a
+/// time is closed then, as the gRPC port's are. Bodies have their own
+/// bound where they are read (`compat::common::read_body`).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A silent HTTP/2 client is pinged this often, and dropped when it does
+/// not answer within [`HTTP2_KEEPALIVE_TIMEOUT`], as on the gRPC port.
+const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Serves `app` on `incoming` until `shutdown` completes, then finishes
+/// the requests in progress and returns once every connection has closed.
+///
+/// axum's own `serve` gives hyper no timer, so hyper bounds nothing in
+/// time: a client that sent its headers a byte a minute held its
+/// connection (and, before it sent a key, nothing counted it) for ever.
+/// This is the same loop with the timer, and the header read timeout on.
+/// Each request carries its peer's address as axum's `ConnectInfo`.
+pub(crate) async fn serve(mut incoming: Incoming, app: Router, shutdown: impl Future<Output = ()>) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(HTTP2_KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(HTTP2_KEEPALIVE_TIMEOUT);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (io, peer) = tokio::select! {
+            conn = incoming.accept() => conn,
+            () = &mut shutdown => break,
+        };
+        let service =
+            app.clone()
+                .map_request(move |request: axum::http::Request<hyper::body::Incoming>| {
+                    let mut request = request.map(axum::body::Body::new);
+                    request
+                        .extensions_mut()
+                        .insert(ConnectInfo::<SocketAddr>(peer));
+                    request
+                });
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service))
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(err) = conn.await {
+                tracing::trace!(error = %err, "an HTTP connection ended in error");
+            }
+        });
+    }
+    drop(incoming);
+    graceful.shutdown().await;
+}
 
 #[derive(Debug, Clone)]
 pub(crate) struct OpsState {

@@ -1,14 +1,13 @@
 //! Builds the application (database, services, listener) and runs it until
 //! a shutdown signal. Tests reuse it with port 0.
 
-use std::future::{Future, IntoFuture as _};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::serve::ListenerExt as _;
 use ipnet::IpNet;
 use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
@@ -215,16 +214,14 @@ impl Application {
             },
             compat,
         );
-        // tap_io only lends the listener axum's ConnectInfo<SocketAddr>.
-        let http_incoming = Incoming::start(self.http_listener, tls.clone())?.tap_io(|_| {});
-        let http_server = axum::serve(
-            http_incoming,
-            http_app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async {
-            let _ = http_stopped.await;
-        });
-        let mut http_server = tokio::spawn(http_server.into_future());
+        let http_server = crate::http::serve(
+            Incoming::start(self.http_listener, tls.clone())?,
+            http_app,
+            async {
+                let _ = http_stopped.await;
+            },
+        );
+        let mut http_server = tokio::spawn(http_server);
         let scheme = if tls.is_some() { "TLS" } else { "plaintext" };
         tracing::info!(addr = %self.http_addr, scheme, "serving HTTP");
 
@@ -313,8 +310,7 @@ impl Application {
             result = &mut server => return result.context("the gRPC server failed"),
             result = &mut http_server => {
                 return match result {
-                    Ok(Ok(())) => Err(anyhow::anyhow!("the HTTP server stopped")),
-                    Ok(Err(err)) => Err(anyhow::Error::new(err).context("the HTTP server failed")),
+                    Ok(()) => Err(anyhow::anyhow!("the HTTP server stopped")),
                     Err(err) => Err(anyhow::Error::new(err).context("the HTTP server panicked")),
                 };
             }
@@ -346,8 +342,7 @@ impl Application {
         match drained {
             Ok((grpc, http)) => {
                 grpc.context("the gRPC server failed")?;
-                http.context("the HTTP server panicked")?
-                    .context("the HTTP server failed")?;
+                http.context("the HTTP server panicked")?;
             }
             Err(_) => tracing::warn!(
                 grace = ?self.shutdown_grace,

@@ -407,6 +407,49 @@ async fn a_body_that_trickles_is_cut_off() {
     );
 }
 
+/// Headers that trickle are cut off too: the HTTP port closes a
+/// connection whose request headers have not all arrived within 30 s
+/// (axum's own server set no timer, and held it as long as a byte came
+/// now and then), and the other connections are served meanwhile.
+#[tokio::test]
+async fn headers_that_trickle_are_cut_off() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let app = spawn_app().await;
+    let mut slow = tokio::net::TcpStream::connect(app.http_addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: notesd\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(50), async {
+        let mut buf = [0u8; 256];
+        loop {
+            tokio::select! {
+                read = slow.read(&mut buf) => match read {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                },
+                () = tokio::time::sleep(Duration::from_secs(1)) => {
+                    if slow.write_all(b"X").await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "a connection still sending its headers after 50 s is closed"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(25),
+        "closed after {:?}, before its 30 s",
+        started.elapsed()
+    );
+    let healthy = reqwest::get(app.http_url("/healthz")).await.unwrap();
+    assert_eq!(healthy.status(), 200);
+}
+
 /// BatchGetNotes sizes only the notes the caller may read: another
 /// member's large private notes are NOT_FOUND, as ids that do not exist
 /// are (they were RESOURCE_EXHAUSTED, which told the two apart, and how

@@ -211,6 +211,7 @@ impl Application {
                 metrics: metrics.clone(),
                 pool,
                 ready: ready.clone(),
+                probed: Arc::default(),
             },
             compat,
         );

@@ -7,6 +7,12 @@
 //! or after its connection is lost) every call reads its key from the
 //! database, as if there were no cache. An entry also lapses after
 //! `MAX_AGE`, in case an announcement is ever lost in between.
+//!
+//! An id that names no key is remembered too, for `ABSENT_MAX_AGE`: a
+//! client that keeps presenting a deleted key (or an attacker replaying
+//! one) costs one query, not one per call. A key's id is made by notesd
+//! when the key is issued, so no caller presents an id before its key
+//! exists.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,12 +29,16 @@ use crate::storage::ApiKeyRecord;
 pub(super) const KEY_CHANGES_CHANNEL: &str = "notesd_api_keys";
 
 const MAX_AGE: Duration = Duration::from_secs(60);
+const ABSENT_MAX_AGE: Duration = Duration::from_secs(10);
 /// More keys than this in use at once: the cache starts over.
 const MAX_ENTRIES: usize = 10_000;
 
+/// A key as read (`None` for an id that names no key), and when.
+type Entry = (Option<Arc<ApiKeyRecord>>, Instant);
+
 #[derive(Debug, Default)]
 pub(crate) struct KeyCache {
-    entries: Mutex<HashMap<Uuid, (Arc<ApiKeyRecord>, Instant)>>,
+    entries: Mutex<HashMap<Uuid, Entry>>,
     listening: AtomicBool,
     /// Bumped by every change announcement: a key read from the database
     /// before an announcement may be stale, so it is not cached.
@@ -36,15 +46,23 @@ pub(crate) struct KeyCache {
 }
 
 impl KeyCache {
-    /// The cached key, if it may be trusted.
-    pub(crate) fn get(&self, id: Uuid) -> Option<Arc<ApiKeyRecord>> {
+    /// The cached key (`Some(None)` when the id is known to name none),
+    /// if it may be trusted.
+    pub(crate) fn get(&self, id: Uuid) -> Option<Option<Arc<ApiKeyRecord>>> {
         if !self.listening.load(Ordering::Acquire) {
             return None;
         }
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries
             .get(&id)
-            .filter(|(_, cached_at)| cached_at.elapsed() < MAX_AGE)
+            .filter(|(record, cached_at)| {
+                cached_at.elapsed()
+                    < if record.is_some() {
+                        MAX_AGE
+                    } else {
+                        ABSENT_MAX_AGE
+                    }
+            })
             .map(|(record, _)| record.clone())
     }
 
@@ -54,9 +72,10 @@ impl KeyCache {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// Caches a key read at `generation`, unless a change was announced
-    /// since (the read may predate it) or nobody is listening.
-    pub(crate) fn put(&self, record: Arc<ApiKeyRecord>, generation: u64) {
+    /// Caches what the id `id` named when read at `generation` (`None`: no
+    /// key), unless a change was announced since (the read may predate
+    /// it) or nobody is listening.
+    pub(crate) fn put(&self, id: Uuid, record: Option<Arc<ApiKeyRecord>>, generation: u64) {
         if !self.listening.load(Ordering::Acquire) {
             return;
         }
@@ -68,7 +87,7 @@ impl KeyCache {
         if entries.len() >= MAX_ENTRIES {
             entries.clear();
         }
-        entries.insert(record.id, (record, Instant::now()));
+        entries.insert(id, (record, Instant::now()));
     }
 
     /// Drops a key that changed (or, with `None`, every key).
@@ -149,7 +168,18 @@ mod tests {
     fn nothing_is_cached_while_not_listening() {
         let cache = KeyCache::default();
         let id = Uuid::now_v7();
-        cache.put(record(id), cache.generation());
+        cache.put(id, Some(record(id)), cache.generation());
+        assert!(cache.get(id).is_none());
+    }
+
+    #[test]
+    fn an_id_that_names_no_key_is_remembered_as_none() {
+        let cache = KeyCache::default();
+        cache.set_listening(true);
+        let id = Uuid::now_v7();
+        cache.put(id, None, cache.generation());
+        assert!(matches!(cache.get(id), Some(None)));
+        cache.forget(Some(id));
         assert!(cache.get(id).is_none());
     }
 
@@ -160,11 +190,11 @@ mod tests {
         let id = Uuid::now_v7();
         let generation = cache.generation();
         cache.forget(Some(id));
-        cache.put(record(id), generation);
+        cache.put(id, Some(record(id)), generation);
         assert!(cache.get(id).is_none());
 
-        cache.put(record(id), cache.generation());
-        assert!(cache.get(id).is_some());
+        cache.put(id, Some(record(id)), cache.generation());
+        assert!(matches!(cache.get(id), Some(Some(_))));
         cache.forget(Some(id));
         assert!(cache.get(id).is_none());
     }
@@ -174,7 +204,7 @@ mod tests {
         let cache = KeyCache::default();
         cache.set_listening(true);
         let id = Uuid::now_v7();
-        cache.put(record(id), cache.generation());
+        cache.put(id, Some(record(id)), cache.generation());
         cache.set_listening(false);
         cache.set_listening(true);
         assert!(cache.get(id).is_none());

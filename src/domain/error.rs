@@ -120,6 +120,10 @@ pub enum DomainError {
         "the search would read too many notes to answer in time; add words or filters (a subject, an owner, a time range)"
     )]
     SearchTooCostly,
+    /// More work of this kind is in progress than the server takes at
+    /// once (keys being checked); retry with backoff.
+    #[error("the server is busy: retry with backoff")]
+    Overloaded,
     #[error("only an admin key may do this")]
     AdminKeyRequired,
     /// The call's deadline (`grpc-timeout`) passed: its database work was
@@ -188,6 +192,7 @@ impl DomainError {
             Self::DatabaseUnavailable(_) => "DATABASE_UNAVAILABLE",
             Self::AdminKeyRequired => "ADMIN_KEY_REQUIRED",
             Self::SearchTooCostly => "SEARCH_TOO_COSTLY",
+            Self::Overloaded => "OVERLOADED",
             Self::ResponseTooLarge(_) => "RESPONSE_TOO_LARGE",
             Self::DeadlineExceeded => "DEADLINE_EXCEEDED",
             Self::InBatch { error, .. } => error.reason(),
@@ -207,7 +212,8 @@ impl DomainError {
             Self::WatchTooSlow
             | Self::TooManyWatchers
             | Self::ResponseTooLarge(_)
-            | Self::SearchTooCostly => ErrorKind::ResourceExhausted,
+            | Self::SearchTooCostly
+            | Self::Overloaded => ErrorKind::ResourceExhausted,
             Self::InBatch { error, .. } => error.kind(),
             Self::ApiKeyMissing | Self::ApiKeyInvalid | Self::ActorMissing => {
                 ErrorKind::Unauthenticated
@@ -255,6 +261,7 @@ impl DomainError {
             Self::SourceExists => Self::SourceExists,
             Self::AdminKeyRequired => Self::AdminKeyRequired,
             Self::SearchTooCostly => Self::SearchTooCostly,
+            Self::Overloaded => Self::Overloaded,
             Self::ResponseTooLarge(mib) => Self::ResponseTooLarge(*mib),
             Self::DeadlineExceeded => Self::DeadlineExceeded,
             Self::InBatch { index, error } => Self::InBatch {

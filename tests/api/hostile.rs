@@ -669,3 +669,94 @@ async fn a_search_is_bounded_from_its_first_statement() {
         .into_inner();
     assert_eq!(found.hits.len(), 1);
 }
+
+/// Keys no one knows are read on a small budget of their own: a flood of
+/// made-up keys, here each read held up by a lock on the key table (as
+/// a slow database would hold it), takes two connections of the pool at
+/// most, and a caller whose key is known keeps working. Without that
+/// budget the flood took every connection, and the known caller's calls
+/// waited for one until their deadline. Readiness probes, keyless too,
+/// take one connection, whatever their number.
+#[tokio::test(flavor = "multi_thread")]
+async fn made_up_keys_take_no_connection_from_known_callers() {
+    let app = spawn_app_with(|settings| settings.database.max_connections = 6).await;
+    let mut alice = app.member("acme", "alice").await;
+    // Alice's key is read once, and cached (the key listener is up within
+    // the first moments), and her key's use recorded.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for n in 0..3 {
+        add(&mut alice, text_note("customer", "1", &format!("warm {n}"))).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut locker = app.pool.begin().await.unwrap();
+    sqlx::query("lock table api_keys in access exclusive mode")
+        .execute(&mut *locker)
+        .await
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut flood = Vec::new();
+    for _ in 0..40 {
+        let app_channel = app.channel().await;
+        let stop = stop.clone();
+        flood.push(tokio::spawn(async move {
+            let mut reasons = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let key = format!("nk_{}_{}", uuid::Uuid::now_v7().simple(), "s".repeat(43));
+                let mut client =
+                    notesd::proto::notes::v1::notes_service_client::NotesServiceClient::with_interceptor(
+                        app_channel.clone(),
+                        Metadata(vec![("x-api-key", key)]),
+                    );
+                let mut request =
+                    tonic::Request::new(notesd::proto::notes::v1::ListNotesRequest::default());
+                request.set_timeout(Duration::from_secs(20));
+                if let Err(status) = client.list_notes(request).await {
+                    reasons.push(reason(&status));
+                }
+            }
+            reasons
+        }));
+    }
+    // Readiness probes, which anyone may send, read notesd's key table
+    // too: they ask the database one at a time, at most once a second.
+    let probes = reqwest::Client::new();
+    for _ in 0..50 {
+        let probe = probes.get(app.http_url("/readyz"));
+        flood.push(tokio::spawn(async move {
+            let answer = probe.send().await.unwrap();
+            vec![format!("readyz {}", answer.status().as_u16())]
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for n in 0..10 {
+        let mut request = tonic::Request::new(notesd::proto::notes::v1::AddNoteRequest {
+            request_id: String::new(),
+            note: Some(text_note("customer", "1", &format!("during {n}"))),
+        });
+        request.set_timeout(Duration::from_secs(3));
+        alice
+            .add_note(request)
+            .await
+            .expect("a known caller is served while made-up keys are checked");
+    }
+    // Past the wait for a turn.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    locker.rollback().await.unwrap();
+    let mut reasons = Vec::new();
+    for task in flood {
+        reasons.extend(task.await.unwrap());
+    }
+    assert!(
+        reasons.iter().any(|r| r == "OVERLOADED"),
+        "key reads past the budget are refused at once: {reasons:?}"
+    );
+    assert!(
+        reasons.iter().all(|r| r == "OVERLOADED"
+            || r == "INVALID_API_KEY"
+            || r == "readyz 200"
+            || r == "readyz 503"),
+        "{reasons:?}"
+    );
+}

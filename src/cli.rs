@@ -264,6 +264,12 @@ struct ServeArgs {
     #[arg(long, env = "NOTESD_MAX_WATCHERS", default_value_t = WatchSettings::default().max_watchers)]
     max_watchers: usize,
 
+    /// The same bound for the watches of each tenant, so that one tenant
+    /// cannot take them all (TOO_MANY_WATCHERS too).
+    #[arg(long, env = "NOTESD_MAX_WATCHERS_PER_TENANT",
+          default_value_t = WatchSettings::default().max_watchers_per_tenant)]
+    max_watchers_per_tenant: usize,
+
     /// A watch that has had no event for this long gets a heartbeat
     /// carrying the latest resume token.
     #[arg(long, env = "NOTESD_WATCH_HEARTBEAT_MS",
@@ -498,6 +504,7 @@ async fn serve(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
         },
         watch: WatchSettings {
             max_watchers: args.max_watchers,
+            max_watchers_per_tenant: args.max_watchers_per_tenant,
             heartbeat: Duration::from_millis(args.watch_heartbeat_ms.max(1)),
             ..WatchSettings::default()
         },

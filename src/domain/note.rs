@@ -223,6 +223,23 @@ pub(crate) fn parse_mentions(field: &str, mentions: &[String]) -> Result<Vec<Str
 /// Actions are opaque JSON objects kept and echoed.
 pub(crate) type Action = Map<String, Value>;
 
+/// A rough size in memory of a JSON value: its strings and keys, and a
+/// fixed cost for each value.
+fn json_bytes(value: &Value) -> usize {
+    32 + match value {
+        Value::String(text) => text.len(),
+        Value::Array(items) => items.iter().map(json_bytes).sum(),
+        Value::Object(map) => object_bytes(map),
+        Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+    }
+}
+
+fn object_bytes(map: &Map<String, Value>) -> usize {
+    map.iter()
+        .map(|(key, value)| key.len() + json_bytes(value))
+        .sum()
+}
+
 /// A stored note.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Note {
@@ -254,6 +271,34 @@ pub(crate) struct Note {
 }
 
 impl Note {
+    /// A rough size in memory: its texts, subjects, mentions, actions and
+    /// attachments, and a fixed cost for the rest.
+    pub(crate) fn approximate_bytes(&self) -> usize {
+        256 + self.body.text().len()
+            + self.body.html().map_or(0, str::len)
+            + self.title.len()
+            + self.subject.kind.len()
+            + self.subject.id.len()
+            + self
+                .related_subjects
+                .iter()
+                .map(|s| s.kind.len() + s.id.len() + 16)
+                .sum::<usize>()
+            + self.mentions.iter().map(|m| m.len() + 16).sum::<usize>()
+            + self.actions.iter().map(object_bytes).sum::<usize>()
+            + self
+                .attachments
+                .iter()
+                .map(|a| {
+                    a.url.len()
+                        + a.filename.len()
+                        + a.content_type.len()
+                        + a.thumbnail_url.len()
+                        + 64
+                })
+                .sum::<usize>()
+    }
+
     /// The opaque etag of this state of the note: it changes on every write.
     pub(crate) fn etag(&self) -> String {
         self.revision.to_string()

@@ -64,14 +64,42 @@ pub(crate) struct Change {
     pub note: Note,
     /// The note's scope right before the change; `None` for a creation.
     pub before: Option<NoteScope>,
+    /// [`Change::approximate_bytes`], measured once.
+    bytes: usize,
 }
 
 impl Change {
-    /// A rough size in memory, for the bounds on what a stream may hold.
+    pub(crate) fn new(
+        position: StreamPosition,
+        kind: ChangeKind,
+        revision: i64,
+        changed_at: DateTime<Utc>,
+        note: Note,
+        before: Option<NoteScope>,
+    ) -> Self {
+        let bytes = note.approximate_bytes()
+            + before.as_ref().map_or(0, |scope| {
+                scope
+                    .related_subjects
+                    .iter()
+                    .map(|s| s.kind.len() + s.id.len() + 16)
+                    .sum()
+            });
+        Self {
+            position,
+            kind,
+            revision,
+            changed_at,
+            note,
+            before,
+            bytes,
+        }
+    }
+
+    /// A rough size in memory, for the bounds on what a stream may hold:
+    /// the note's texts, actions and attachments, and the scope before.
     pub(crate) fn approximate_bytes(&self) -> usize {
-        256 + self.note.body.text().len()
-            + self.note.body.html().map_or(0, str::len)
-            + self.note.title.len()
+        self.bytes
     }
 }
 

@@ -31,8 +31,8 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::begin_for;
 use super::rows::{self, NoteRow};
+use super::{begin_bounded, begin_for};
 use crate::domain::watch::{Change, NoteScope, Sight, StreamPosition, WatchScope};
 use crate::domain::{DomainError, MemberId, Subject, TenantId};
 
@@ -45,6 +45,12 @@ const CHANGES_CHANNEL: &str = "notesd_note_changes";
 const PAGE_EVENTS: i64 = 256;
 /// A read stops after the event that brings it past this many bytes.
 const PAGE_BYTES: usize = 4 * 1024 * 1024;
+/// A read of the outbox is cancelled after this: a page is at most
+/// `PAGE_EVENTS` events and about `PAGE_BYTES`, read in milliseconds; a
+/// read that takes longer is stuck (a lock, a failing disk), and the
+/// watch ends UNAVAILABLE for its client to resume elsewhere rather than
+/// hold a connection.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// NOTIFY payloads are limited to 8000 bytes by Postgres.
 const ANNOUNCE_PAYLOAD_BYTES: usize = 7000;
 /// Writes are announced at most this often: one NOTIFY (a tiny commit of
@@ -66,6 +72,9 @@ pub struct WatchSettings {
     /// Watches open at once in this process; more are refused
     /// (TOO_MANY_WATCHERS).
     pub max_watchers: usize,
+    /// The same bound for each tenant, so that one tenant cannot take
+    /// every watch from the others.
+    pub max_watchers_per_tenant: usize,
     /// Changes a watcher may have been handed and not yet sent.
     pub backlog_events: usize,
     /// The same bound in bytes (note bodies, roughly).
@@ -78,6 +87,7 @@ impl Default for WatchSettings {
             heartbeat: Duration::from_secs(10),
             idle_poll: Duration::from_secs(1),
             max_watchers: 10_000,
+            max_watchers_per_tenant: 1_000,
             backlog_events: 10_000,
             backlog_bytes: 16 * 1024 * 1024,
         }
@@ -103,6 +113,8 @@ struct Inner {
     settings: WatchSettings,
     feeds: Mutex<HashMap<TenantId, Arc<Feed>>>,
     watch_permits: Arc<Semaphore>,
+    /// Watches open per tenant (only tenants with one are kept).
+    tenant_watches: Mutex<HashMap<TenantId, usize>>,
     /// Tenants written by this process and not yet announced.
     unannounced: Mutex<HashSet<TenantId>>,
     announce: Notify,
@@ -120,6 +132,7 @@ impl ChangeFeeds {
             settings,
             feeds: Mutex::new(HashMap::new()),
             watch_permits: Arc::new(Semaphore::new(settings.max_watchers)),
+            tenant_watches: Mutex::new(HashMap::new()),
             unannounced: Mutex::new(HashSet::new()),
             announce: Notify::new(),
             closed: AtomicBool::new(false),
@@ -177,6 +190,7 @@ impl ChangeFeeds {
         let permit = Arc::clone(&self.inner.watch_permits)
             .try_acquire_owned()
             .map_err(|_| DomainError::TooManyWatchers)?;
+        let tenant_slot = TenantWatchSlot::take(&self.inner, &tenant)?;
         let position = match from {
             Some(position) => position,
             None => StreamPosition::before(current_horizon(&self.inner.pool, &tenant).await?),
@@ -192,6 +206,7 @@ impl ChangeFeeds {
             heartbeat_at: Instant::now() + self.inner.settings.heartbeat,
             done: false,
             _permit: permit,
+            _tenant_slot: tenant_slot,
         };
         // The first read now, so that an expired or made-up position is
         // refused before the stream starts.
@@ -470,7 +485,8 @@ enum Phase {
 }
 
 /// One open watch: its position, its backlog and, once caught up, its
-/// membership of the tenant's feed. Holds a permit of `max_watchers`.
+/// membership of the tenant's feed. Holds a permit of `max_watchers` and
+/// one of its tenant's `max_watchers_per_tenant`.
 pub(crate) struct Watch {
     feeds: ChangeFeeds,
     tenant: TenantId,
@@ -484,6 +500,41 @@ pub(crate) struct Watch {
     heartbeat_at: Instant,
     done: bool,
     _permit: OwnedSemaphorePermit,
+    _tenant_slot: TenantWatchSlot,
+}
+
+/// One of a tenant's `max_watchers_per_tenant` watches, given back when
+/// dropped.
+struct TenantWatchSlot {
+    feeds: Arc<Inner>,
+    tenant: TenantId,
+}
+
+impl TenantWatchSlot {
+    fn take(feeds: &Arc<Inner>, tenant: &TenantId) -> Result<Self, DomainError> {
+        let mut open = lock(&feeds.tenant_watches);
+        let count = open.entry(tenant.clone()).or_default();
+        if *count >= feeds.settings.max_watchers_per_tenant {
+            return Err(DomainError::TooManyWatchers);
+        }
+        *count += 1;
+        Ok(Self {
+            feeds: Arc::clone(feeds),
+            tenant: tenant.clone(),
+        })
+    }
+}
+
+impl Drop for TenantWatchSlot {
+    fn drop(&mut self) {
+        let mut open = lock(&self.feeds.tenant_watches);
+        if let Some(count) = open.get_mut(&self.tenant) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.tenant);
+            }
+        }
+    }
 }
 
 impl Watch {
@@ -672,6 +723,7 @@ struct ChangeRow {
     change_kind: Option<i16>,
     changed_at: Option<chrono::DateTime<chrono::Utc>>,
     snapshot: Option<Json<NoteRow>>,
+    page_events: Option<i64>,
     before_subject_type: Option<String>,
     before_subject_id: Option<String>,
     before_related_subjects: Option<Json<Vec<Subject>>>,
@@ -687,7 +739,7 @@ async fn read_changes(
     tenant: &TenantId,
     from: StreamPosition,
 ) -> Result<ChangesPage, DomainError> {
-    let mut tx = begin_for(pool, tenant).await?;
+    let mut tx = begin_bounded(pool, tenant, Some(READ_TIMEOUT)).await?;
     let mut page = ChangesPage {
         changes: Vec::new(),
         reached: from,
@@ -698,14 +750,21 @@ async fn read_changes(
     };
     let mut bytes = 0;
     let mut events = 0;
+    // Rows returned, and the events the page had before the statement
+    // cut it to PAGE_BYTES.
+    let mut returned = 0;
+    let mut before_cut = 0;
     {
         let mut rows = sqlx::query_as::<_, ChangeRow>(WATCH_CHANGES)
             .bind(tenant.as_str())
             .bind(xid_to_sql(from.xid))
             .bind(from.event)
             .bind(PAGE_EVENTS)
+            .bind(PAGE_BYTES as i64)
             .fetch(&mut *tx);
         while let Some(row) = rows.try_next().await? {
+            returned += 1;
+            before_cut = row.page_events.unwrap_or(0);
             page.horizon = xid_from_sql(row.horizon);
             page.pruned_through = row.pruned_through.map(xid_from_sql);
             page.pending = row.pending;
@@ -723,7 +782,7 @@ async fn read_changes(
         }
     }
     tx.commit().await?;
-    if events as i64 == PAGE_EVENTS {
+    if events as i64 == PAGE_EVENTS || before_cut > returned {
         page.full = true;
     }
     if !page.full {
@@ -764,17 +823,17 @@ fn change_from_row(row: ChangeRow) -> Result<Option<Change>, DomainError> {
         }),
         _ => None,
     };
-    Ok(Some(Change {
-        position: StreamPosition {
+    Ok(Some(Change::new(
+        StreamPosition {
             xid: xid_from_sql(xid),
             event,
         },
-        kind: rows::change_kind_from_code(kind)?,
+        rows::change_kind_from_code(kind)?,
         revision,
         changed_at,
         note,
         before,
-    }))
+    )))
 }
 
 /// The horizon now: a watch without a token starts right before it.

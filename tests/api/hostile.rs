@@ -760,3 +760,87 @@ async fn made_up_keys_take_no_connection_from_known_callers() {
         "{reasons:?}"
     );
 }
+
+/// Watches are capped per tenant as well as in all: one tenant that opens
+/// all it may leaves the other tenants theirs (the cap was only global,
+/// and one tenant could take every watch of the process).
+#[tokio::test(flavor = "multi_thread")]
+async fn one_tenant_cannot_take_every_watch() {
+    use notesd::proto::notes::v1::WatchNotesRequest;
+    let app = spawn_app_with(|settings| {
+        settings.watch.max_watchers = 4;
+        settings.watch.max_watchers_per_tenant = 2;
+    })
+    .await;
+    let mut mallory = app.member("mallory-co", "mallory").await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(
+            mallory
+                .watch_notes(WatchNotesRequest::default())
+                .await
+                .expect("a tenant's own watches")
+                .into_inner(),
+        );
+    }
+    let refused = mallory
+        .watch_notes(WatchNotesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&refused), "TOO_MANY_WATCHERS", "{refused:?}");
+    let mut alice = app.member("acme", "alice").await;
+    for _ in 0..2 {
+        held.push(
+            alice
+                .watch_notes(WatchNotesRequest::default())
+                .await
+                .expect("another tenant still gets its watches")
+                .into_inner(),
+        );
+    }
+}
+
+/// A watcher's backlog is measured with the notes' actions and
+/// attachments, not only their texts: a reader that stops reading while
+/// notes with large actions pile up is cut off with WATCH_TOO_SLOW (the
+/// actions were not counted, and such a backlog grew without bound).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watch_backlog_counts_actions() {
+    use notesd::proto::notes::v1::WatchNotesRequest;
+    let app = spawn_app_with(|settings| {
+        settings.watch.backlog_bytes = 512 * 1024;
+    })
+    .await;
+    let mut alice = app.member("acme", "alice").await;
+    let mut stream = alice
+        .watch_notes(WatchNotesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut note = text_note("customer", "1", "small");
+    note.actions = vec![json_struct(serde_json::json!({
+        "label": "x".repeat(100_000),
+    }))];
+    for _ in 0..60 {
+        add(&mut alice, note.clone()).await;
+    }
+    let mut received = 0;
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(30), stream.message()).await {
+            Ok(Ok(Some(message))) => {
+                if message.r#type != notesd::proto::notes::v1::WatchEventType::Heartbeat as i32 {
+                    received += 1;
+                }
+                assert!(
+                    received < 60,
+                    "6 MB of actions waited for a reader, and the watch went on"
+                );
+            }
+            Ok(Ok(None)) => panic!("the stream ended without a status after {received}"),
+            Ok(Err(status)) => break status,
+            Err(_) => panic!("the stream neither ended nor moved after {received}"),
+        }
+    };
+    assert_eq!(reason(&ended), "WATCH_TOO_SLOW", "{ended:?}");
+    assert!(received < 60, "{received} changes before the end");
+}

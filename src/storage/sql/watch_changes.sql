@@ -4,7 +4,10 @@
 -- appear below the horizon after this read: reading up to it never skips
 -- an event that commits later (docs/watch.md).
 --
--- $1 tenant, $2 and $3 the position (xid, event id), $4 the most events.
+-- $1 tenant, $2 and $3 the position (xid, event id), $4 the most events,
+-- $5 the most bytes: the page stops after the event that brings it past
+-- them (each revision's snapshot_bytes), so the events after it are never
+-- sent; page_events tells how many the page had before that cut.
 --
 -- One row per event with the note as the event's revision stored it and
 -- the scope of the revision before (null for a creation); with no event,
@@ -22,6 +25,15 @@ page as (
       and e.xid < h.xmin
     order by e.xid, e.id
     limit $4
+),
+sized as (
+    select p.*, r.changed_at, r.snapshot,
+        coalesce(sum(r.snapshot_bytes) over (order by p.xid, p.id rows unbounded preceding)
+            - r.snapshot_bytes, 0) as bytes_before,
+        count(*) over () as page_events
+    from page p
+    left join note_revisions r
+        on r.tenant_id = $1 and r.note_id = p.note_id and r.revision = p.revision
 )
 select
     h.xmin::text::int8 as horizon,
@@ -35,8 +47,9 @@ select
     p.id as event_id,
     p.revision,
     p.change_kind,
-    r.changed_at,
-    r.snapshot,
+    p.changed_at,
+    p.snapshot,
+    p.page_events,
     b.snapshot ->> 'subject_type' as before_subject_type,
     b.snapshot ->> 'subject_id' as before_subject_id,
     b.snapshot -> 'related_subjects' as before_related_subjects,
@@ -44,9 +57,7 @@ select
     (b.snapshot ->> 'visibility')::int2 as before_visibility,
     (b.snapshot ->> 'draft')::bool as before_draft
 from horizon h
-left join page p on true
-left join note_revisions r
-    on r.tenant_id = $1 and r.note_id = p.note_id and r.revision = p.revision
+left join (select * from sized where bytes_before < $5) p on true
 left join note_revisions b
     on b.tenant_id = $1 and b.note_id = p.note_id and b.revision = p.revision - 1
 order by p.xid, p.id

@@ -23,8 +23,12 @@ use crate::storage::{
 use crate::telemetry::{self, LogFormat};
 use crate::tls::{ClientAuth, TlsSettings};
 
-/// The local Postgres, database `notesd`.
-pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/notesd";
+/// The local Postgres, database `notesd`, through the Unix socket the
+/// distributions' PostgreSQL makes, not 127.0.0.1:5432: any local user may
+/// listen on a TCP port above 1023 while no server does, and would then
+/// receive notesd's connection, and its data; only the `postgres` user
+/// (and its group) may make a socket in that directory.
+pub const DEFAULT_DATABASE_URL: &str = "postgres:///notesd?host=/var/run/postgresql&user=postgres";
 
 /// How long the server at the default address has to answer before notesd
 /// runs its own.
@@ -401,9 +405,16 @@ async fn choose_database(common: &CommonArgs) -> anyhow::Result<(String, Option<
         return Ok((url.clone(), None));
     }
     let default_url = &common.default_database_url;
-    let refused = match check_server(default_url, DEFAULT_SERVER_TIMEOUT).await {
-        Ok(()) => return Ok((default_url.clone(), None)),
-        Err(err) => err,
+    let refused = match socket_dir_open_to_all(default_url) {
+        Some(dir) => anyhow::anyhow!(
+            "its socket directory {} is writable by every user, so any of them could have \
+             made the socket",
+            dir.display()
+        ),
+        None => match check_server(default_url, DEFAULT_SERVER_TIMEOUT).await {
+            Ok(()) => return Ok((default_url.clone(), None)),
+            Err(err) => err,
+        },
     };
     let tried = format!(
         "no database URL is set and no PostgreSQL answers at {} ({refused})",
@@ -440,6 +451,24 @@ async fn choose_database(common: &CommonArgs) -> anyhow::Result<(String, Option<
     );
     let url = server.url("notesd");
     Ok((url, Some(server)))
+}
+
+/// The socket directory of `url` (its `host` parameter, when a path) when
+/// every user may write to it: any of them could then have made the socket
+/// a fake server listens on.
+fn socket_dir_open_to_all(url: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let url = url::Url::parse(url).ok()?;
+    let host = url
+        .query_pairs()
+        .find(|(name, _)| name == "host")
+        .map(|(_, value)| value.into_owned())?;
+    let dir = PathBuf::from(host);
+    if !dir.is_absolute() {
+        return None;
+    }
+    let mode = std::fs::metadata(&dir).ok()?.permissions().mode();
+    (mode & 0o002 != 0).then_some(dir)
 }
 
 /// `$XDG_DATA_HOME/notesd/postgres`, else `~/.local/share/notesd/postgres`;

@@ -6,7 +6,7 @@
 //! The server listens only on a Unix socket inside its data directory (no
 //! TCP port). That directory is private to the server's user (mode 0700),
 //! so only that user (and root) can reach the socket, which is why the
-//! cluster trusts every connection without a password.
+//! cluster trusts connections on it without a password (TCP lines refuse).
 //!
 //! Everything here blocks (std processes and sleeps): the test suite starts
 //! its server from whichever test comes first, and the server must not
@@ -176,12 +176,7 @@ impl LocalPostgres {
         }
 
         let log_path = data_dir.join(LOG_FILE);
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .with_context(|| format!("cannot open {}", log_path.display()))?;
-        user.take_ownership(&log_path)?;
+        let log = open_log(&log_path, user)?;
         // The reaper comes first, so no moment exists in which a server
         // runs that nothing would stop. Both get process groups of their
         // own: a Ctrl-C at the terminal is notesd's to handle (it drains
@@ -325,6 +320,36 @@ impl ServerUser {
     }
 }
 
+/// Opens (creating it) the server's log in its data directory, which the
+/// server's user owns: that user could have put a symbolic link there, so
+/// the log is never opened through one (to root, that link could name
+/// `/etc/shadow`, and handing the file to the server's user would hand it
+/// that file), and it is given to the server's user by its descriptor.
+fn open_log(path: &Path, user: ServerUser) -> anyhow::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .with_context(|| {
+            format!(
+                "cannot open {} (it must be a plain file, not a symbolic link)",
+                path.display()
+            )
+        })?;
+    ensure!(
+        log.metadata()?.is_file(),
+        "{} is not a plain file",
+        path.display()
+    );
+    if let ServerUser::System { uid, gid } = user {
+        std::os::unix::fs::fchown(&log, Some(uid), Some(gid))
+            .with_context(|| format!("cannot give {} to the postgres user", path.display()))?;
+    }
+    Ok(log)
+}
+
 /// Whether this process runs as root.
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -351,7 +376,16 @@ fn create_cluster(binaries: &PgBinaries, user: ServerUser, data_dir: &Path) -> a
         .command(&binaries.program("initdb"))
         .arg("-D")
         .arg(data_dir)
-        .args(["-U", "postgres", "--auth=trust", "-E", "UTF8"])
+        // The socket, in a directory only the server's user may enter, is
+        // trusted; TCP is refused, should anyone ever turn a port on.
+        .args([
+            "-U",
+            "postgres",
+            "--auth-local=trust",
+            "--auth-host=reject",
+            "-E",
+            "UTF8",
+        ])
         .arg("--locale=C.UTF-8")
         .stdin(Stdio::null())
         .output()

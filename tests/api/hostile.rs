@@ -844,3 +844,34 @@ async fn a_watch_backlog_counts_actions() {
     assert_eq!(reason(&ended), "WATCH_TOO_SLOW", "{ended:?}");
     assert!(received < 60, "{received} changes before the end");
 }
+
+/// The functions that run as the schema owner read the real tables, never
+/// a temporary table of the same name that their caller made: pg_temp is
+/// last in their search_path (left out, it came first).
+#[tokio::test]
+async fn a_temporary_table_cannot_stand_in_for_a_real_one() {
+    let app = spawn_app().await;
+    let mut conn = app.pool.acquire().await.unwrap();
+    sqlx::query(&format!("set role {}", notesd::APP_ROLE))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query(
+        "create temporary table subjects (tenant_id text, subject_type text, subject_id text)",
+    )
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    sqlx::query("insert into pg_temp.subjects values ('other', 'contact', 'c-1')")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let elsewhere: bool =
+        sqlx::query_scalar("select notesd_subject_registered_elsewhere('acme', 'contact', 'c-1')")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+    assert!(!elsewhere, "the function read the caller's temporary table");
+    sqlx::query("reset role").execute(&mut *conn).await.unwrap();
+    conn.close().await.unwrap();
+}

@@ -183,6 +183,74 @@ async fn without_a_database_url_notesd_runs_its_own_postgres_stops_it_and_keeps_
     let mut client = NotesServiceClient::with_interceptor(channel, metadata);
     assert_eq!(get(&mut client, &note.id).await.unwrap(), note);
     terminate(server).await;
+
+    // Only the socket is trusted: a TCP line, should a port ever be
+    // turned on, refuses.
+    let hba = std::fs::read_to_string(data_dir.0.join("pg_hba.conf")).unwrap();
+    for line in hba.lines().map(str::trim) {
+        if line.starts_with("host") {
+            assert!(line.ends_with("reject"), "{line}");
+        }
+    }
+
+    // The server's user owns the data directory, and could put a link
+    // where the log goes: notesd (root, here) never opens the log through
+    // it, nor hands what it names to the server's user.
+    let victim = std::env::temp_dir().join(format!("notesd-victim-{}", Uuid::now_v7().simple()));
+    std::fs::write(&victim, "root's own").unwrap();
+    let owner =
+        |path: &Path| std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(path).unwrap());
+    let owner_before = owner(&victim);
+    let log = data_dir.0.join("notesd-postgres.log");
+    std::fs::remove_file(&log).unwrap();
+    std::os::unix::fs::symlink(&victim, &log).unwrap();
+    let refused = notesd_without_database(&data_dir, closed_port)
+        .arg("migrate")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr).into_owned();
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(stderr.contains("symbolic link"), "{stderr}");
+    assert_eq!(
+        owner(&victim),
+        owner_before,
+        "the link's target changed hands"
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root's own");
+    std::fs::remove_file(&victim).unwrap();
+}
+
+/// The default database is reached through a socket, and only in a
+/// directory no other user may write to: a socket any user could have
+/// made (here a fake server's, in a world-writable directory) is never
+/// connected to. (The default was 127.0.0.1:5432, a port any local user
+/// may listen on while no server does.)
+#[tokio::test]
+async fn the_default_database_is_never_a_socket_anyone_could_have_made() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = std::env::temp_dir().join(format!("notesd-open-{}", Uuid::now_v7().simple()));
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let fake = tokio::net::UnixListener::bind(dir.join(".s.PGSQL.5432")).unwrap();
+    let data_dir = DataDir::new();
+    let nowhere = Path::new("/nonexistent/notesd-test");
+    let output = notesd_without_database(&data_dir, 1)
+        .env(
+            "NOTESD_DEFAULT_DATABASE_URL",
+            format!("postgres:///notesd?host={}&user=postgres", dir.display()),
+        )
+        .env("NOTESD_POSTGRES_BIN_DIR", nowhere)
+        .arg("migrate")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("writable by every user"), "{stderr}");
+    let connected = tokio::time::timeout(Duration::from_millis(200), fake.accept()).await;
+    assert!(connected.is_err(), "notesd connected to the fake server");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[tokio::test]

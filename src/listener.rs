@@ -222,8 +222,7 @@ async fn accept(listener: TcpListener, tls: Option<TlsConfigs>, tx: mpsc::Sender
                 .get_ref()
                 .1
                 .peer_certificates()
-                .and_then(|chain| chain.first())
-                .and_then(|leaf| PeerCertificate::from_der(leaf))
+                .and_then(PeerCertificate::from_chain)
                 .map(Arc::new);
             let conn = Conn {
                 io: Io::Tls(Box::new(stream)),

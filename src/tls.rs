@@ -19,7 +19,7 @@ use rustls::server::WebPkiClientVerifier;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::watch;
 
-use crate::auth::ClientIdentities;
+use crate::auth::{ClientIdentities, ClientTrust};
 use crate::listener::AbortOnDrop;
 
 /// Whether a client certificate is required when `--tls-client-ca` is set.
@@ -212,6 +212,7 @@ fn load(settings: &TlsSettings, contents: &[Vec<u8>]) -> anyhow::Result<Loaded> 
         .with_context(|| format!("{}: not a PEM private key", settings.key.display()))?;
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut trust = ClientTrust::default();
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
     let builder = match ca_pem {
@@ -236,7 +237,9 @@ fn load(settings: &TlsSettings, contents: &[Vec<u8>]) -> anyhow::Result<Loaded> 
                 ClientAuth::Required => verifier,
                 ClientAuth::Optional => verifier.allow_unauthenticated(),
             };
-            builder.with_client_cert_verifier(verifier.build()?)
+            let verifier = verifier.build()?;
+            trust = ClientTrust::new(verifier.clone());
+            builder.with_client_cert_verifier(verifier)
         }
     };
     let mut config = builder
@@ -264,6 +267,6 @@ fn load(settings: &TlsSettings, contents: &[Vec<u8>]) -> anyhow::Result<Loaded> 
     );
     Ok(Loaded {
         config: Arc::new(config),
-        identities: Arc::new(identities),
+        identities: Arc::new(identities.with_trust(trust)),
     })
 }

@@ -66,6 +66,11 @@ impl Callers {
         peer: Option<IpAddr>,
         certificate: Option<&PeerCertificate>,
     ) -> Result<Principal, DomainError> {
+        if let Some(certificate) = certificate
+            && !self.identities.borrow().trusts(certificate)
+        {
+            return Err(DomainError::CertificateNotTrusted);
+        }
         if present(key).is_none()
             && let Some(certificate) = certificate
             && let Some(principal) = self

@@ -6,27 +6,44 @@
 //! that identity's. Without a mapping the key is still required.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::ClientCertVerifier;
 use serde::Deserialize;
 use x509_parser::extensions::GeneralName;
 
 use crate::domain::{DomainError, MemberId, Principal, Role, TenantId};
 
-/// The names of a verified client certificate, read once per connection.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// A verified client certificate, read once per connection: its names,
+/// and its chain, to check again against the CA in force (see
+/// [`ClientIdentities::trusts`]).
+#[derive(Debug, Default)]
 pub(crate) struct PeerCertificate {
     uris: Vec<String>,
     dns_names: Vec<String>,
     common_names: Vec<String>,
+    /// The leaf first, as the client sent it.
+    chain: Vec<CertificateDer<'static>>,
+    /// When the leaf expires (Unix seconds).
+    not_after: i64,
+    /// The trust generation it was last checked under, doubled, plus one
+    /// when it passed; 0 before the first check.
+    checked: AtomicU64,
 }
 
 impl PeerCertificate {
-    /// The names of the DER certificate `der`, or `None` when it does not
-    /// parse (the TLS library verified it, but notesd cannot read its
-    /// names: it then identifies nobody).
-    pub(crate) fn from_der(der: &[u8]) -> Option<Self> {
-        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-        let mut names = Self::default();
+    /// The certificate whose chain (the leaf first) is `chain`, or `None`
+    /// when its leaf does not parse (the TLS library verified it, but
+    /// notesd cannot read its names: it then identifies nobody).
+    pub(crate) fn from_chain(chain: &[CertificateDer<'static>]) -> Option<Self> {
+        let (_, cert) = x509_parser::parse_x509_certificate(chain.first()?).ok()?;
+        let mut names = Self {
+            chain: chain.to_vec(),
+            not_after: cert.validity().not_after.timestamp(),
+            ..Self::default()
+        };
         if let Ok(Some(san)) = cert.subject_alternative_name() {
             for name in &san.value.general_names {
                 match name {
@@ -43,6 +60,10 @@ impl PeerCertificate {
             .map(str::to_owned)
             .collect();
         Some(names)
+    }
+
+    fn still_valid(&self) -> bool {
+        chrono::Utc::now().timestamp() < self.not_after
     }
 }
 
@@ -79,7 +100,46 @@ pub(crate) struct ClientIdentities {
     by_uri: HashMap<String, CertIdentity>,
     by_dns: HashMap<String, CertIdentity>,
     by_common_name: HashMap<String, CertIdentity>,
+    trust: ClientTrust,
 }
+
+/// The client CA in force, loaded with the mapping: a connection's
+/// certificate was verified at its handshake, under the CA of then, and a
+/// connection may outlive that CA's removal, or its certificate's expiry.
+/// Each call checks the certificate again under this (once per CA
+/// loaded: the answer is kept with the connection's certificate).
+#[derive(Clone, Default)]
+pub(crate) struct ClientTrust {
+    verifier: Option<Arc<dyn ClientCertVerifier>>,
+    /// Which load this is: 1, 2, ...; 0 without a CA.
+    generation: u64,
+}
+
+impl ClientTrust {
+    pub(crate) fn new(verifier: Arc<dyn ClientCertVerifier>) -> Self {
+        static LOADS: AtomicU64 = AtomicU64::new(1);
+        Self {
+            verifier: Some(verifier),
+            generation: LOADS.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+}
+
+impl std::fmt::Debug for ClientTrust {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTrust")
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for ClientTrust {
+    fn eq(&self, other: &Self) -> bool {
+        self.generation == other.generation
+    }
+}
+
+impl Eq for ClientTrust {}
 
 /// The file's shape: `{"identities": [{"uri": …, "tenant": …, "member": …}]}`.
 #[derive(Deserialize)]
@@ -133,6 +193,40 @@ impl ClientIdentities {
         Ok(identities)
     }
 
+    /// With `trust`, the CA in force, against which each call checks its
+    /// connection's certificate again.
+    pub(crate) fn with_trust(self, trust: ClientTrust) -> Self {
+        Self { trust, ..self }
+    }
+
+    /// Whether the CA in force (still) accepts `certificate`, and it has
+    /// not expired: a connection made under a CA since removed, or whose
+    /// certificate has expired since, is refused from its next call on.
+    pub(crate) fn trusts(&self, certificate: &PeerCertificate) -> bool {
+        let Some(verifier) = &self.trust.verifier else {
+            return true;
+        };
+        let passed = self.trust.generation * 2 + 1;
+        let checked = certificate.checked.load(Ordering::Acquire);
+        if checked == passed {
+            // Expiry is checked on every call; the chain once per CA.
+            return certificate.still_valid();
+        }
+        if checked == passed - 1 {
+            return false;
+        }
+        let Some((leaf, intermediates)) = certificate.chain.split_first() else {
+            return false;
+        };
+        let ok = verifier
+            .verify_client_cert(leaf, intermediates, UnixTime::now())
+            .is_ok();
+        certificate
+            .checked
+            .store(if ok { passed } else { passed - 1 }, Ordering::Release);
+        ok
+    }
+
     /// How many names are mapped.
     pub(crate) fn len(&self) -> usize {
         self.by_uri.len() + self.by_dns.len() + self.by_common_name.len()
@@ -177,6 +271,7 @@ mod tests {
             uris: owned(uris),
             dns_names: owned(dns),
             common_names: owned(cns),
+            ..PeerCertificate::default()
         }
     }
 

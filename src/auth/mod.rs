@@ -6,7 +6,7 @@ mod certs;
 mod keys;
 
 pub(crate) use callers::Callers;
-pub(crate) use certs::{ClientIdentities, PeerCertificate};
+pub(crate) use certs::{ClientIdentities, ClientTrust, PeerCertificate};
 pub(crate) use keys::{ApiKeySecret, Credentials, client_address};
 pub use keys::{Authenticator, KeyKind, KeySpec};
 

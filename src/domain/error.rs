@@ -120,6 +120,12 @@ pub enum DomainError {
         "the search would read too many notes to answer in time; add words or filters (a subject, an owner, a time range)"
     )]
     SearchTooCostly,
+    /// The connection's client certificate, verified at its handshake, is
+    /// no longer accepted (its CA was removed, or it expired).
+    #[error(
+        "the connection's client certificate is no longer accepted: reconnect with one the server trusts"
+    )]
+    CertificateNotTrusted,
     /// More work of this kind is in progress than the server takes at
     /// once (keys being checked); retry with backoff.
     #[error("the server is busy: retry with backoff")]
@@ -193,6 +199,7 @@ impl DomainError {
             Self::AdminKeyRequired => "ADMIN_KEY_REQUIRED",
             Self::SearchTooCostly => "SEARCH_TOO_COSTLY",
             Self::Overloaded => "OVERLOADED",
+            Self::CertificateNotTrusted => "CERTIFICATE_NOT_TRUSTED",
             Self::ResponseTooLarge(_) => "RESPONSE_TOO_LARGE",
             Self::DeadlineExceeded => "DEADLINE_EXCEEDED",
             Self::InBatch { error, .. } => error.reason(),
@@ -215,9 +222,10 @@ impl DomainError {
             | Self::SearchTooCostly
             | Self::Overloaded => ErrorKind::ResourceExhausted,
             Self::InBatch { error, .. } => error.kind(),
-            Self::ApiKeyMissing | Self::ApiKeyInvalid | Self::ActorMissing => {
-                ErrorKind::Unauthenticated
-            }
+            Self::ApiKeyMissing
+            | Self::ApiKeyInvalid
+            | Self::ActorMissing
+            | Self::CertificateNotTrusted => ErrorKind::Unauthenticated,
             Self::ActorMismatch
             | Self::NotOwner(_)
             | Self::IpNotAllowed
@@ -262,6 +270,7 @@ impl DomainError {
             Self::AdminKeyRequired => Self::AdminKeyRequired,
             Self::SearchTooCostly => Self::SearchTooCostly,
             Self::Overloaded => Self::Overloaded,
+            Self::CertificateNotTrusted => Self::CertificateNotTrusted,
             Self::ResponseTooLarge(mib) => Self::ResponseTooLarge(*mib),
             Self::DeadlineExceeded => Self::DeadlineExceeded,
             Self::InBatch { index, error } => Self::InBatch {

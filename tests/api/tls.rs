@@ -603,3 +603,56 @@ async fn files_that_do_not_load_stop_the_start() {
         assert!(format!("{err:#}").contains(expected), "{err:#}");
     }
 }
+
+/// A connection made under a client CA that is then removed is refused
+/// from its next call on (CERTIFICATE_NOT_TRUSTED): the certificate is
+/// checked again, under the CA in force, not only at the handshake. (The
+/// connection kept working for as long as it stayed open.)
+#[tokio::test]
+async fn a_connection_does_not_outlive_the_removal_of_its_ca() {
+    let server_ca = Ca::new("server CA");
+    let client_ca = Ca::new("client CA");
+    let dir = TlsDir::new();
+    let settings = dir.mtls_settings(&server_ca.server(), &client_ca, IDENTITIES);
+    let app = spawn_app_with(|s| s.tls = Some(settings)).await;
+    let reports = client_ca.client("spiffe://acme/reports", "reports");
+    let channel = tls_channel(&app, &server_ca.pem(), Some(&reports))
+        .await
+        .unwrap();
+    let mut client = NotesServiceClient::with_interceptor(channel, Metadata(vec![]));
+    let add = |client: &mut Client| {
+        let mut client = client.clone();
+        async move {
+            client
+                .add_note(pb::AddNoteRequest {
+                    note: Some(text_note("customer", "42", "over mTLS")),
+                    ..Default::default()
+                })
+                .await
+        }
+    };
+    add(&mut client).await.expect("the CA in force accepts it");
+
+    // The client CA is replaced by another.
+    let other = Ca::new("another client CA");
+    dir.write("clients.crt", &other.pem());
+    eventually("the new client CA is in force", || async {
+        add_over_tls(&app, &server_ca.pem(), Some(&reports), vec![])
+            .await
+            .is_err()
+    })
+    .await;
+    let status = add(&mut client).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    assert_eq!(reason(&status), "CERTIFICATE_NOT_TRUSTED");
+    // A key does not carry a call past its connection's certificate.
+    let key = app.member_key("acme", "alice").await;
+    let mut keyed = client.clone();
+    let mut request = tonic::Request::new(pb::ListNotesRequest::default());
+    request
+        .metadata_mut()
+        .insert("x-api-key", key.parse().unwrap());
+    let status = keyed.list_notes(request).await.unwrap_err();
+    assert_eq!(reason(&status), "CERTIFICATE_NOT_TRUSTED");
+    app.stop().await;
+}

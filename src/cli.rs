@@ -215,12 +215,19 @@ struct ServeArgs {
     tls_reload_secs: u64,
 
     /// Export traces (OpenTelemetry, OTLP over gRPC) to the collector at
-    /// this URL, such as `http://127.0.0.1:4317`: a span per gRPC call and
-    /// HTTP request, joined to the caller's W3C `traceparent`, with child
-    /// spans for database work. Off by default: nothing is exported.
+    /// this URL, such as `http://127.0.0.1:4317`, or `https://...` for TLS
+    /// (verified against the system's roots, or --otlp-ca-file): a span
+    /// per gRPC call and HTTP request, joined to the caller's W3C
+    /// `traceparent`, with child spans for database work. Off by default:
+    /// nothing is exported.
     #[arg(long, env = "NOTESD_OTLP_ENDPOINT", value_name = "URL",
           value_parser = parse_otlp_endpoint)]
     otlp_endpoint: Option<String>,
+
+    /// PEM certificates of the CA an https OTLP collector's certificate is
+    /// verified against, instead of the system's roots.
+    #[arg(long, env = "NOTESD_OTLP_CA_FILE", value_name = "FILE")]
+    otlp_ca_file: Option<PathBuf>,
 
     /// Group commit: the most AddNote calls written in one batch (one
     /// transaction and one multi-row insert per tenant).
@@ -352,12 +359,18 @@ enum KeysCommand {
 
 impl Cli {
     pub async fn run(self) -> anyhow::Result<()> {
-        let otlp_endpoint = match &self.command {
-            None => self.serve.otlp_endpoint.clone(),
-            Some(Command::Serve(args)) => args.otlp_endpoint.clone(),
+        let otlp = match &self.command {
+            None => Some(&self.serve),
+            Some(Command::Serve(args)) => Some(args.as_ref()),
             Some(_) => None,
-        };
-        let telemetry = telemetry::init(self.common.log_format, otlp_endpoint.as_deref())?;
+        }
+        .and_then(|args| {
+            Some(telemetry::OtlpSettings {
+                endpoint: args.otlp_endpoint.clone()?,
+                ca_file: args.otlp_ca_file.clone(),
+            })
+        });
+        let telemetry = telemetry::init(self.common.log_format, otlp.as_ref())?;
         let outcome = self.run_command().await;
         // The spans of the last calls are sent before the process exits.
         telemetry.shutdown().await;
@@ -640,18 +653,19 @@ async fn keys(command: KeysCommand, db: Database) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// An OTLP/gRPC collector's URL: `http://host[:port]`.
+/// An OTLP/gRPC collector's URL: `http://host[:port]` or
+/// `https://host[:port]`.
 fn parse_otlp_endpoint(endpoint: &str) -> Result<String, String> {
     let uri: http::Uri = endpoint
         .parse()
         .map_err(|_| format!("{endpoint:?} is not a URL (http://host:port)"))?;
     match uri.scheme_str() {
-        Some("http") if uri.host().is_some_and(|host| !host.is_empty()) => Ok(endpoint.to_owned()),
-        Some("https") => Err(format!(
-            "{endpoint:?}: https is not supported, notesd exports over plain gRPC \
-             (to a collector on the same host or a trusted network)"
+        Some("http" | "https") if uri.host().is_some_and(|host| !host.is_empty()) => {
+            Ok(endpoint.to_owned())
+        }
+        _ => Err(format!(
+            "{endpoint:?} is not an http://host:port or https://host:port URL"
         )),
-        _ => Err(format!("{endpoint:?} is not an http://host:port URL")),
     }
 }
 
@@ -673,14 +687,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_otlp_endpoint_is_a_plain_http_url() {
+    fn an_otlp_endpoint_is_an_http_or_https_url() {
         assert_eq!(
             parse_otlp_endpoint("http://127.0.0.1:4317").as_deref(),
             Ok("http://127.0.0.1:4317")
         );
         assert!(parse_otlp_endpoint("http://collector").is_ok());
-        let https = parse_otlp_endpoint("https://collector:4317").unwrap_err();
-        assert!(https.contains("https is not supported"), "{https}");
+        assert!(parse_otlp_endpoint("https://collector:4317").is_ok());
         for bad in [
             "",
             "collector:4317",

@@ -77,15 +77,24 @@ impl Telemetry {
     }
 }
 
+/// Where spans are exported: an OTLP/gRPC collector's URL (`http` or
+/// `https`), and for `https` the CA its certificate is verified against
+/// (the system's roots without one).
+#[derive(Debug, Clone)]
+pub(crate) struct OtlpSettings {
+    pub endpoint: String,
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
 /// Installs the global subscriber: logs on standard error, filtered by
-/// `RUST_LOG` (default `info`); and, with `otlp_endpoint`, a span exporter
-/// to that OTLP/gRPC collector, batched on a thread of its own. Must run
-/// inside the Tokio runtime that will serve (the exporter's connection
-/// runs on it).
-pub(crate) fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Result<Telemetry> {
+/// `RUST_LOG` (default `info`); and, with `otlp`, a span exporter to that
+/// OTLP/gRPC collector, batched on a thread of its own. Must run inside
+/// the Tokio runtime that will serve (the exporter's connection runs on
+/// it).
+pub(crate) fn init(format: LogFormat, otlp: Option<&OtlpSettings>) -> anyhow::Result<Telemetry> {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,h2=warn,tower=warn,hyper=warn"));
-    let Some(endpoint) = otlp_endpoint else {
+    let Some(otlp) = otlp else {
         // Without OTLP: RUST_LOG filters everything, as a global filter.
         let _ = tracing_subscriber::registry()
             .with(filter)
@@ -93,7 +102,7 @@ pub(crate) fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Re
             .try_init();
         return Ok(Telemetry { provider: None });
     };
-    let provider = tracer_provider(endpoint)?;
+    let provider = tracer_provider(otlp)?;
     // RUST_LOG filters the logs only; the exporter takes notesd's own
     // spans (the calls and their database work), whatever it says, and
     // no events.
@@ -176,10 +185,29 @@ impl<S> tracing_subscriber::layer::Filter<S> for OwnSpans {
 /// (`OTEL_BSP_SCHEDULE_DELAY`) or as soon as 512 are queued. Sampling
 /// follows the caller's choice (parent-based, else every call), or
 /// `OTEL_TRACES_SAMPLER`.
-fn tracer_provider(endpoint: &str) -> anyhow::Result<SdkTracerProvider> {
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
+///
+/// An `https` endpoint is reached over TLS, its certificate verified
+/// against `ca_file` when given, else the system's roots: spans name
+/// tenants' calls and carry their timings, and cross the network.
+fn tracer_provider(otlp: &OtlpSettings) -> anyhow::Result<SdkTracerProvider> {
+    use opentelemetry_otlp::WithTonicConfig as _;
+    let endpoint = otlp.endpoint.as_str();
+    let mut builder = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
-        .with_endpoint(endpoint)
+        .with_endpoint(endpoint);
+    if endpoint.starts_with("https://") {
+        let tls = match &otlp.ca_file {
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .with_context(|| format!("cannot read the OTLP CA {}", path.display()))?;
+                tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(pem))
+            }
+            None => tonic::transport::ClientTlsConfig::new().with_native_roots(),
+        };
+        builder = builder.with_tls_config(tls);
+    }
+    let exporter = builder
         .build()
         .with_context(|| format!("cannot export spans to {endpoint}"))?;
     let resource = Resource::builder()
@@ -248,40 +276,34 @@ fn join_trace(span: &Span, headers: &http::HeaderMap) -> Option<Context> {
     context
 }
 
-/// At most `max` bytes of `text`, cut at a character boundary.
-fn bounded(text: &str, max: usize) -> &str {
-    let mut end = text.len().min(max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
-
-/// The longest path a span records (an unknown method's path is the
-/// caller's to choose).
-const MAX_PATH_BYTES: usize = 128;
-
-/// The caller's `x-request-id` when sent (at most 128 bytes), else a new
-/// one.
+/// The caller's `x-request-id` when it is an id (1 to 128 letters, digits
+/// and `-_.:`), else a new one: it is logged and exported with every span,
+/// and what else a caller might put there (spaces, quotes, personal data
+/// in a long string) is not recorded.
 fn request_id<B>(request: &http::Request<B>) -> String {
     request
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
-        .filter(|v| v.len() <= 128)
+        .filter(|v| {
+            (1..=128).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
 }
 
-/// The span of one gRPC call: its method (the path, at most 128 bytes), a
-/// request id and the trace id. Exported, it is named and described by
-/// OpenTelemetry's RPC conventions: `notes.v1.NotesService/GetNote`,
-/// `rpc.system`, `rpc.service`, `rpc.method` (`_OTHER`, and the span
-/// `grpc`, for a method this server does not serve), and
-/// `rpc.grpc.status_code` when it ends.
+/// The span of one gRPC call: its method (`_OTHER` for one this server
+/// does not serve: the path is then the caller's to choose, and is not
+/// recorded), a request id and the trace id. Exported, it is named and
+/// described by OpenTelemetry's RPC conventions:
+/// `notes.v1.NotesService/GetNote`, `rpc.system`, `rpc.service`,
+/// `rpc.method` (`_OTHER`, and the span `grpc`, for a method this server
+/// does not serve), and `rpc.grpc.status_code` when it ends.
 pub(crate) fn grpc_span<B>(request: &http::Request<B>) -> Span {
     let request_id = request_id(request);
-    let method = bounded(request.uri().path(), MAX_PATH_BYTES);
+    let method = crate::metrics::served_method(request.uri().path()).unwrap_or("_OTHER");
     // `otel.kind` is read when the span starts, so it is a field; the
     // rest is set on the OpenTelemetry span alone, out of the logs.
     let span = if exporting() {
@@ -534,12 +556,19 @@ mod tests {
     }
 
     #[test]
-    fn paths_and_methods_are_bounded() {
-        let long = format!("/{}", "é".repeat(200));
-        let cut = bounded(&long, MAX_PATH_BYTES);
-        assert!(cut.len() <= MAX_PATH_BYTES);
-        assert!(long.starts_with(cut));
-        assert_eq!(bounded("/a/b", MAX_PATH_BYTES), "/a/b");
+    fn request_ids_are_ids_and_methods_are_bounded() {
+        let with_id = |id: &str| {
+            http::Request::builder()
+                .header("x-request-id", id)
+                .body(())
+                .unwrap()
+        };
+        assert_eq!(request_id(&with_id("req-42_a.b:c")), "req-42_a.b:c");
+        for made_up in ["a b", "\"quoted\"", &"x".repeat(129), "email=a@b.c"] {
+            let id = request_id(&with_id(made_up));
+            assert_ne!(id, made_up);
+            assert!(uuid::Uuid::try_parse(&id).is_ok(), "{id}");
+        }
         assert_eq!(http_method(&http::Method::PATCH), "PATCH");
         assert_eq!(http_method(&http::Method::GET), "GET");
         let made_up = http::Method::from_bytes(&[b'X'; 100]).unwrap();

@@ -55,6 +55,22 @@ impl Collector {
         format!("http://{addr}")
     }
 
+    /// Serves over TLS as `leaf` (a certificate for localhost); its URL.
+    async fn start_tls(&self, leaf: &crate::tls::Leaf) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let tls = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(&leaf.cert, &leaf.key));
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .tls_config(tls)
+                .unwrap()
+                .add_service(TraceServiceServer::new(self.clone()))
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        format!("https://localhost:{}", addr.port())
+    }
+
     /// Every span received, with its resource's attributes.
     fn spans(&self) -> Vec<(Vec<KeyValue>, ExportedSpan)> {
         let received = self.received.lock().unwrap();
@@ -391,4 +407,77 @@ async fn an_absent_collector_delays_neither_calls_nor_shutdown() {
         "shutdown took {:?}",
         started.elapsed()
     );
+}
+
+/// Spans may cross the network to a collector over TLS: an https endpoint
+/// is verified against --otlp-ca-file (the system's roots without it), and
+/// the spans arrive. (Export was plaintext only.) A caller's request id
+/// that is not an id is not exported; nor is an unknown method's path.
+#[tokio::test(flavor = "multi_thread")]
+async fn spans_go_to_a_collector_over_tls_without_what_a_caller_made_up() {
+    let ca = crate::tls::Ca::new("collector CA");
+    let dir = crate::tls::TlsDir::new();
+    let ca_file = dir.write("collector-ca.crt", &ca.pem());
+    let collector = Collector::default();
+    let endpoint = collector.start_tls(&ca.server()).await;
+    let app = spawn_app().await;
+    let ca_arg = ca_file.display().to_string();
+    let (process, channel) = NotesdProcess::start(
+        &app,
+        &["--otlp-endpoint", &endpoint, "--otlp-ca-file", &ca_arg],
+        "info",
+    )
+    .await;
+    let mut server = process.child;
+    let key = app.member_key("acme", "alice").await;
+    let made_up_id = "id with spaces and an email a@b.c";
+    let mut client = NotesServiceClient::with_interceptor(
+        channel.clone(),
+        Metadata(vec![
+            ("x-api-key", key),
+            ("x-request-id", made_up_id.to_owned()),
+        ]),
+    );
+    add(&mut client, text_note("customer", "c-1", "over TLS")).await;
+    let unknown = tonic::client::Grpc::new(channel.clone());
+    let _ = raw_unknown_call(unknown, "/secret.PathOf/TheCaller").await;
+    let exit = sigterm(&mut server, Duration::from_secs(30)).await;
+    assert!(exit.success(), "notesd exited with {exit}");
+
+    let spans = collector.spans();
+    assert!(
+        spans
+            .iter()
+            .any(|(_, span)| span.name == "notes.v1.NotesService/AddNote"),
+        "the call's span came over TLS: {:?}",
+        spans.iter().map(|(_, s)| &s.name).collect::<Vec<_>>()
+    );
+    for (_, span) in &spans {
+        for value in span
+            .attributes
+            .iter()
+            .filter_map(|kv| kv.value.as_ref().and_then(text))
+        {
+            assert!(!value.contains("a@b.c"), "{}: {value}", span.name);
+            assert!(!value.contains("secret.PathOf"), "{}: {value}", span.name);
+        }
+    }
+}
+
+/// A call of a method notesd does not serve, by its raw path.
+async fn raw_unknown_call(
+    mut grpc: tonic::client::Grpc<tonic::transport::Channel>,
+    path: &'static str,
+) -> Result<(), tonic::Status> {
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let codec = tonic_prost::ProstCodec::<(), ()>::default();
+    grpc.unary(
+        tonic::Request::new(()),
+        http::uri::PathAndQuery::from_static(path),
+        codec,
+    )
+    .await
+    .map(|_| ())
 }

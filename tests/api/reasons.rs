@@ -315,6 +315,10 @@ async fn every_documented_reason_is_produced() {
     ));
 
     produced.push(("SEARCH_TOO_COSTLY", search_too_costly().await));
+    produced.push((
+        "CERTIFICATE_NOT_TRUSTED",
+        crate::tls::certificate_no_longer_trusted().await,
+    ));
     let waiting = add(&mut alice, text_note("customer", "c-1", "x")).await;
     produced.push((
         "DEADLINE_EXCEEDED",

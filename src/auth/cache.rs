@@ -14,7 +14,7 @@
 //! when the key is issued, so no caller presents an id before its key
 //! exists.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,40 +30,67 @@ pub(super) const KEY_CHANGES_CHANNEL: &str = "notesd_api_keys";
 
 const MAX_AGE: Duration = Duration::from_secs(60);
 const ABSENT_MAX_AGE: Duration = Duration::from_secs(10);
-/// More keys than this in use at once: the cache starts over.
+/// More keys than this in use at once: the cache starts over (each map
+/// on its own).
 const MAX_ENTRIES: usize = 10_000;
-
-/// A key as read (`None` for an id that names no key), and when.
-type Entry = (Option<Arc<ApiKeyRecord>>, Instant);
 
 #[derive(Debug, Default)]
 pub(crate) struct KeyCache {
-    entries: Mutex<HashMap<Uuid, Entry>>,
+    maps: Mutex<Maps>,
     listening: AtomicBool,
     /// Bumped by every change announcement: a key read from the database
     /// before an announcement may be stale, so it is not cached.
     generation: AtomicU64,
 }
 
+#[derive(Debug, Default)]
+struct Maps {
+    /// Keys read, and when.
+    keys: HashMap<Uuid, (Arc<ApiKeyRecord>, Instant)>,
+    /// Ids that named no key, and when: apart from the keys, so that a
+    /// flood of made-up ids, which starts this map over when it is full,
+    /// never pushes out the keys in use.
+    absent: HashMap<Uuid, Instant>,
+    /// Ids that have named a key in this process (trusted for nothing:
+    /// only to spare their callers the budget of reads of unknown keys,
+    /// also while the cache is not listening).
+    known: HashSet<Uuid>,
+}
+
+/// Inserts into a map that starts over when it holds `MAX_ENTRIES`.
+fn insert_bounded<V>(map: &mut HashMap<Uuid, V>, id: Uuid, value: V) {
+    if map.len() >= MAX_ENTRIES && !map.contains_key(&id) {
+        map.clear();
+    }
+    map.insert(id, value);
+}
+
 impl KeyCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Maps> {
+        self.maps.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The cached key (`Some(None)` when the id is known to name none),
     /// if it may be trusted.
     pub(crate) fn get(&self, id: Uuid) -> Option<Option<Arc<ApiKeyRecord>>> {
         if !self.listening.load(Ordering::Acquire) {
             return None;
         }
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries
+        let maps = self.lock();
+        if let Some((record, cached_at)) = maps.keys.get(&id)
+            && cached_at.elapsed() < MAX_AGE
+        {
+            return Some(Some(record.clone()));
+        }
+        maps.absent
             .get(&id)
-            .filter(|(record, cached_at)| {
-                cached_at.elapsed()
-                    < if record.is_some() {
-                        MAX_AGE
-                    } else {
-                        ABSENT_MAX_AGE
-                    }
-            })
-            .map(|(record, _)| record.clone())
+            .filter(|cached_at| cached_at.elapsed() < ABSENT_MAX_AGE)
+            .map(|_| None)
+    }
+
+    /// Whether `id` has named a key in this process (see `Maps::known`).
+    pub(crate) fn is_known(&self, id: Uuid) -> bool {
+        self.lock().known.contains(&id)
     }
 
     /// Where announcements stand; take it before reading a key, and give
@@ -76,29 +103,39 @@ impl KeyCache {
     /// key), unless a change was announced since (the read may predate
     /// it) or nobody is listening.
     pub(crate) fn put(&self, id: Uuid, record: Option<Arc<ApiKeyRecord>>, generation: u64) {
+        let mut maps = self.lock();
+        if record.is_some() {
+            if maps.known.len() >= MAX_ENTRIES && !maps.known.contains(&id) {
+                maps.known.clear();
+            }
+            maps.known.insert(id);
+        }
         if !self.listening.load(Ordering::Acquire) {
             return;
         }
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         // Checked under the lock that `forget` bumps it under.
         if self.generation.load(Ordering::Acquire) != generation {
             return;
         }
-        if entries.len() >= MAX_ENTRIES {
-            entries.clear();
+        match record {
+            Some(record) => insert_bounded(&mut maps.keys, id, (record, Instant::now())),
+            None => insert_bounded(&mut maps.absent, id, Instant::now()),
         }
-        entries.insert(id, (record, Instant::now()));
     }
 
     /// Drops a key that changed (or, with `None`, every key).
     fn forget(&self, id: Option<Uuid>) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut maps = self.lock();
         self.generation.fetch_add(1, Ordering::AcqRel);
         match id {
             Some(id) => {
-                entries.remove(&id);
+                maps.keys.remove(&id);
+                maps.absent.remove(&id);
             }
-            None => entries.clear(),
+            None => {
+                maps.keys.clear();
+                maps.absent.clear();
+            }
         }
     }
 
@@ -181,6 +218,19 @@ mod tests {
         assert!(matches!(cache.get(id), Some(None)));
         cache.forget(Some(id));
         assert!(cache.get(id).is_none());
+    }
+
+    #[test]
+    fn made_up_ids_never_push_out_the_keys_in_use() {
+        let cache = KeyCache::default();
+        cache.set_listening(true);
+        let id = Uuid::now_v7();
+        cache.put(id, Some(record(id)), cache.generation());
+        for _ in 0..(MAX_ENTRIES * 2) {
+            cache.put(Uuid::now_v7(), None, cache.generation());
+        }
+        assert!(matches!(cache.get(id), Some(Some(_))));
+        assert!(cache.is_known(id));
     }
 
     #[test]

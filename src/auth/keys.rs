@@ -223,19 +223,28 @@ impl Authenticator {
 
     /// The key with this id, from the cache when it may be trusted.
     ///
-    /// A key not cached is read on the budget of [`KEY_READS`] reads at
-    /// once: whoever presents it is not known yet, and a flood of made-up
-    /// keys would otherwise take every connection of the pool from the
-    /// callers whose keys are known. A read that waits for its turn longer
-    /// than [`KEY_READ_WAIT`] is refused as OVERLOADED.
+    /// A key not cached, whose id has never named a key in this process,
+    /// is read on the budget of [`KEY_READS`] reads at once: whoever
+    /// presents it is not known yet, and a flood of made-up keys would
+    /// otherwise take every connection of the pool from the callers whose
+    /// keys are known. A read that waits for its turn longer than
+    /// [`KEY_READ_WAIT`] is refused as OVERLOADED.
     async fn find(&self, id: Uuid) -> Result<Option<Arc<ApiKeyRecord>>, DomainError> {
         if let Some(record) = self.cache.get(id) {
             return Ok(record);
         }
-        let _turn = tokio::time::timeout(KEY_READ_WAIT, self.key_reads.acquire())
-            .await
-            .map_err(|_| DomainError::Overloaded)?
-            .expect("the semaphore is never closed");
+        // An id that has named a key here before (its key expired from
+        // the cache, or the cache is not listening) is read at once.
+        let _turn = if self.cache.is_known(id) {
+            None
+        } else {
+            Some(
+                tokio::time::timeout(KEY_READ_WAIT, self.key_reads.acquire())
+                    .await
+                    .map_err(|_| DomainError::Overloaded)?
+                    .expect("the semaphore is never closed"),
+            )
+        };
         let generation = self.cache.generation();
         let record = self.keys.find(id).await?.map(Arc::new);
         self.cache.put(id, record.clone(), generation);

@@ -37,14 +37,14 @@ macro_rules! horizon_row_nulls {
 }
 
 /// A `note_revisions` row: revision, change kind, actor, time, snapshot,
-/// and whether more follow it in the page's order.
+/// and how many rows the page fetched (see `rows::page_cut_columns`).
 type RevisionRow = (
     i64,
     i16,
     String,
     chrono::DateTime<chrono::Utc>,
     Json<NoteRow>,
-    bool,
+    i64,
 );
 
 #[derive(Debug, Clone)]
@@ -546,10 +546,13 @@ impl NoteStore {
             let mut query = QueryBuilder::<Postgres>::new(concat!(
                 "(select ",
                 note_columns!(),
-                ", null::int8, page_more from (select ",
+                ", null::int8, page_fetched from (select *, ",
+                page_cut_columns!("occurred_at desc, id desc"),
+                " from (select ",
                 note_columns!(),
                 ", ",
-                page_cut_columns!("occurred_at desc, id desc")
+                note_bytes!(),
+                " as row_bytes"
             ));
             query.push(format_args!(" from {source} where "));
             push_filter(&mut query, tenant, viewer, filter);
@@ -558,15 +561,14 @@ impl NoteStore {
             }
             query
                 .push(" order by occurred_at desc, id desc limit ")
-                .push_bind(page_size as i64)
-                .push(") page where ")
-                .push(rows::PAGE_CUT)
-                .push_bind(PAGE_BUDGET_BYTES as i64)
-                .push(concat!(
-                    " order by occurred_at desc, id desc) union all select ",
-                    horizon_row_nulls!(),
-                    " pg_snapshot_xmin(pg_current_snapshot())::text::int8, null"
-                ));
+                .push_bind(page_size as i64 + 1)
+                .push(") fetched) page where ");
+            rows::push_page_cut(&mut query, page_size, PAGE_BUDGET_BYTES);
+            query.push(concat!(
+                " order by occurred_at desc, id desc) union all select ",
+                horizon_row_nulls!(),
+                " pg_snapshot_xmin(pg_current_snapshot())::text::int8, null"
+            ));
             query
         };
         let rows: Vec<PgRow> = self
@@ -578,20 +580,23 @@ impl NoteStore {
             })
             .await?;
         const HORIZON_COLUMN: usize = rows::NOTE_COLUMN_COUNT;
-        const MORE_COLUMN: usize = HORIZON_COLUMN + 1;
+        const FETCHED_COLUMN: usize = HORIZON_COLUMN + 1;
         let mut horizon = 0;
-        let mut more = false;
+        let mut fetched = 0;
         let mut notes = Vec::with_capacity(rows.len());
         for row in &rows {
             // The horizon's row has no note.
             if row.try_get::<Option<Uuid>, _>(1)?.is_some() {
                 notes.push(Note::try_from(NoteRow::from_row(row)?)?);
-                more = row.try_get(MORE_COLUMN)?;
+                fetched = row.try_get::<i64, _>(FETCHED_COLUMN)?;
             } else {
                 horizon = row.try_get::<i64, _>(HORIZON_COLUMN)?;
             }
         }
         let watch_from = StreamPosition::before(u64::try_from(horizon).unwrap_or(0));
+        // More follow when fewer were kept than fetched (by size, or the
+        // one row past the page).
+        let more = usize::try_from(fetched).unwrap_or(0) > notes.len();
         let next = more.then(|| notes.last().map(Note::cursor)).flatten();
         Ok((Page { items: notes, next }, watch_from))
     }
@@ -616,19 +621,22 @@ impl NoteStore {
                 let mut tx = begin_for(self.reads.pool(target), tenant).await?;
                 // Cut to the budget in the statement, as ListNotes is.
                 let rows = sqlx::query_as(concat!(
-                    "select revision, change_kind, actor_id, changed_at, snapshot, page_more
+                    "select revision, change_kind, actor_id, changed_at, snapshot, page_fetched
                          from (select *, ",
-                    page_cut_columns!("snapshot_bytes", "revision desc"),
-                    " from note_revisions
-                         where tenant_id = $1 and note_id = $2 and revision < $3
-                         order by revision desc
-                         limit $4) page
-                     where page_place = 1 or page_bytes <= $5
+                    page_cut_columns!("revision desc"),
+                    " from (select revision, change_kind, actor_id, changed_at, snapshot,
+                                snapshot_bytes as row_bytes
+                            from note_revisions
+                            where tenant_id = $1 and note_id = $2 and revision < $3
+                            order by revision desc
+                            limit $4) fetched) page
+                     where page_place <= $5 and (page_place = 1 or page_bytes <= $6)
                      order by revision desc"
                 ))
                 .bind(tenant.as_str())
                 .bind(id.0)
                 .bind(before_revision.unwrap_or(i64::MAX))
+                .bind(page_size as i64 + 1)
                 .bind(page_size as i64)
                 .bind(PAGE_BUDGET_BYTES as i64)
                 .fetch_all(&mut *tx)
@@ -637,7 +645,8 @@ impl NoteStore {
                 Ok(rows)
             })
             .await?;
-        let more = rows.last().is_some_and(|row| row.5);
+        let fetched = rows.last().map_or(0, |row| row.5);
+        let more = usize::try_from(fetched).unwrap_or(0) > rows.len();
         let revisions = rows
             .into_iter()
             .map(|(revision, kind, actor, changed_at, Json(snapshot), _)| {

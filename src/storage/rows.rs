@@ -79,36 +79,45 @@ macro_rules! note_bytes {
 }
 pub(crate) use note_bytes;
 
-/// The columns that cut a page, ordered by `$order`, to what fits a
-/// budget of bytes, in the page's own statement: each row's running total
-/// of its bytes (`$bytes`, by default [`note_bytes!`]) (`page_bytes`), its place (`page_place`), and whether
-/// a row follows it (`page_more`). A page keeps its rows while
-/// `page_bytes <= budget`, and always its first ([`PAGE_CUT`]); whether
-/// more follow is then the last kept row's `page_more`. Only the kept rows
-/// are sent, so a page of large notes is never loaded whole.
+/// The columns that cut a page to what fits a budget of bytes, in the
+/// page's own statement. They are computed over the page as fetched: at
+/// most one row more than the page size, ordered by `$order`, each with
+/// its size as `row_bytes` (for notes, [`note_bytes!`]), so that neither
+/// the sizes nor these windows ever cover more than the page (window
+/// functions run before a `limit` of their own level). They are each
+/// row's running total of bytes (`page_bytes`), its place (`page_place`)
+/// and how many rows were fetched (`page_fetched`). The rows kept are
+/// those [`push_page_cut`] names; more follow them when fewer were kept
+/// than fetched. Only the kept rows are sent, so a page of large notes is
+/// never loaded whole.
 macro_rules! page_cut_columns {
     ($order:literal) => {
-        $crate::storage::rows::page_cut_columns!($crate::storage::rows::note_bytes!(), $order)
-    };
-    ($bytes:expr, $order:literal) => {
         concat!(
-            "sum(",
-            $bytes,
-            ") over (order by ",
+            "sum(row_bytes) over (order by ",
             $order,
             " rows unbounded preceding) as page_bytes, row_number() over (order by ",
             $order,
-            ") as page_place, count(*) over (order by ",
-            $order,
-            " rows between current row and 1 following) > 1 as page_more"
+            ") as page_place, count(*) over () as page_fetched"
         )
     };
 }
 pub(crate) use page_cut_columns;
 
-/// The condition, before the budget's bind, that keeps a page's rows (see
-/// [`page_cut_columns!`]).
-pub(crate) const PAGE_CUT: &str = "page_place = 1 or page_bytes <= ";
+/// The condition that keeps the rows of a page of `page_size` cut to
+/// `budget_bytes` (see [`page_cut_columns!`]): its first row always, then
+/// rows while they fit.
+pub(crate) fn push_page_cut(
+    query: &mut sqlx::QueryBuilder<'_, sqlx::Postgres>,
+    page_size: usize,
+    budget_bytes: usize,
+) {
+    query
+        .push("page_place <= ")
+        .push_bind(page_size as i64)
+        .push(" and (page_place = 1 or page_bytes <= ")
+        .push_bind(budget_bytes as i64)
+        .push(")");
+}
 
 /// How many columns [`note_columns!`] names.
 pub(crate) const NOTE_COLUMN_COUNT: usize = 28;

@@ -55,13 +55,13 @@ pub(crate) struct Search<'a> {
     pub after: Option<SearchCursor>,
 }
 
-/// The columns after the note's: its score and raw snippet, whether more
-/// hits follow it (see `rows::page_cut_columns`), then (in relevance
+/// The columns after the note's: its score and raw snippet, how many hits
+/// the page fetched (see `rows::page_cut_columns`), then (in relevance
 /// order) the window's floor.
 const SCORE_COLUMN: usize = rows::NOTE_COLUMN_COUNT;
 const SNIPPET_COLUMN: usize = SCORE_COLUMN + 1;
-const MORE_COLUMN: usize = SNIPPET_COLUMN + 1;
-const FLOOR_AT_COLUMN: usize = MORE_COLUMN + 1;
+const FETCHED_COLUMN: usize = SNIPPET_COLUMN + 1;
+const FLOOR_AT_COLUMN: usize = FETCHED_COLUMN + 1;
 const FLOOR_ID_COLUMN: usize = FLOOR_AT_COLUMN + 1;
 
 /// A page of the notes that match `search`, in its order.
@@ -135,9 +135,9 @@ pub(super) async fn search(
 
     let mut hits = Vec::with_capacity(rows.len());
     let mut floor = None;
-    let mut more = false;
+    let mut fetched: i64 = 0;
     for row in &rows {
-        more = row.try_get(MORE_COLUMN)?;
+        fetched = row.try_get(FETCHED_COLUMN)?;
         if search.order == SearchOrder::Relevance && floor.is_none() {
             let at = row.try_get(FLOOR_AT_COLUMN)?;
             let id: Uuid = row.try_get(FLOOR_ID_COLUMN)?;
@@ -152,6 +152,9 @@ pub(super) async fn search(
             snippet: row.try_get(SNIPPET_COLUMN)?,
         });
     }
+    // More follow when fewer were kept than fetched (by size, or the one
+    // hit past the page).
+    let more = usize::try_from(fetched).unwrap_or(0) > hits.len();
     Ok(SearchPage { hits, more, floor })
 }
 
@@ -208,11 +211,13 @@ fn push_newest<'a>(query: &mut QueryBuilder<'a, Postgres>, search: &'a Search<'a
     query.push(", ");
     push_snippet(query, search.query);
     query.push(concat!(
-        ", page_more from (select ",
+        ", page_fetched from (select *, ",
+        page_cut_columns!("occurred_at desc, id desc"),
+        " from (select ",
         note_columns!(),
         ", search, ",
-        page_cut_columns!("occurred_at desc, id desc"),
-        " from tenant_notes where "
+        note_bytes!(),
+        " as row_bytes from tenant_notes where "
     ));
     push_filter(query, search.tenant, search.viewer, search.filter);
     push_matches(query, search.query);
@@ -221,11 +226,10 @@ fn push_newest<'a>(query: &mut QueryBuilder<'a, Postgres>, search: &'a Search<'a
     }
     query
         .push(" order by occurred_at desc, id desc limit ")
-        .push_bind(search.page_size as i64)
-        .push(") hit where ")
-        .push(rows::PAGE_CUT)
-        .push_bind(PAGE_BUDGET_BYTES as i64)
-        .push(" order by occurred_at desc, id desc");
+        .push_bind(search.page_size as i64 + 1)
+        .push(") fetched) hit where ");
+    rows::push_page_cut(query, search.page_size, PAGE_BUDGET_BYTES);
+    query.push(" order by occurred_at desc, id desc");
 }
 
 /// Relevance order: the window of the newest matches (bounded on the
@@ -237,7 +241,7 @@ fn push_relevance<'a>(query: &mut QueryBuilder<'a, Postgres>, search: &'a Search
     query.push(concat!(
         " as score, ",
         note_bytes!(),
-        " as hit_bytes from tenant_notes where "
+        " as row_bytes from tenant_notes where "
     ));
     push_filter(query, search.tenant, search.viewer, search.filter);
     push_matches(query, search.query);
@@ -254,11 +258,7 @@ fn push_relevance<'a>(query: &mut QueryBuilder<'a, Postgres>, search: &'a Search
             None
         }
     };
-    query.push(concat!(
-        "), page as (select *, ",
-        page_cut_columns!("hit_bytes", "score desc, hit_at desc, hit_id desc"),
-        " from window_"
-    ));
+    query.push("), fetched as (select * from window_");
     if let Some((score, last)) = after {
         query
             .push(" where (score, hit_at, hit_id) < (")
@@ -271,9 +271,11 @@ fn push_relevance<'a>(query: &mut QueryBuilder<'a, Postgres>, search: &'a Search
     }
     query
         .push(" order by score desc, hit_at desc, hit_id desc limit ")
-        .push_bind(search.page_size as i64)
+        .push_bind(search.page_size as i64 + 1)
         .push(concat!(
-            "), floor as (select hit_at as floor_at, hit_id as floor_id from window_ \
+            "), page as (select *, ",
+            page_cut_columns!("score desc, hit_at desc, hit_id desc"),
+            " from fetched), floor as (select hit_at as floor_at, hit_id as floor_id from window_ \
              order by hit_at, hit_id limit 1) select ",
             note_columns!(),
             ", page.score, "
@@ -281,12 +283,11 @@ fn push_relevance<'a>(query: &mut QueryBuilder<'a, Postgres>, search: &'a Search
     push_snippet(query, search.query);
     query
         .push(
-            ", page.page_more, floor.floor_at, floor.floor_id from page cross join floor \
+            ", page.page_fetched, floor.floor_at, floor.floor_id from page cross join floor \
              join notes on notes.tenant_id = ",
         )
         .push_bind(search.tenant.as_str())
-        .push(" and notes.id = page.hit_id where (")
-        .push(rows::PAGE_CUT)
-        .push_bind(PAGE_BUDGET_BYTES as i64)
-        .push(") order by page.score desc, page.hit_at desc, page.hit_id desc");
+        .push(" and notes.id = page.hit_id where ");
+    rows::push_page_cut(query, search.page_size, PAGE_BUDGET_BYTES);
+    query.push(" order by page.score desc, page.hit_at desc, page.hit_id desc");
 }

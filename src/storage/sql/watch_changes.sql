@@ -28,8 +28,8 @@ page as (
 ),
 sized as (
     select p.*, r.changed_at, r.snapshot,
-        coalesce(sum(r.snapshot_bytes) over (order by p.xid, p.id rows unbounded preceding)
-            - r.snapshot_bytes, 0) as bytes_before,
+        sum(coalesce(r.snapshot_bytes, 0)) over (order by p.xid, p.id rows unbounded preceding)
+            - coalesce(r.snapshot_bytes, 0) as bytes_before,
         count(*) over () as page_events
     from page p
     left join note_revisions r

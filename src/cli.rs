@@ -370,6 +370,15 @@ impl Cli {
                 ca_file: args.otlp_ca_file.clone(),
             })
         });
+        if let Some(otlp) = &otlp
+            && otlp.ca_file.is_some()
+            && !otlp.endpoint.starts_with("https://")
+        {
+            anyhow::bail!(
+                "--otlp-ca-file is for an https:// collector, and {} is not one",
+                otlp.endpoint
+            );
+        }
         let telemetry = telemetry::init(self.common.log_format, otlp.as_ref())?;
         let outcome = self.run_command().await;
         // The spans of the last calls are sent before the process exits.
@@ -433,6 +442,24 @@ async fn choose_database(common: &CommonArgs) -> anyhow::Result<(String, Option<
         "no database URL is set and no PostgreSQL answers at {} ({refused})",
         redact_url(default_url)
     );
+    // The default was 127.0.0.1:5432 before it was the socket: say so
+    // when something listens there, rather than start an empty server of
+    // our own without a word. (A TCP connect only: nothing is sent.)
+    if default_url == DEFAULT_DATABASE_URL
+        && matches!(
+            tokio::time::timeout(
+                Duration::from_secs(1),
+                tokio::net::TcpStream::connect("127.0.0.1:5432")
+            )
+            .await,
+            Ok(Ok(_))
+        )
+    {
+        tracing::warn!(
+            "something listens on 127.0.0.1:5432, which notesd no longer uses by default (any \
+             local user may listen there): set DATABASE_URL to use a PostgreSQL there"
+        );
+    }
     let binaries = PgBinaries::find(common.postgres_bin_dir.as_deref()).map_err(|missing| {
         anyhow::anyhow!(
             "{tried}, and notesd cannot run one of its own: {missing:#}. Either install \

@@ -66,21 +66,37 @@ pub(crate) async fn serve(mut incoming: Incoming, app: Router, shutdown: impl Fu
             conn = incoming.accept() => conn,
             () = &mut shutdown => break,
         };
-        let service =
-            app.clone()
-                .map_request(move |request: axum::http::Request<hyper::body::Incoming>| {
-                    let mut request = request.map(axum::body::Body::new);
-                    request
-                        .extensions_mut()
-                        .insert(ConnectInfo::<SocketAddr>(peer));
-                    request
-                });
+        let requested = Arc::new(AtomicBool::new(false));
+        let service = app.clone().map_request({
+            let requested = requested.clone();
+            move |request: axum::http::Request<hyper::body::Incoming>| {
+                requested.store(true, Ordering::Relaxed);
+                let mut request = request.map(axum::body::Body::new);
+                request
+                    .extensions_mut()
+                    .insert(ConnectInfo::<SocketAddr>(peer));
+                request
+            }
+        });
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service))
             .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
-            if let Err(err) = conn.await {
+            tokio::pin!(conn);
+            // Before hyper knows the protocol (HTTP/1, or HTTP/2's
+            // preface) it reads with no timer: a connection whose first
+            // request has not come within the header timeout is closed.
+            let ended = tokio::select! {
+                ended = &mut conn => Some(ended),
+                () = tokio::time::sleep(HEADER_READ_TIMEOUT) => None,
+            };
+            let ended = match ended {
+                Some(ended) => ended,
+                None if !requested.load(Ordering::Relaxed) => return,
+                None => conn.await,
+            };
+            if let Err(err) = ended {
                 tracing::trace!(error = %err, "an HTTP connection ended in error");
             }
         });

@@ -338,9 +338,12 @@ fn open_log(path: &Path, user: ServerUser) -> anyhow::Result<fs::File> {
                 path.display()
             )
         })?;
+    // A hard link to another file is no plain log either (where the
+    // kernel does not protect hard links, anyone may make one).
+    let metadata = log.metadata()?;
     ensure!(
-        log.metadata()?.is_file(),
-        "{} is not a plain file",
+        metadata.is_file() && std::os::unix::fs::MetadataExt::nlink(&metadata) == 1,
+        "{} is not a plain file of its own",
         path.display()
     );
     if let ServerUser::System { uid, gid } = user {

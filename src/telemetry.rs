@@ -200,6 +200,13 @@ fn tracer_provider(otlp: &OtlpSettings) -> anyhow::Result<SdkTracerProvider> {
             Some(path) => {
                 let pem = std::fs::read(path)
                     .with_context(|| format!("cannot read the OTLP CA {}", path.display()))?;
+                anyhow::ensure!(
+                    <rustls::pki_types::CertificateDer as rustls::pki_types::pem::PemObject>::pem_slice_iter(&pem)
+                        .next()
+                        .is_some_and(|cert| cert.is_ok()),
+                    "{}: holds no PEM certificate",
+                    path.display()
+                );
                 tonic::transport::ClientTlsConfig::new()
                     .ca_certificate(tonic::transport::Certificate::from_pem(pem))
             }

@@ -66,18 +66,22 @@ impl Callers {
         peer: Option<IpAddr>,
         certificate: Option<&PeerCertificate>,
     ) -> Result<Principal, DomainError> {
-        if let Some(certificate) = certificate
-            && !self.identities.borrow().trusts(certificate)
-        {
-            return Err(DomainError::CertificateNotTrusted);
-        }
-        if present(key).is_none()
-            && let Some(certificate) = certificate
-            && let Some(principal) = self
-                .identities
-                .borrow()
-                .authenticate(certificate, present(actor))
-        {
+        // One look at what is in force: the CA the certificate is checked
+        // under and the mapping that names it are of the same load.
+        let by_certificate = match certificate {
+            Some(certificate) => {
+                let identities = self.identities.borrow();
+                if !identities.trusts(certificate) {
+                    return Err(DomainError::CertificateNotTrusted);
+                }
+                present(key)
+                    .is_none()
+                    .then(|| identities.authenticate(certificate, present(actor)))
+                    .flatten()
+            }
+            None => None,
+        };
+        if let Some(principal) = by_certificate {
             return principal;
         }
         let credentials = Credentials {

@@ -419,6 +419,11 @@ async fn headers_that_trickle_are_cut_off() {
     slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: notesd\r\n")
         .await
         .unwrap();
+    // Before its protocol is known: nothing at all, or the first bytes of
+    // HTTP/2's preface.
+    let mut silent = tokio::net::TcpStream::connect(app.http_addr).await.unwrap();
+    let mut preface = tokio::net::TcpStream::connect(app.http_addr).await.unwrap();
+    preface.write_all(b"PRI * HTTP/2").await.unwrap();
     let started = std::time::Instant::now();
     let closed = tokio::time::timeout(Duration::from_secs(50), async {
         let mut buf = [0u8; 256];
@@ -446,6 +451,16 @@ async fn headers_that_trickle_are_cut_off() {
         "closed after {:?}, before its 30 s",
         started.elapsed()
     );
+    for (name, conn) in [("silent", &mut silent), ("preface", &mut preface)] {
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("the {name} connection is still open"));
+        assert!(
+            matches!(read, Ok(0) | Err(_)),
+            "the {name} connection is closed: {read:?}"
+        );
+    }
     let healthy = reqwest::get(app.http_url("/healthz")).await.unwrap();
     assert_eq!(healthy.status(), 200);
 }

@@ -739,6 +739,7 @@ async fn read_changes(
     tenant: &TenantId,
     from: StreamPosition,
 ) -> Result<ChangesPage, DomainError> {
+    let by_deadline = super::calls::remaining().is_some_and(|left| left < READ_TIMEOUT);
     let mut tx = begin_bounded(pool, tenant, Some(READ_TIMEOUT)).await?;
     let mut page = ChangesPage {
         changes: Vec::new(),
@@ -762,7 +763,15 @@ async fn read_changes(
             .bind(PAGE_EVENTS)
             .bind(PAGE_BYTES as i64)
             .fetch(&mut *tx);
-        while let Some(row) = rows.try_next().await? {
+        while let Some(row) = rows.try_next().await.map_err(|err| {
+            // Cancelled by READ_TIMEOUT, not the call's deadline: the
+            // database is stuck, which is UNAVAILABLE.
+            if super::is_cancelled(&err) && !by_deadline {
+                DomainError::DatabaseUnavailable(err.into())
+            } else {
+                DomainError::from(err)
+            }
+        })? {
             returned += 1;
             before_cut = row.page_events.unwrap_or(0);
             page.horizon = xid_from_sql(row.horizon);

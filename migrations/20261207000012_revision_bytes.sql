@@ -6,8 +6,8 @@
 -- before the response budget cut it.
 --
 -- A stored generated column rewrites the table once, reading every
--- snapshot, under an exclusive lock: writes wait while it runs (seconds
--- for a million revisions of small notes). On a large database, run
--- `notesd migrate` in a quiet hour before the new release starts.
+-- snapshot, under an exclusive lock: writes wait while it runs. On a
+-- large database, run `notesd migrate` in a quiet hour before the new
+-- release starts.
 alter table note_revisions
     add column snapshot_bytes bigint generated always as (octet_length(snapshot::text)) stored;

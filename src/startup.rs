@@ -161,6 +161,9 @@ impl Application {
         let pool = self.database.pool().clone();
         let authenticator = Authenticator::new(ApiKeyStore::new(pool.clone()));
         let key_watch = authenticator.watch_key_changes(pool.clone());
+        // The first calls find the cache listening (and their keys cached),
+        // unless the listener takes longer than this to connect.
+        authenticator.wait_until_caching(KEY_LISTENER_WAIT).await;
         let (tls, tls_reload) = self.tls.unzip();
         let identities = match &tls {
             Some(tls) => tls.identities.clone(),
@@ -360,6 +363,11 @@ impl Application {
         Ok(())
     }
 }
+
+/// How long the start waits for the key-change listener, without which
+/// no key is cached (see `auth::cache`); past it, the server serves all
+/// the same, reading every key until the listener is up.
+const KEY_LISTENER_WAIT: Duration = Duration::from_secs(5);
 
 /// Reflection describes notes.v1, grpc.health.v1, and google.rpc's error
 /// details, so grpcurl shows an error's ErrorInfo and BadRequest decoded.

@@ -88,6 +88,11 @@ impl KeyCache {
             .map(|_| None)
     }
 
+    /// Whether keys are cached now: the key-change listener is up.
+    pub(crate) fn is_listening(&self) -> bool {
+        self.listening.load(Ordering::Acquire)
+    }
+
     /// Whether `id` has named a key in this process (see `Maps::known`).
     pub(crate) fn is_known(&self, id: Uuid) -> bool {
         self.lock().known.contains(&id)

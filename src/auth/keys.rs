@@ -221,6 +221,15 @@ impl Authenticator {
         tokio::spawn(self.cache.clone().watch(pool))
     }
 
+    /// Returns once keys are cached (the key-change listener is up), or
+    /// after `within`.
+    pub async fn wait_until_caching(&self, within: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        while !self.cache.is_listening() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
     /// The key with this id, from the cache when it may be trusted.
     ///
     /// A key not cached, whose id has never named a key in this process,
@@ -233,18 +242,25 @@ impl Authenticator {
         if let Some(record) = self.cache.get(id) {
             return Ok(record);
         }
-        // An id that has named a key here before (its key expired from
-        // the cache, or the cache is not listening) is read at once.
-        let _turn = if self.cache.is_known(id) {
-            None
-        } else {
-            Some(
+        // An id that has named a key here before (its key lapsed from the
+        // cache, or the cache is not listening) is read at once.
+        let mut _turn = None;
+        if !self.cache.is_known(id) {
+            _turn = Some(
                 tokio::time::timeout(KEY_READ_WAIT, self.key_reads.acquire())
                     .await
                     .map_err(|_| DomainError::Overloaded)?
                     .expect("the semaphore is never closed"),
-            )
-        };
+            );
+            // The calls that waited with the same new key find it read by
+            // the first: a burst of them costs one read, not one each.
+            if let Some(record) = self.cache.get(id) {
+                return Ok(record);
+            }
+            if self.cache.is_known(id) {
+                _turn = None;
+            }
+        }
         let generation = self.cache.generation();
         let record = self.keys.find(id).await?.map(Arc::new);
         self.cache.put(id, record.clone(), generation);

@@ -696,9 +696,8 @@ async fn a_search_is_bounded_from_its_first_statement() {
 async fn made_up_keys_take_no_connection_from_known_callers() {
     let app = spawn_app_with(|settings| settings.database.max_connections = 6).await;
     let mut alice = app.member("acme", "alice").await;
-    // Alice's key is read once, and cached (the key listener is up within
-    // the first moments), and her key's use recorded.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Alice's key is read once, and cached (the server starts serving once
+    // its key listener is up), and her key's use recorded.
     for n in 0..3 {
         add(&mut alice, text_note("customer", "1", &format!("warm {n}"))).await;
     }

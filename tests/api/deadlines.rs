@@ -114,20 +114,22 @@ async fn a_call_past_its_deadline_is_deadline_exceeded_and_its_statement_is_gone
         "the update never waited for the lock"
     );
     call.abort();
-    assert!(until_waiting(&app, 0, Duration::from_secs(1)).await);
+    assert!(until_waiting(&app, 0, Duration::from_secs(10)).await);
 
     let key = app.member_key("acme", "alice").await;
     let started = std::time::Instant::now();
     let status = update_with_deadline(&app, &key, retitle(&note, "late"), "50m").await;
     assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
     assert_eq!(reason(&status), "DEADLINE_EXCEEDED");
+    // The lock is held for good: without the deadline there is no answer
+    // at all (the bound is generous, for a loaded machine).
     assert!(
-        started.elapsed() < Duration::from_millis(1000),
+        started.elapsed() < Duration::from_secs(10),
         "answered after {:?}",
         started.elapsed()
     );
     assert!(
-        until_waiting(&app, 0, Duration::from_secs(1)).await,
+        until_waiting(&app, 0, Duration::from_secs(10)).await,
         "the update's statement is still in pg_stat_activity"
     );
 
@@ -155,7 +157,7 @@ async fn a_client_that_goes_away_cancels_its_call_statement() {
     );
     call.abort();
     assert!(
-        until_waiting(&app, 0, Duration::from_secs(1)).await,
+        until_waiting(&app, 0, Duration::from_secs(10)).await,
         "the abandoned update's statement is still in pg_stat_activity"
     );
 

@@ -415,7 +415,7 @@ async fn a_watcher_that_resumes_from_its_last_token_misses_nothing_and_sees_noth
     let mut got = Vec::new();
     while got.len() < 30 {
         got.push(
-            next_change(&mut stream, Duration::from_secs(10))
+            next_change(&mut stream, Duration::from_secs(30))
                 .await
                 .expect("a change"),
         );
@@ -450,8 +450,17 @@ async fn changes_behind_an_open_transaction_arrive_after_it_commits_in_order() {
     let held_note = add(&mut client, text_note("customer", "c-1", "held")).await;
     let mut stream = watch_all(&mut client).await;
     // A watch from now may begin with changes committed just before it
-    // started (docs/watch.md): here, at most the note's creation.
-    while let Some(early) = next_change(&mut stream, Duration::from_millis(300)).await {
+    // started (docs/watch.md): here, at most the note's creation. A note
+    // written now marks where they end (the stream is in commit order,
+    // and another test's open transaction may hold it back a while).
+    let sentinel = add(&mut client, text_note("customer", "c-0", "sentinel")).await;
+    loop {
+        let early = next_change(&mut stream, Duration::from_secs(60))
+            .await
+            .expect("the sentinel arrives");
+        if early.note_id == sentinel.id {
+            break;
+        }
         assert_eq!(
             seen(&early),
             (held_note.id.clone(), 1, Kind::Created as i32)
@@ -490,7 +499,7 @@ async fn changes_behind_an_open_transaction_arrive_after_it_commits_in_order() {
     let mut got = Vec::new();
     while got.len() < 3 {
         got.push(seen(
-            &next_change(&mut stream, Duration::from_secs(10))
+            &next_change(&mut stream, Duration::from_secs(30))
                 .await
                 .expect("a change"),
         ));
@@ -614,8 +623,22 @@ async fn a_note_that_leaves_a_watchers_view_is_announced_once_without_its_conten
     )
     .await;
 
+    // A note bob may read, written last: the stream is in commit order,
+    // so once it arrives everything before it has (however long another
+    // test's open transaction holds the stream's horizon back).
+    let sentinel = add(
+        &mut alice,
+        shared_note("last", pb::Visibility::Team, pb::EditPolicy::OwnerOnly),
+    )
+    .await;
     let mut got = Vec::new();
-    while let Some(message) = next_change(&mut bob_stream, Duration::from_secs(2)).await {
+    loop {
+        let message = next_change(&mut bob_stream, Duration::from_secs(60))
+            .await
+            .expect("the last note arrives");
+        if message.note_id == sentinel.id {
+            break;
+        }
         got.push(message);
     }
     let kinds: Vec<(i64, i32)> = got.iter().map(|m| (m.revision, m.r#type)).collect();
@@ -667,7 +690,7 @@ async fn an_idle_watch_gets_heartbeats_whose_token_resumes_without_a_gap() {
     let mut resumed = watch(&mut client, from_token(&first.resume_token))
         .await
         .unwrap();
-    let change = next_change(&mut resumed, Duration::from_secs(5))
+    let change = next_change(&mut resumed, Duration::from_secs(30))
         .await
         .expect("the change");
     assert_eq!(seen(&change), (note.id, 1, Kind::Created as i32));
@@ -687,7 +710,7 @@ async fn retention_prunes_old_events_and_request_ids_and_an_expired_token_is_ref
     let first = add_with_request_id(&mut client, &request_id, text_note("customer", "c-1", "x"))
         .await
         .unwrap();
-    let token = next_change(&mut stream, Duration::from_secs(5))
+    let token = next_change(&mut stream, Duration::from_secs(30))
         .await
         .unwrap()
         .resume_token;
@@ -869,7 +892,7 @@ async fn a_change_through_a_vendor_facade_is_an_event_like_any_other() {
     let (status, created) = json_answer(request).await;
     assert_eq!(status, 200, "{created}");
 
-    let change = next_change(&mut stream, Duration::from_secs(5))
+    let change = next_change(&mut stream, Duration::from_secs(30))
         .await
         .expect("the change");
     assert_eq!(change.r#type, Kind::Created as i32);

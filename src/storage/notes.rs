@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use sqlx::postgres::PgRow;
+use futures_util::TryStreamExt as _;
 use sqlx::types::Json;
 use sqlx::{FromRow as _, PgConnection, PgPool, Postgres, QueryBuilder, Row as _};
 use uuid::Uuid;
@@ -524,7 +524,7 @@ impl NoteStore {
         after: Option<NoteCursor>,
     ) -> Result<(Page<Note, NoteCursor>, StreamPosition), DomainError> {
         // The horizon comes from the page's own statement (its snapshot):
-        // one row after the notes, all nulls but the horizon, so that an
+        // one row before the notes, all nulls but the horizon, so that an
         // empty page has it too. (A lateral join around the page did the
         // same, and cost a sixth of the database's ListNotes throughput.)
         //
@@ -539,20 +539,19 @@ impl NoteStore {
             "notes"
         };
         //
-        // The page is cut to `PAGE_BUDGET_BYTES` in the statement (see
-        // `rows::page_cut_columns`): the notes past the budget are never
-        // sent.
+        // The horizon's row comes first (PostgreSQL's append runs its parts
+        // in order), then the notes, read one by one: once they pass
+        // `PAGE_BUDGET_BYTES`, the rest of the statement is left unread
+        // and its connection closed, so notes past the budget are never
+        // loaded. (Cutting the page in SQL, with window functions over
+        // each row's size, halved ListNotes' rate.)
         let query = || {
             let mut query = QueryBuilder::<Postgres>::new(concat!(
-                "(select ",
+                "select ",
+                horizon_row_nulls!(),
+                " pg_snapshot_xmin(pg_current_snapshot())::text::int8 union all (select ",
                 note_columns!(),
-                ", null::int8, page_fetched from (select *, ",
-                page_cut_columns!("occurred_at desc, id desc"),
-                " from (select ",
-                note_columns!(),
-                ", ",
-                note_bytes!(),
-                " as row_bytes"
+                ", null::int8"
             ));
             query.push(format_args!(" from {source} where "));
             push_filter(&mut query, tenant, viewer, filter);
@@ -562,41 +561,46 @@ impl NoteStore {
             query
                 .push(" order by occurred_at desc, id desc limit ")
                 .push_bind(page_size as i64 + 1)
-                .push(") fetched) page where ");
-            rows::push_page_cut(&mut query, page_size, PAGE_BUDGET_BYTES);
-            query.push(concat!(
-                " order by occurred_at desc, id desc) union all select ",
-                horizon_row_nulls!(),
-                " pg_snapshot_xmin(pg_current_snapshot())::text::int8, null"
-            ));
+                .push(")");
             query
         };
-        let rows: Vec<PgRow> = self
+        const HORIZON_COLUMN: usize = rows::NOTE_COLUMN_COUNT;
+        let (notes, horizon, more) = self
             .read(|target| async move {
                 let mut tx = begin_for(self.reads.pool(target), tenant).await?;
-                let rows = query().build().fetch_all(&mut *tx).await?;
-                tx.commit().await?;
-                Ok(rows)
+                let mut horizon = 0;
+                let mut notes = Vec::new();
+                let mut bytes = 0;
+                let mut cut = false;
+                {
+                    let mut query = query();
+                    let mut rows = query.build().fetch(&mut *tx);
+                    while let Some(row) = rows.try_next().await? {
+                        // The horizon's row has no note.
+                        if row.try_get::<Option<Uuid>, _>(1)?.is_none() {
+                            horizon = row.try_get::<i64, _>(HORIZON_COLUMN)?;
+                            continue;
+                        }
+                        let note = Note::try_from(NoteRow::from_row(&row)?)?;
+                        bytes += note.approximate_bytes();
+                        if !notes.is_empty() && bytes > PAGE_BUDGET_BYTES {
+                            cut = true;
+                            break;
+                        }
+                        notes.push(note);
+                    }
+                }
+                if cut {
+                    tx.abandon();
+                } else {
+                    tx.commit().await?;
+                }
+                let more = cut || notes.len() > page_size;
+                notes.truncate(page_size);
+                Ok((notes, horizon, more))
             })
             .await?;
-        const HORIZON_COLUMN: usize = rows::NOTE_COLUMN_COUNT;
-        const FETCHED_COLUMN: usize = HORIZON_COLUMN + 1;
-        let mut horizon = 0;
-        let mut fetched = 0;
-        let mut notes = Vec::with_capacity(rows.len());
-        for row in &rows {
-            // The horizon's row has no note.
-            if row.try_get::<Option<Uuid>, _>(1)?.is_some() {
-                notes.push(Note::try_from(NoteRow::from_row(row)?)?);
-                fetched = row.try_get::<i64, _>(FETCHED_COLUMN)?;
-            } else {
-                horizon = row.try_get::<i64, _>(HORIZON_COLUMN)?;
-            }
-        }
         let watch_from = StreamPosition::before(u64::try_from(horizon).unwrap_or(0));
-        // More follow when fewer were kept than fetched (by size, or the
-        // one row past the page).
-        let more = usize::try_from(fetched).unwrap_or(0) > notes.len();
         let next = more.then(|| notes.last().map(Note::cursor)).flatten();
         Ok((Page { items: notes, next }, watch_from))
     }
@@ -619,28 +623,33 @@ impl NoteStore {
         let rows: Vec<RevisionRow> = self
             .read(|target| async move {
                 let mut tx = begin_for(self.reads.pool(target), tenant).await?;
-                // Cut to the budget in the statement, as ListNotes is.
-                let rows = sqlx::query_as(concat!(
-                    "select revision, change_kind, actor_id, changed_at, snapshot, page_fetched
+                // Cut to the budget in the statement, as ListNotes is (its
+                // numbers written in, see `rows::push_page_cut`).
+                let sql = format!(
+                    concat!(
+                        "select revision, change_kind, actor_id, changed_at, snapshot, page_fetched
                          from (select *, ",
-                    page_cut_columns!("revision desc"),
-                    " from (select revision, change_kind, actor_id, changed_at, snapshot,
+                        page_cut_columns!("revision desc"),
+                        " from (select revision, change_kind, actor_id, changed_at, snapshot,
                                 snapshot_bytes as row_bytes
                             from note_revisions
                             where tenant_id = $1 and note_id = $2 and revision < $3
                             order by revision desc
-                            limit $4) fetched) page
-                     where page_place <= $5 and (page_place = 1 or page_bytes <= $6)
-                     order by revision desc"
-                ))
-                .bind(tenant.as_str())
-                .bind(id.0)
-                .bind(before_revision.unwrap_or(i64::MAX))
-                .bind(page_size as i64 + 1)
-                .bind(page_size as i64)
-                .bind(PAGE_BUDGET_BYTES as i64)
-                .fetch_all(&mut *tx)
-                .await?;
+                            limit {fetch}) fetched) page
+                         where page_place <= {page_size}
+                             and (page_place = 1 or page_bytes <= {budget})
+                         order by revision desc"
+                    ),
+                    fetch = page_size + 1,
+                    page_size = page_size,
+                    budget = PAGE_BUDGET_BYTES,
+                );
+                let rows = sqlx::query_as(&sql)
+                    .bind(tenant.as_str())
+                    .bind(id.0)
+                    .bind(before_revision.unwrap_or(i64::MAX))
+                    .fetch_all(&mut *tx)
+                    .await?;
                 tx.commit().await?;
                 Ok(rows)
             })

@@ -106,17 +106,29 @@ pub(crate) use page_cut_columns;
 /// The condition that keeps the rows of a page of `page_size` cut to
 /// `budget_bytes` (see [`page_cut_columns!`]): its first row always, then
 /// rows while they fit.
+///
+/// The numbers are written into the statement, not bound, as is the
+/// page's `limit` ([`push_page_limit`]): PostgreSQL plans a statement
+/// whose limit is a parameter for any number of rows, finds that generic
+/// plan dearer than the one for 101 rows, and so plans every call anew
+/// (ListNotes ran at half its rate). They are the server's own numbers,
+/// and few (a statement per page size).
 pub(crate) fn push_page_cut(
     query: &mut sqlx::QueryBuilder<'_, sqlx::Postgres>,
     page_size: usize,
     budget_bytes: usize,
 ) {
-    query
-        .push("page_place <= ")
-        .push_bind(page_size as i64)
-        .push(" and (page_place = 1 or page_bytes <= ")
-        .push_bind(budget_bytes as i64)
-        .push(")");
+    query.push(format_args!(
+        "page_place <= {page_size} and (page_place = 1 or page_bytes <= {budget_bytes})"
+    ));
+}
+
+/// ` limit <page_size + 1>`: the page as fetched (see [`push_page_cut`]).
+pub(crate) fn push_page_limit(
+    query: &mut sqlx::QueryBuilder<'_, sqlx::Postgres>,
+    page_size: usize,
+) {
+    query.push(format_args!(" limit {}", page_size + 1));
 }
 
 /// How many columns [`note_columns!`] names.

@@ -224,10 +224,9 @@ fn push_newest<'a>(query: &mut QueryBuilder<'a, Postgres>, search: &'a Search<'a
     if let Some(SearchCursor::Newest(cursor)) = search.after {
         push_position(query, "<", cursor);
     }
-    query
-        .push(" order by occurred_at desc, id desc limit ")
-        .push_bind(search.page_size as i64 + 1)
-        .push(") fetched) hit where ");
+    query.push(" order by occurred_at desc, id desc");
+    rows::push_page_limit(query, search.page_size);
+    query.push(") fetched) hit where ");
     rows::push_page_cut(query, search.page_size, PAGE_BUDGET_BYTES);
     query.push(" order by occurred_at desc, id desc");
 }
@@ -269,17 +268,16 @@ fn push_relevance<'a>(query: &mut QueryBuilder<'a, Postgres>, search: &'a Search
             .push_bind(last.id.0)
             .push(")");
     }
-    query
-        .push(" order by score desc, hit_at desc, hit_id desc limit ")
-        .push_bind(search.page_size as i64 + 1)
-        .push(concat!(
-            "), page as (select *, ",
-            page_cut_columns!("score desc, hit_at desc, hit_id desc"),
-            " from fetched), floor as (select hit_at as floor_at, hit_id as floor_id from window_ \
+    query.push(" order by score desc, hit_at desc, hit_id desc");
+    rows::push_page_limit(query, search.page_size);
+    query.push(concat!(
+        "), page as (select *, ",
+        page_cut_columns!("score desc, hit_at desc, hit_id desc"),
+        " from fetched), floor as (select hit_at as floor_at, hit_id as floor_id from window_ \
              order by hit_at, hit_id limit 1) select ",
-            note_columns!(),
-            ", page.score, "
-        ));
+        note_columns!(),
+        ", page.score, "
+    ));
     push_snippet(query, search.query);
     query
         .push(

@@ -60,6 +60,17 @@ impl Tx {
     }
 }
 
+impl Tx {
+    /// Ends the transaction by closing its connection, which is never
+    /// reused: for a statement left unread, which the server would
+    /// otherwise go on sending (to be read and thrown away) before the
+    /// connection could serve anyone.
+    pub(crate) fn abandon(mut self) {
+        self.conn.close_on_drop();
+        self.open = false;
+    }
+}
+
 impl Drop for Tx {
     fn drop(&mut self) {
         if self.open {

@@ -489,19 +489,48 @@ async fn changed_files_are_picked_up_without_a_restart() {
     app.stop().await;
 }
 
+/// A server that requires client certificates of its own client CA
+/// (mapped by [`IDENTITIES`]), and a client connected to it with the
+/// `reports` certificate, sending no key.
+struct MtlsSession {
+    app: TestApp,
+    dir: TlsDir,
+    server_ca: Ca,
+    reports: Leaf,
+    client: Client,
+}
+
+impl MtlsSession {
+    async fn start() -> Self {
+        let server_ca = Ca::new("server CA");
+        let client_ca = Ca::new("client CA");
+        let dir = TlsDir::new();
+        let settings = dir.mtls_settings(&server_ca.server(), &client_ca, IDENTITIES);
+        let app = spawn_app_with(|s| s.tls = Some(settings)).await;
+        let reports = client_ca.client("spiffe://acme/reports", "reports");
+        let channel = tls_channel(&app, &server_ca.pem(), Some(&reports))
+            .await
+            .unwrap();
+        let client = NotesServiceClient::with_interceptor(channel, Metadata(vec![]));
+        Self {
+            app,
+            dir,
+            server_ca,
+            reports,
+            client,
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_watch_ends_when_its_certificate_is_mapped_to_someone_else() {
     use futures::StreamExt as _;
-    let server_ca = Ca::new("server CA");
-    let client_ca = Ca::new("client CA");
-    let dir = TlsDir::new();
-    let settings = dir.mtls_settings(&server_ca.server(), &client_ca, IDENTITIES);
-    let app = spawn_app_with(|s| s.tls = Some(settings)).await;
-    let reports = client_ca.client("spiffe://acme/reports", "reports");
-    let channel = tls_channel(&app, &server_ca.pem(), Some(&reports))
-        .await
-        .unwrap();
-    let mut client = NotesServiceClient::with_interceptor(channel, Metadata(vec![]));
+    let MtlsSession {
+        app,
+        dir,
+        mut client,
+        ..
+    } = MtlsSession::start().await;
     let mut watch = client
         .watch_notes(pb::WatchNotesRequest {
             subject: subject("customer", "42"),
@@ -621,16 +650,13 @@ async fn a_connection_does_not_outlive_the_removal_of_its_ca() {
 /// that the same connection's calls were served before and are refused
 /// without a key too.
 pub async fn certificate_no_longer_trusted() -> tonic::Status {
-    let server_ca = Ca::new("server CA");
-    let client_ca = Ca::new("client CA");
-    let dir = TlsDir::new();
-    let settings = dir.mtls_settings(&server_ca.server(), &client_ca, IDENTITIES);
-    let app = spawn_app_with(|s| s.tls = Some(settings)).await;
-    let reports = client_ca.client("spiffe://acme/reports", "reports");
-    let channel = tls_channel(&app, &server_ca.pem(), Some(&reports))
-        .await
-        .unwrap();
-    let mut client = NotesServiceClient::with_interceptor(channel, Metadata(vec![]));
+    let MtlsSession {
+        app,
+        dir,
+        server_ca,
+        reports,
+        mut client,
+    } = MtlsSession::start().await;
     let add = |client: &mut Client| {
         let mut client = client.clone();
         async move {

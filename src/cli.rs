@@ -1,5 +1,5 @@
 //! The command line: `notesd serve` (the default), `notesd migrate`,
-//! `notesd keys create|list|revoke`. Every flag also reads an environment
+//! `notesd keys create|rotate|list|revoke`, `notesd quotas set|show|reset`. Every flag also reads an environment
 //! variable.
 
 use std::net::SocketAddr;
@@ -15,10 +15,11 @@ use uuid::Uuid;
 use crate::auth::{Authenticator, KeyKind, KeySpec};
 use crate::domain::{MemberId, TenantId};
 use crate::local_postgres::{self, LocalPostgres, LocalPostgresOptions, PgBinaries};
+use crate::quotas::{Override, QuotaSettings};
 use crate::startup::{Application, CallLimits, Settings, shutdown_signal};
 use crate::storage::{
-    APP_ROLE, ApiKeyStore, BatchSettings, Database, DatabaseOptions, ReplicaSettings,
-    RetentionSettings, WatchSettings, check_server, redact_url,
+    APP_ROLE, ApiKeyStore, BatchSettings, Database, DatabaseOptions, QuotaRow, QuotaStore,
+    ReplicaSettings, RetentionSettings, WatchSettings, check_server, redact_url,
 };
 use crate::telemetry::{self, LogFormat};
 use crate::tls::{ClientAuth, TlsSettings};
@@ -105,6 +106,10 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage the quota overrides of tenants and keys (docs/quotas.md).
+    /// Every running notesd applies a change within a second.
+    #[command(subcommand)]
+    Quotas(QuotasCommand),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -275,11 +280,34 @@ struct ServeArgs {
     #[arg(long, env = "NOTESD_MAX_WATCHERS", default_value_t = WatchSettings::default().max_watchers)]
     max_watchers: usize,
 
-    /// The same bound for the watches of each tenant, so that one tenant
-    /// cannot take them all (TOO_MANY_WATCHERS too).
-    #[arg(long, env = "NOTESD_MAX_WATCHERS_PER_TENANT",
-          default_value_t = WatchSettings::default().max_watchers_per_tenant)]
-    max_watchers_per_tenant: usize,
+    /// Quotas per tenant and per key (docs/quotas.md): `true` checks
+    /// every call against its tenant's and its key's rate and caps;
+    /// `false` admits every call unchecked (only the server-wide bounds
+    /// hold) and sends no rate headers.
+    #[arg(long, env = "NOTESD_QUOTAS", default_value_t = true, action = clap::ArgAction::Set)]
+    quotas: bool,
+
+    /// The limits of every tenant (all its callers together), as changes
+    /// to the built-in ones: `rate=5000,burst=10000,calls=256,
+    /// watchers=1000,connections=<half the pool>`; `none` lifts one.
+    /// `notesd quotas set` overrides them per tenant.
+    #[arg(
+        long,
+        env = "NOTESD_TENANT_QUOTA",
+        default_value = "",
+        value_name = "LIMITS"
+    )]
+    tenant_quota: Override,
+
+    /// The limits of every key, beside its tenant's (built in: none), in
+    /// the same form. `notesd quotas set --key` overrides them per key.
+    #[arg(
+        long,
+        env = "NOTESD_KEY_QUOTA",
+        default_value = "",
+        value_name = "LIMITS"
+    )]
+    key_quota: Override,
 
     /// A watch that has had no event for this long gets a heartbeat
     /// carrying the latest resume token.
@@ -357,6 +385,82 @@ enum KeysCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum QuotasCommand {
+    /// Override limits of a tenant (all its callers together) or, with
+    /// --key, of one of its keys. Each limit is a number, `none` (no
+    /// limit) or `default` (the server's default again); limits not given
+    /// keep their override.
+    Set {
+        #[arg(long)]
+        tenant: String,
+        /// One key of the tenant, by its id (`notesd keys list`).
+        #[arg(long)]
+        key: Option<Uuid>,
+        /// Units a second (docs/quotas.md, "What a call costs").
+        #[arg(long)]
+        rate: Option<LimitArg>,
+        /// Units a full bucket holds (default: the rate).
+        #[arg(long)]
+        burst: Option<LimitArg>,
+        /// Calls in flight at once (every call but WatchNotes).
+        #[arg(long)]
+        calls: Option<LimitArg>,
+        /// WatchNotes streams open at once.
+        #[arg(long)]
+        watchers: Option<LimitArg>,
+        /// Database connections held at once.
+        #[arg(long)]
+        connections: Option<LimitArg>,
+    },
+    /// Show the overrides, every tenant's or one tenant's.
+    Show {
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Drop the override of a tenant or, with --key, of one key: the
+    /// server's defaults apply again.
+    Reset {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        key: Option<Uuid>,
+    },
+}
+
+/// A limit as `notesd quotas set` takes it.
+#[derive(Debug, Clone, Copy)]
+enum LimitArg {
+    /// Back to the server's default.
+    Default,
+    /// A number; 0 (or `none`): no limit.
+    Value(u32),
+}
+
+impl std::str::FromStr for LimitArg {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, String> {
+        match value {
+            "default" => Ok(Self::Default),
+            "none" => Ok(Self::Value(0)),
+            number => number
+                .parse()
+                .map(Self::Value)
+                .map_err(|_| format!("`{number}` is not a whole number, `none` or `default`")),
+        }
+    }
+}
+
+/// `stored` with the limit `given` (if given) in its place.
+fn set_limit(stored: Option<u32>, given: Option<LimitArg>) -> Option<u32> {
+    match given {
+        None => stored,
+        Some(LimitArg::Default) => None,
+        Some(LimitArg::Value(value)) => Some(value),
+    }
+}
+
 impl Cli {
     pub async fn run(self) -> anyhow::Result<()> {
         let otlp = match &self.command {
@@ -404,6 +508,10 @@ impl Cli {
             }),
             Some(Command::Keys(command)) => match Database::connect(&database(true)).await {
                 Ok(db) => keys(command, db).await,
+                Err(err) => Err(err),
+            },
+            Some(Command::Quotas(command)) => match Database::connect(&database(true)).await {
+                Ok(db) => quotas(command, db).await,
                 Err(err) => Err(err),
             },
         };
@@ -573,7 +681,6 @@ async fn serve(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
         },
         watch: WatchSettings {
             max_watchers: args.max_watchers,
-            max_watchers_per_tenant: args.max_watchers_per_tenant,
             heartbeat: Duration::from_millis(args.watch_heartbeat_ms.max(1)),
             ..WatchSettings::default()
         },
@@ -581,6 +688,11 @@ async fn serve(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
             events: Duration::from_secs(args.event_retention_secs),
             request_ids: Duration::from_secs(args.request_id_retention_secs),
             interval: Duration::from_secs(args.retention_interval_secs.max(1)),
+        },
+        quotas: QuotaSettings {
+            enabled: args.quotas,
+            tenant: args.tenant_quota,
+            key: args.key_quota,
         },
     };
     Application::build(settings)
@@ -675,6 +787,67 @@ async fn keys(command: KeysCommand, db: Database) -> anyhow::Result<()> {
             let revoked = store.revoke(id).await?;
             anyhow::ensure!(revoked, "no key has the id {id}");
             println!("revoked key {id}");
+        }
+    }
+    Ok(())
+}
+
+async fn quotas(command: QuotasCommand, db: Database) -> anyhow::Result<()> {
+    let store = QuotaStore::new(db.pool().clone());
+    let scope = |tenant: &TenantId, key: Option<Uuid>| match key {
+        Some(key) => format!("key {key} of tenant {tenant}"),
+        None => format!("tenant {tenant}"),
+    };
+    match command {
+        QuotasCommand::Set {
+            tenant,
+            key,
+            rate,
+            burst,
+            calls,
+            watchers,
+            connections,
+        } => {
+            let tenant = TenantId::parse("--tenant", &tenant)?;
+            let stored = store
+                .list(Some(&tenant))
+                .await?
+                .into_iter()
+                .find(|row| row.key == key)
+                .map(|row| row.limits)
+                .unwrap_or_default();
+            let limits = Override {
+                rate: set_limit(stored.rate, rate),
+                burst: set_limit(stored.burst, burst),
+                calls: set_limit(stored.calls, calls),
+                watchers: set_limit(stored.watchers, watchers),
+                connections: set_limit(stored.connections, connections),
+            };
+            let row = QuotaRow {
+                tenant: tenant.clone(),
+                key,
+                limits,
+            };
+            store.put(&row).await?;
+            println!("{}: {limits}", scope(&tenant, key));
+        }
+        QuotasCommand::Show { tenant } => {
+            let tenant = tenant
+                .map(|t| TenantId::parse("--tenant", &t))
+                .transpose()?;
+            println!("tenant\tkey\tlimits");
+            for row in store.list(tenant.as_ref()).await? {
+                let key = row
+                    .key
+                    .map_or_else(|| "-".to_owned(), |key| key.to_string());
+                println!("{}\t{key}\t{}", row.tenant, row.limits);
+            }
+        }
+        QuotasCommand::Reset { tenant, key } => {
+            let tenant = TenantId::parse("--tenant", &tenant)?;
+            let removed = store.remove(&tenant, key).await?;
+            anyhow::ensure!(removed, "{} has no override", scope(&tenant, key));
+            println!("{}: the server's defaults apply", scope(&tenant, key));
         }
     }
     Ok(())

@@ -3,7 +3,8 @@
 //! Layers, inside out: `domain` (the model and its rules), `storage`
 //! (Postgres), `service` (use cases), `api` (the application layer in
 //! notes.v1 types), and the edges that call it: `grpc`, `compat` (the
-//! vendor facades, served by `http`), with `auth` deciding who calls.
+//! vendor facades, served by `http`), with `auth` deciding who calls and
+//! `quotas` how much each caller may take.
 //! `tls` and `listener` are the network edge (TLS, mTLS, connections).
 //! `local_postgres` runs a PostgreSQL server of notesd's own when no other
 //! is configured.
@@ -20,6 +21,7 @@ mod http;
 mod listener;
 pub mod local_postgres;
 mod metrics;
+mod quotas;
 mod service;
 pub mod startup;
 mod storage;
@@ -32,6 +34,7 @@ pub mod tls;
 // the crate, so the compiler reports what nothing uses.
 pub use auth::{Authenticator, KeyKind, KeySpec};
 pub use domain::{MemberId, TenantId};
+pub use quotas::{Override as QuotaOverride, QuotaSettings};
 pub use storage::{
     APP_ROLE, ApiKeyStore, BatchSettings, DatabaseOptions, ReplicaSettings, RetentionSettings,
     WatchSettings,

@@ -17,16 +17,20 @@ use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use crate::api::{MAX_MESSAGE_BYTES, NotesApi};
 use crate::auth::{Authenticator, Callers};
 use crate::compat::CompatState;
-use crate::grpc::{AuthenticateLayer, CallLimitsLayer, CallScopeLayer, NotesGrpc, SubjectsGrpc};
+use crate::grpc::{
+    AuthenticateLayer, CallLimitsLayer, CallScopeLayer, NotesGrpc, QuotaLayer, SubjectsGrpc,
+};
 use crate::http::OpsState;
 use crate::listener::{AbortOnDrop, Incoming};
 use crate::metrics::{GrpcMetricsLayer, Metrics};
 use crate::proto::notes::v1::notes_service_server::NotesServiceServer;
 use crate::proto::notes::v1::subjects_service_server::SubjectsServiceServer;
+use crate::quotas::{Limits, QuotaSettings, QuotaSource, Quotas, builtin_tenant_limits};
 use crate::service::{Notes, Subjects};
 use crate::storage::{
     ApiKeyStore, BatchSettings, Canceller, ChangeFeeds, Database, DatabaseOptions, NoteStore,
-    ReadRouter, ReplicaSettings, RetentionSettings, SubjectStore, WatchSettings, run_retention,
+    QuotaStore, ReadRouter, ReplicaSettings, RetentionSettings, SubjectStore, WatchSettings,
+    run_retention,
 };
 use crate::tls::{TlsConfigs, TlsSettings};
 
@@ -55,6 +59,8 @@ pub struct Settings {
     pub watch: WatchSettings,
     /// How long outbox events and request ids are kept.
     pub retention: RetentionSettings,
+    /// Quotas per tenant and per key.
+    pub quotas: QuotaSettings,
 }
 
 /// Bounds on the memory that calls in flight may hold, and on the work one
@@ -111,6 +117,9 @@ pub struct Application {
     limits: CallLimits,
     watch: WatchSettings,
     retention: RetentionSettings,
+    quotas: QuotaSettings,
+    /// The pool's size, of which a tenant's default share is a part.
+    pool_connections: u32,
 }
 
 impl Application {
@@ -143,6 +152,8 @@ impl Application {
             limits: settings.limits,
             watch: settings.watch,
             retention: settings.retention,
+            quotas: settings.quotas,
+            pool_connections: settings.database.max_connections,
         })
     }
 
@@ -174,6 +185,17 @@ impl Application {
             self.trusted_proxies.clone(),
             identities,
         );
+        // The quota listener holds a connection of its own, outside the
+        // pool that serves calls.
+        let (overrides, quota_watch) =
+            QuotaSource::start(QuotaStore::new(pool.clone()), self.database.listener_pool()).await;
+        let _quota_watch = AbortOnDrop(quota_watch);
+        let quotas = Quotas::new(
+            self.quotas.enabled,
+            builtin_tenant_limits(self.pool_connections).with(&self.quotas.tenant),
+            Limits::NONE.with(&self.quotas.key),
+            overrides,
+        );
         let feeds = ChangeFeeds::start(pool.clone(), self.database.listener_pool(), self.watch);
         let (reads, replica_checks) = self.reads;
         let metrics = Metrics::new(pool.clone(), feeds.clone(), reads.clone());
@@ -204,6 +226,7 @@ impl Application {
             in_flight: in_flight.clone(),
             reads: reads.clone(),
             pre_auth: Arc::default(),
+            quotas: quotas.clone(),
         };
         let ready = Arc::new(AtomicBool::new(true));
         let canceller = Canceller::start(self.database.canceller_pool());
@@ -280,6 +303,9 @@ impl Application {
             // its key on (docs/api.md, "Deadlines and cancellation").
             .layer(CallScopeLayer::new(canceller, reads))
             .layer(AuthenticateLayer::new(callers))
+            // Admitted under its quotas once its caller is known, before
+            // its body is read.
+            .layer(QuotaLayer::new(quotas.clone()))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -89,6 +89,7 @@ impl CertIdentity {
             tenant: self.tenant.clone(),
             member,
             role: Role::Member,
+            key: None,
         })
     }
 }

@@ -394,6 +394,7 @@ impl Authenticator {
             tenant,
             member,
             role,
+            key: Some(id),
         })
     }
 }

@@ -37,6 +37,9 @@ use crate::domain::list::MAX_PAGE_SIZE;
 use crate::domain::{DomainError, ErrorKind, Principal, Subject};
 use crate::proto::notes::v1 as pb;
 
+/// Where Capillary's paths start.
+pub(crate) const PATH_PREFIX: &str = "/v1.1/";
+
 pub(crate) const NOTES_PATH: &str = "/v1.1/customer/notes";
 
 /// Capillary's limit on a note's description, in characters.

@@ -52,6 +52,9 @@ const SCAN_PAGE: i32 = 1000;
 /// bodies (text and HTML) with JSON escaping.
 const BODY_LIMIT: usize = 48 * 1024 * 1024;
 
+/// Where Close's paths start.
+pub(crate) const PATH_PREFIX: &str = "/api/v1/";
+
 pub(crate) fn routes() -> Router<CompatState> {
     Router::new()
         .route(
@@ -317,9 +320,20 @@ impl From<DomainError> for Failure {
             ErrorKind::InvalidArgument | ErrorKind::OutOfRange => {
                 Self::bad_request(err.to_string())
             }
-            ErrorKind::ResourceExhausted => {
-                Self::plain(StatusCode::TOO_MANY_REQUESTS, err.to_string())
-            }
+            // Close's own 429: the wait, and the limit, under `error`.
+            ErrorKind::ResourceExhausted => match err.quota() {
+                Some(refusal) => Self {
+                    status: StatusCode::TOO_MANY_REQUESTS,
+                    body: json!({ "error": {
+                        "message": refusal.describe(),
+                        "rate_reset": refusal.retry_after.as_secs_f64(),
+                        "rate_limit": refusal.allowed,
+                        "rate_window": 1,
+                        "rate_limit_type": refusal.limit.reason(),
+                    }}),
+                },
+                None => Self::plain(StatusCode::TOO_MANY_REQUESTS, err.to_string()),
+            },
             ErrorKind::Unauthenticated => match err {
                 DomainError::ApiKeyMissing => Self::plain(
                     StatusCode::UNAUTHORIZED,

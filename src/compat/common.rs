@@ -29,6 +29,7 @@ use crate::auth::ACTOR_HEADER;
 use crate::domain::{DomainError, Principal};
 use crate::listener::{AddressSlot, PerAddress};
 use crate::proto::notes::v1 as pb;
+use crate::quotas::{CallKind, CallQuota};
 
 /// How many times a facade's read-modify-write of a note runs when a
 /// concurrent change makes its write fail with ETAG_MISMATCH, before that
@@ -130,8 +131,36 @@ pub(crate) trait KeySource: Vendor {
 
 /// The authenticated caller of a facade call: the key the vendor's way,
 /// the acting member from `x-actor-id` (for a service key), the address
-/// from the connection or a trusted proxy.
-pub(crate) struct Caller<V>(pub Principal, pub PhantomData<V>);
+/// from the connection or a trusted proxy; admitted under its quotas
+/// (`crate::quotas`) before the body is read, and holding its place
+/// among its scopes' calls in flight for as long as the handler runs.
+pub(crate) struct Caller<V>(
+    pub Principal,
+    // Held, not read: dropped when the handler returns.
+    #[allow(dead_code)] pub Admitted<V>,
+);
+
+/// What a [`Caller`] holds under its quotas.
+pub(crate) struct Admitted<V> {
+    _admission: crate::quotas::Admission,
+    _vendor: PhantomData<V>,
+}
+
+/// Admits `principal`'s call under its quotas, or says which refused it
+/// (for the vendor's 429).
+pub(crate) fn admit_under_quotas<V>(
+    state: &CompatState,
+    principal: &Principal,
+) -> Result<Admitted<V>, DomainError> {
+    let call = crate::quotas::current();
+    let admission = state
+        .quotas
+        .admit(principal, CallKind::Call, call.as_ref())?;
+    Ok(Admitted {
+        _admission: admission,
+        _vendor: PhantomData,
+    })
+}
 
 impl<V: KeySource> FromRequestParts<CompatState> for Caller<V> {
     type Rejection = V::Error;
@@ -167,7 +196,8 @@ impl<V: KeySource> FromRequestParts<CompatState> for Caller<V> {
             )
             .await
             .map_err(V::refuse)?;
-        Ok(Self(principal, PhantomData))
+        let admitted = admit_under_quotas(state, &principal).map_err(V::refuse)?;
+        Ok(Self(principal, admitted))
     }
 }
 
@@ -296,13 +326,13 @@ pub(crate) async fn method_not_allowed<V: Vendor>() -> Response {
 /// A refusal of a request to `path`, in the shape of the vendor whose
 /// paths it is under, else a small JSON error.
 fn refuse_at(path: &str, rejection: Rejection) -> Response {
-    if path.starts_with("/v1.1/") {
+    if path.starts_with(super::capillary::PATH_PREFIX) {
         super::capillary::Capillary::reject(rejection).into_response()
-    } else if path.starts_with("/conversations/") {
+    } else if path.starts_with(super::fernand::PATH_PREFIX) {
         super::fernand::Fernand::reject(rejection).into_response()
-    } else if path.starts_with("/api/v1/") {
+    } else if path.starts_with(super::close::PATH_PREFIX) {
         super::close::Close::reject(rejection).into_response()
-    } else if path.starts_with("/apis/") {
+    } else if path.starts_with(super::zyntro::PATH_PREFIX) {
         super::zyntro::Zyntro::reject(rejection).into_response()
     } else {
         (
@@ -436,9 +466,47 @@ pub(crate) async fn scope_call(
         axum::http::Method::GET | axum::http::Method::HEAD
     );
     let call = call_scope(None, reads_only, request.headers());
-    let mut response = call.run(next.run(request)).await;
+    let quota = Arc::new(CallQuota::default());
+    let path = request.uri().path().to_owned();
+    let mut response = call
+        .run(crate::quotas::run(Arc::clone(&quota), next.run(request)))
+        .await;
     if !reads_only && response.status().is_success() {
         add_consistency_token(&state.reads, response.headers_mut(), "compat").await;
     }
+    add_quota_headers(&path, &quota, response.headers_mut());
     response
+}
+
+/// The state of the caller's bucket on every answer under a rate (the IETF
+/// RateLimit header fields), `Retry-After` on a refusal by a quota, and
+/// the headers each vendor's own clients read: Close's one `RateLimit`
+/// field (`limit=…, remaining=…, reset=…`), Fernand's `X-RateLimit-Limit`,
+/// `-Remaining` and `-Reset` (a Unix time).
+fn add_quota_headers(path: &str, quota: &CallQuota, headers: &mut HeaderMap) {
+    use axum::http::HeaderValue;
+    if let Some(retry_after) = quota.retry_after() {
+        headers.insert(
+            axum::http::header::RETRY_AFTER,
+            crate::quotas::retry_after_secs(retry_after).into(),
+        );
+    }
+    let Some(rate) = quota.headers() else {
+        return;
+    };
+    rate.insert_into(headers);
+    if path.starts_with(super::close::PATH_PREFIX) {
+        let field = format!(
+            "limit={}, remaining={}, reset={}",
+            rate.limit, rate.remaining, rate.reset_secs
+        );
+        if let Ok(value) = HeaderValue::try_from(field) {
+            headers.insert("ratelimit", value);
+        }
+    } else if path.starts_with(super::fernand::PATH_PREFIX) {
+        let reset_at = Utc::now().timestamp().max(0) as u64 + rate.reset_secs;
+        headers.insert("x-ratelimit-limit", rate.limit.into());
+        headers.insert("x-ratelimit-remaining", rate.remaining.into());
+        headers.insert("x-ratelimit-reset", reset_at.into());
+    }
 }

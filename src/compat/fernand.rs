@@ -36,6 +36,9 @@ use crate::proto::notes::v1 as pb;
 /// The subject type of a Fernand conversation.
 pub(crate) const SUBJECT_TYPE: &str = "conversation";
 
+/// Where Fernand's paths start.
+pub(crate) const PATH_PREFIX: &str = "/conversations/";
+
 /// Fernand's limit on `content`: "Maximum string length: 10485760".
 pub(crate) const MAX_CONTENT_CHARS: usize = 10_485_760;
 

@@ -42,6 +42,8 @@ pub(crate) struct CompatState {
     pub reads: ReadRouter,
     /// The budget of bodies read before their caller is known.
     pub pre_auth: Arc<common::PreAuth>,
+    /// Quotas per tenant and key, the same as on gRPC.
+    pub quotas: crate::quotas::Quotas,
 }
 
 /// Every facade, at its vendor's paths.

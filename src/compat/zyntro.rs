@@ -21,13 +21,18 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::CompatState;
-use super::common::{Rejection, Vendor, admit, method_not_allowed, read_body, update_as_read};
+use super::common::{
+    Rejection, Vendor, admit, admit_under_quotas, method_not_allowed, read_body, update_as_read,
+};
 use crate::api::{NoteField, update_of};
 use crate::domain::{DomainError, ErrorKind, Principal, Subject};
 use crate::proto::notes::v1 as pb;
 
 /// Zyntro's path for adding (or updating) a note on a contact.
 pub(crate) const PATH: &str = "/apis/v2/public/crm/addNotestoContact";
+
+/// Where Zyntro's paths start.
+pub(crate) const PATH_PREFIX: &str = "/apis/";
 
 /// The subject type Zyntro contacts are registered under.
 pub(crate) const CONTACT_SUBJECT_TYPE: &str = "contact";
@@ -227,10 +232,17 @@ impl From<DomainError> for ZyntroError {
                 DomainError::NotOwner(message) => Self::new("NOT_OWNER", message),
                 err => Self::new(err.reason(), err.to_string()),
             },
+            // A quota's refusal is the one error besides the server's own
+            // failures that is not HTTP 200: 429, as every HTTP client's
+            // retry logic expects (with Retry-After), in Zyntro's
+            // envelope.
+            ErrorKind::ResourceExhausted if err.quota().is_some() => Self {
+                code: err.reason(),
+                messages: vec![err.to_string()],
+                http: StatusCode::TOO_MANY_REQUESTS,
+            },
             // Validation (a note too large, a NUL character) and what Zyntro
             // never names: notesd's own reason and message.
-            // (The change stream's kinds, out of range and resource
-            // exhausted, never reach a facade.)
             ErrorKind::InvalidArgument
             | ErrorKind::Unauthenticated
             | ErrorKind::Aborted
@@ -466,6 +478,9 @@ async fn handle(
 
     let principal = authenticate(state, peer, headers, &request).await?;
     let _in_flight = admit::<Zyntro>(state)?;
+    // Its quotas, once its caller is known: after its body, which holds
+    // its credentials.
+    let _admitted = admit_under_quotas::<Zyntro>(state, &principal).map_err(ZyntroError::from)?;
     let note = request.contact_note()?;
     // The key's tenant is its organization: another org's id is a key
     // that no user of that org holds.

@@ -81,6 +81,8 @@ pub enum DomainError {
     WatchTooSlow,
     #[error("the server has as many watches open as it allows; retry later")]
     TooManyWatchers,
+    #[error("{}", .0.describe())]
+    QuotaExceeded(Box<super::QuotaExceeded>),
     #[error("the server is shutting down; resume from the last resume_token")]
     ShuttingDown,
     #[error("no API key: send `x-api-key` or `authorization: Bearer <key>`")]
@@ -181,6 +183,7 @@ impl DomainError {
             Self::WatchTokenExpired => "WATCH_TOKEN_EXPIRED",
             Self::WatchTooSlow => "WATCH_TOO_SLOW",
             Self::TooManyWatchers => "TOO_MANY_WATCHERS",
+            Self::QuotaExceeded(refusal) => refusal.limit.reason(),
             Self::ShuttingDown => "SHUTTING_DOWN",
             Self::ApiKeyMissing => "MISSING_API_KEY",
             Self::ApiKeyInvalid => "INVALID_API_KEY",
@@ -218,6 +221,7 @@ impl DomainError {
             Self::WatchTokenExpired => ErrorKind::OutOfRange,
             Self::WatchTooSlow
             | Self::TooManyWatchers
+            | Self::QuotaExceeded(_)
             | Self::ResponseTooLarge(_)
             | Self::SearchTooCostly
             | Self::Overloaded => ErrorKind::ResourceExhausted,
@@ -253,6 +257,7 @@ impl DomainError {
             Self::WatchTokenExpired => Self::WatchTokenExpired,
             Self::WatchTooSlow => Self::WatchTooSlow,
             Self::TooManyWatchers => Self::TooManyWatchers,
+            Self::QuotaExceeded(refusal) => Self::QuotaExceeded(refusal.clone()),
             Self::ShuttingDown => Self::ShuttingDown,
             Self::ApiKeyMissing => Self::ApiKeyMissing,
             Self::ApiKeyInvalid => Self::ApiKeyInvalid,
@@ -326,6 +331,14 @@ impl DomainError {
         Self::InBatch {
             index,
             error: Box::new(error),
+        }
+    }
+
+    /// The quota that refused the call, if one did.
+    pub fn quota(&self) -> Option<&super::QuotaExceeded> {
+        match self {
+            Self::QuotaExceeded(refusal) => Some(refusal),
+            _ => None,
         }
     }
 

@@ -97,6 +97,9 @@ pub struct Principal {
     pub tenant: TenantId,
     pub member: MemberId,
     pub role: Role,
+    /// The key it called with; `None` for a client certificate. Quotas
+    /// are kept per key as well as per tenant.
+    pub key: Option<uuid::Uuid>,
 }
 
 impl Principal {

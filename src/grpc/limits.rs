@@ -97,7 +97,7 @@ where
         let path = request.uri().path();
         if !path.starts_with(BUDGETED_PREFIX) {
             let response = self.inner.call(request);
-            return Box::pin(async move { Ok(response.await?.map(HeldBody::unbounded)) });
+            return Box::pin(async move { Ok(response.await?.map(HeldBody::unheld)) });
         }
         let permit = if path == WATCH_PATH {
             None
@@ -133,35 +133,47 @@ where
                 );
                 return Ok(status.into_http());
             }
-            Ok(response.map(|body| HeldBody {
-                inner: body,
-                _permit: permit,
+            Ok(response.map(|body| match permit {
+                Some(permit) => HeldBody::holding(body, permit),
+                None => HeldBody::unheld(body),
             }))
         })
     }
 }
 
-/// A response body that holds its call's permit until it is dropped: the
-/// memory of a reply (a page of notes, say) counts against the budget until
-/// it has been sent.
-#[derive(Debug, Default)]
-pub(crate) struct HeldBody<B> {
+/// A response body that holds what its call holds (a permit of the budget,
+/// its place under its quotas) until it is dropped: the memory of a reply
+/// (a page of notes, say) counts against the budget until it has been
+/// sent, and a watch holds its place for as long as it streams.
+#[derive(Debug)]
+pub(crate) struct HeldBody<B, H = OwnedSemaphorePermit> {
     inner: B,
-    _permit: Option<OwnedSemaphorePermit>,
+    _held: Option<H>,
 }
 
-impl<B> HeldBody<B> {
-    fn unbounded(inner: B) -> Self {
+impl<B: Default, H> Default for HeldBody<B, H> {
+    fn default() -> Self {
+        Self::unheld(B::default())
+    }
+}
+
+impl<B, H> HeldBody<B, H> {
+    pub(crate) fn unheld(inner: B) -> Self {
+        Self { inner, _held: None }
+    }
+
+    pub(crate) fn holding(inner: B, held: H) -> Self {
         Self {
             inner,
-            _permit: None,
+            _held: Some(held),
         }
     }
 }
 
-impl<B> http_body::Body for HeldBody<B>
+impl<B, H> http_body::Body for HeldBody<B, H>
 where
     B: http_body::Body + Unpin,
+    H: Unpin,
 {
     type Data = B::Data;
     type Error = B::Error;

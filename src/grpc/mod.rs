@@ -4,6 +4,7 @@
 
 mod callers;
 mod limits;
+mod quota;
 mod scope;
 mod status;
 mod subjects;
@@ -11,6 +12,7 @@ mod subjects;
 pub(crate) use callers::AuthenticateLayer;
 
 pub(crate) use limits::CallLimitsLayer;
+pub(crate) use quota::QuotaLayer;
 pub(crate) use scope::CallScopeLayer;
 use std::time::Duration;
 pub(crate) use subjects::SubjectsGrpc;

@@ -1,6 +1,7 @@
 //! The one place a `DomainError` becomes a gRPC status: the code, a
 //! message, a google.rpc.ErrorInfo, and for validation errors a
-//! google.rpc.BadRequest naming the field.
+//! google.rpc.BadRequest naming the field; for a quota's refusal a
+//! google.rpc.QuotaFailure and a google.rpc.RetryInfo.
 
 use std::collections::HashMap;
 
@@ -24,6 +25,13 @@ impl From<DomainError> for Status {
         }
         if let Some(index) = err.batch_index() {
             metadata.insert("index".to_owned(), index.to_string());
+        }
+        if let Some(refusal) = err.quota() {
+            let subject = refusal.scope.subject();
+            metadata.insert("quota_subject".to_owned(), subject.clone());
+            metadata.insert("quota_limit".to_owned(), refusal.allowed.to_string());
+            details.add_quota_failure_violation(subject, refusal.describe());
+            details.set_retry_info(Some(refusal.retry_after));
         }
         details.set_error_info(err.reason(), ERROR_DOMAIN, metadata);
         Status::with_error_details(code, err.to_string(), details)

@@ -13,6 +13,15 @@
 //! - sets `application_name` to the call's name, for as long as the
 //!   transaction lasts (`set_config(..., true)`).
 //!
+//! A call admitted under quotas (`crate::quotas`) also carries the shares
+//! of the pool its tenant and key may hold ([`share_connections`]): each
+//! of its transactions holds a place in both for as long as it lasts, and
+//! one beyond a share waits for a place in that share's queue, not in the
+//! pool's, up to the pool's own wait (then UNAVAILABLE, as a pool that has
+//! no connection to give). A second transaction of a call that already
+//! holds one takes no place: the call holds its share already, and waiting
+//! on itself would never end.
+//!
 //! When a call ends before its work does (its deadline passed, or its
 //! client went away, which drops the call), [`Canceller::cancel`] cancels
 //! whatever statement is running under the call's name
@@ -22,7 +31,8 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -48,6 +58,10 @@ pub(crate) struct CallScope {
     /// Its number in this process, which makes its name (`name`).
     number: u64,
     began_work: Arc<AtomicBool>,
+    /// The shares of the pool its transactions hold a place in.
+    shares: Arc<OnceLock<Vec<Arc<tokio::sync::Semaphore>>>>,
+    /// Its transactions that hold a place in them now.
+    holding: Arc<AtomicUsize>,
 }
 
 /// Calls named so far by this process.
@@ -64,6 +78,8 @@ impl CallScope {
             reads_replicas: false,
             number,
             began_work: Arc::default(),
+            shares: Arc::default(),
+            holding: Arc::default(),
         }
     }
 
@@ -97,6 +113,59 @@ impl CallScope {
 fn process_tag() -> &'static str {
     static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     TAG.get_or_init(|| format!("{:08x}", rand::random::<u32>()))
+}
+
+/// Bounds the connections the current call's transactions hold by
+/// `shares` (its key's and its tenant's, in that order: every call takes
+/// them in the same order). Set once, when the call is admitted.
+pub(crate) fn share_connections(shares: Vec<Arc<tokio::sync::Semaphore>>) {
+    if shares.is_empty() {
+        return;
+    }
+    let _ = CURRENT.try_with(|call| call.shares.set(shares));
+}
+
+/// A transaction's places in its call's shares of the pool.
+#[derive(Debug)]
+pub(super) struct SharePlaces {
+    _permits: Vec<tokio::sync::OwnedSemaphorePermit>,
+    holding: Arc<AtomicUsize>,
+}
+
+impl Drop for SharePlaces {
+    fn drop(&mut self) {
+        self.holding.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Places for a new transaction of the current call in its shares of the
+/// pool, waiting at most `wait` for each (`None`: no call, no shares, or
+/// the call holds its places already).
+pub(super) async fn take_share_places(wait: Duration) -> Result<Option<SharePlaces>, sqlx::Error> {
+    let Ok(Some((shares, holding))) = CURRENT.try_with(|call| {
+        let shares = call.shares.get()?.clone();
+        (call.holding.fetch_add(1, Ordering::AcqRel) == 0)
+            .then(|| (shares, Arc::clone(&call.holding)))
+            .or_else(|| {
+                call.holding.fetch_sub(1, Ordering::AcqRel);
+                None
+            })
+    }) else {
+        return Ok(None);
+    };
+    // Counted from here: given back on every way out.
+    let mut places = SharePlaces {
+        _permits: Vec::with_capacity(shares.len()),
+        holding,
+    };
+    for share in shares {
+        let permit = tokio::time::timeout(wait, share.acquire_owned())
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)?
+            .map_err(|_| sqlx::Error::PoolClosed)?;
+        places._permits.push(permit);
+    }
+    Ok(Some(places))
 }
 
 /// Whether the current call's reads may go to a replica.

@@ -21,19 +21,30 @@ use sqlx::{PgConnection, PgPool, Postgres, TransactionManager as _};
 pub(crate) struct Tx {
     conn: PoolConnection<Postgres>,
     open: bool,
+    /// Its places in its call's shares of the pool (`calls`), given back
+    /// with the connection.
+    _places: Option<super::calls::SharePlaces>,
 }
 
 impl Tx {
     /// Takes a connection from `pool` and runs `statement` on it, which
     /// must begin a transaction (a `begin; ...` simple query). When it
     /// fails, the connection is closed.
+    ///
+    /// A call's transaction first takes its places in the call's shares
+    /// of the pool, waiting at most as long as the pool would.
     pub(super) async fn begin(pool: &PgPool, statement: String) -> Result<Self, sqlx::Error> {
+        let places = super::calls::take_share_places(pool.options().get_acquire_timeout()).await?;
         let mut conn = pool.acquire().await?;
         if let Err(err) = PgTransactionManager::begin(&mut conn, Some(statement.into())).await {
             conn.close_on_drop();
             return Err(err);
         }
-        Ok(Self { conn, open: true })
+        Ok(Self {
+            conn,
+            open: true,
+            _places: places,
+        })
     }
 
     /// Commits. When the commit fails, the connection is closed: whether

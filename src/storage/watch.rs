@@ -72,9 +72,6 @@ pub struct WatchSettings {
     /// Watches open at once in this process; more are refused
     /// (TOO_MANY_WATCHERS).
     pub max_watchers: usize,
-    /// The same bound for each tenant, so that one tenant cannot take
-    /// every watch from the others.
-    pub max_watchers_per_tenant: usize,
     /// Changes a watcher may have been handed and not yet sent.
     pub backlog_events: usize,
     /// The same bound in bytes (note bodies, roughly).
@@ -87,7 +84,6 @@ impl Default for WatchSettings {
             heartbeat: Duration::from_secs(10),
             idle_poll: Duration::from_secs(1),
             max_watchers: 10_000,
-            max_watchers_per_tenant: 1_000,
             backlog_events: 10_000,
             backlog_bytes: 16 * 1024 * 1024,
         }
@@ -113,8 +109,6 @@ struct Inner {
     settings: WatchSettings,
     feeds: Mutex<HashMap<TenantId, Arc<Feed>>>,
     watch_permits: Arc<Semaphore>,
-    /// Watches open per tenant (only tenants with one are kept).
-    tenant_watches: Mutex<HashMap<TenantId, usize>>,
     /// Tenants written by this process and not yet announced.
     unannounced: Mutex<HashSet<TenantId>>,
     announce: Notify,
@@ -132,7 +126,6 @@ impl ChangeFeeds {
             settings,
             feeds: Mutex::new(HashMap::new()),
             watch_permits: Arc::new(Semaphore::new(settings.max_watchers)),
-            tenant_watches: Mutex::new(HashMap::new()),
             unannounced: Mutex::new(HashSet::new()),
             announce: Notify::new(),
             closed: AtomicBool::new(false),
@@ -190,7 +183,6 @@ impl ChangeFeeds {
         let permit = Arc::clone(&self.inner.watch_permits)
             .try_acquire_owned()
             .map_err(|_| DomainError::TooManyWatchers)?;
-        let tenant_slot = TenantWatchSlot::take(&self.inner, &tenant)?;
         let position = match from {
             Some(position) => position,
             None => StreamPosition::before(current_horizon(&self.inner.pool, &tenant).await?),
@@ -206,7 +198,6 @@ impl ChangeFeeds {
             heartbeat_at: Instant::now() + self.inner.settings.heartbeat,
             done: false,
             _permit: permit,
-            _tenant_slot: tenant_slot,
         };
         // The first read now, so that an expired or made-up position is
         // refused before the stream starts.
@@ -485,8 +476,9 @@ enum Phase {
 }
 
 /// One open watch: its position, its backlog and, once caught up, its
-/// membership of the tenant's feed. Holds a permit of `max_watchers` and
-/// one of its tenant's `max_watchers_per_tenant`.
+/// membership of the tenant's feed. Holds a permit of `max_watchers` (its
+/// place among its tenant's and key's watches is held by its call: see
+/// `crate::quotas`).
 pub(crate) struct Watch {
     feeds: ChangeFeeds,
     tenant: TenantId,
@@ -500,41 +492,6 @@ pub(crate) struct Watch {
     heartbeat_at: Instant,
     done: bool,
     _permit: OwnedSemaphorePermit,
-    _tenant_slot: TenantWatchSlot,
-}
-
-/// One of a tenant's `max_watchers_per_tenant` watches, given back when
-/// dropped.
-struct TenantWatchSlot {
-    feeds: Arc<Inner>,
-    tenant: TenantId,
-}
-
-impl TenantWatchSlot {
-    fn take(feeds: &Arc<Inner>, tenant: &TenantId) -> Result<Self, DomainError> {
-        let mut open = lock(&feeds.tenant_watches);
-        let count = open.entry(tenant.clone()).or_default();
-        if *count >= feeds.settings.max_watchers_per_tenant {
-            return Err(DomainError::TooManyWatchers);
-        }
-        *count += 1;
-        Ok(Self {
-            feeds: Arc::clone(feeds),
-            tenant: tenant.clone(),
-        })
-    }
-}
-
-impl Drop for TenantWatchSlot {
-    fn drop(&mut self) {
-        let mut open = lock(&self.feeds.tenant_watches);
-        if let Some(count) = open.get_mut(&self.tenant) {
-            *count -= 1;
-            if *count == 0 {
-                open.remove(&self.tenant);
-            }
-        }
-    }
 }
 
 impl Watch {

@@ -42,11 +42,18 @@ use crate::helpers::*;
 
 /// Tables with a `tenant_id` that are not distributed by it: Citus
 /// reference tables, one shard copied to every node.
-const REFERENCE_TABLES: &[(&str, &str)] = &[(
-    "api_keys",
-    "a key is looked up by its id before its tenant is known (docs/access.md); \
-     small, read by every call whose key is not cached, written by the CLI",
-)];
+const REFERENCE_TABLES: &[(&str, &str)] = &[
+    (
+        "api_keys",
+        "a key is looked up by its id before its tenant is known (docs/access.md); \
+         small, read by every call whose key is not cached, written by the CLI",
+    ),
+    (
+        "quota_overrides",
+        "every notesd reads all of it (docs/quotas.md), with keys' rows that \
+         name api_keys; small, written by the CLI",
+    ),
+];
 
 /// Tables without a `tenant_id` that stay plain tables on the coordinator.
 const COORDINATOR_TABLES: &[(&str, &str)] = &[(

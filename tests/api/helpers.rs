@@ -11,8 +11,8 @@ use notesd::proto::notes::v1 as pb;
 use notesd::proto::notes::v1::notes_service_client::NotesServiceClient;
 use notesd::startup::{Application, CallLimits, Settings};
 use notesd::{
-    APP_ROLE, ApiKeyStore, BatchSettings, DatabaseOptions, ReplicaSettings, RetentionSettings,
-    WatchSettings,
+    APP_ROLE, ApiKeyStore, BatchSettings, DatabaseOptions, QuotaSettings, ReplicaSettings,
+    RetentionSettings, WatchSettings,
 };
 use notesd::{Authenticator, KeyKind, KeySpec, MemberId, TenantId};
 use sqlx::PgPool;
@@ -701,6 +701,7 @@ fn test_settings(database_url: &str, configure: impl FnOnce(&mut Settings)) -> S
         limits: CallLimits::default(),
         watch: WatchSettings::default(),
         retention: RetentionSettings::default(),
+        quotas: QuotaSettings::default(),
     };
     configure(&mut settings);
     settings

@@ -783,7 +783,7 @@ async fn one_tenant_cannot_take_every_watch() {
     use notesd::proto::notes::v1::WatchNotesRequest;
     let app = spawn_app_with(|settings| {
         settings.watch.max_watchers = 4;
-        settings.watch.max_watchers_per_tenant = 2;
+        settings.quotas.tenant = "watchers=2".parse().unwrap();
     })
     .await;
     let mut mallory = app.member("mallory-co", "mallory").await;

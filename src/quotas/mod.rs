@@ -1,0 +1,529 @@
+//! Fair shares (docs/quotas.md): every authenticated call is checked
+//! against its tenant's quota and its key's, after authentication and
+//! before its body is read or any database work is done.
+//!
+//! Each scope (a tenant, a key) has up to five limits: a request rate in
+//! units a second with a burst (GCRA, by `governor`), calls in flight,
+//! watches open, and database connections held. A call refused by the
+//! rate or a cap costs a few map lookups and atomic operations, no
+//! allocation that grows with it and no round trip. The limits are the
+//! server's defaults per scope, changed by the overrides stored in
+//! PostgreSQL (`notesd quotas set`), which every notesd reads again within
+//! a second of a change ([`overrides`]).
+//!
+//! Every call takes one unit at the edge; a call whose size is known only
+//! from its body (a batch, a page, a search) takes the rest with
+//! [`charge`] once decoded, before any database work. The edges answer a
+//! refusal as RESOURCE_EXHAUSTED (gRPC) or 429 (HTTP) and report the
+//! bucket on every answer ([`RateHeaders`]).
+
+mod overrides;
+
+pub(crate) use crate::domain::quota::Limits;
+pub use crate::domain::quota::Override;
+pub(crate) use crate::domain::quota::{cost, units_for};
+pub(crate) use overrides::QuotaSource;
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use governor::clock::{Clock as _, DefaultClock};
+use governor::middleware::{StateInformationMiddleware, StateSnapshot};
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use uuid::Uuid;
+
+use crate::domain::{DomainError, Principal, QuotaExceeded, QuotaLimit, QuotaScope, TenantId};
+
+type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
+
+/// How long a caller refused by a cap on calls in flight is told to wait.
+const CALLS_RETRY_AFTER: Duration = Duration::from_millis(100);
+/// How long a caller refused by its cap on watches is told to wait.
+const WATCHERS_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// More scopes than this in memory: the ones no call holds are dropped
+/// (they are made again, with full buckets, when next used). Scopes are
+/// only ever made for authenticated callers, whose keys the operator
+/// issues.
+const MAX_SCOPES: usize = 100_000;
+
+/// How the server sets its quotas: on or off, and the defaults of each
+/// scope as changes to the built-in ones (`--tenant-quota`, `--key-quota`).
+#[derive(Debug, Clone, Copy)]
+pub struct QuotaSettings {
+    /// Off: every call is admitted unchecked (only the server-wide bounds
+    /// hold), and no answer carries rate headers.
+    pub enabled: bool,
+    pub tenant: Override,
+    pub key: Override,
+}
+
+impl Default for QuotaSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            tenant: Override::default(),
+            key: Override::default(),
+        }
+    }
+}
+
+/// A tenant's built-in limits (docs/quotas.md, "Defaults"), on a pool of
+/// `pool_connections`: 5,000 units a second with a burst of 10,000, 256
+/// calls in flight (a quarter of the server's budget), 1,000 watches, and
+/// half the pool, rounded up.
+pub(crate) fn builtin_tenant_limits(pool_connections: u32) -> Limits {
+    Limits {
+        rate: NonZeroU32::new(5_000),
+        burst: NonZeroU32::new(10_000),
+        calls: NonZeroU32::new(256),
+        watchers: NonZeroU32::new(1_000),
+        connections: NonZeroU32::new(pool_connections.div_ceil(2)),
+    }
+}
+
+/// The quotas of one server: the defaults per scope, the overrides, and the
+/// state of every scope in use. Cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct Quotas {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    enabled: bool,
+    tenant_defaults: Limits,
+    key_defaults: Limits,
+    overrides: QuotaSource,
+    tenants: Mutex<HashMap<TenantId, Arc<Scope>>>,
+    keys: Mutex<HashMap<Uuid, Arc<Scope>>>,
+}
+
+/// The limits and state of one tenant or key, as of one load of the
+/// overrides.
+#[derive(Debug)]
+struct Scope {
+    scope: QuotaScope,
+    /// The load of the overrides its limits are of: a scope whose limits
+    /// a new load leaves as they were keeps its state.
+    generation: AtomicU64,
+    limits: Limits,
+    rate: Option<Limiter>,
+    calls: Option<Arc<Semaphore>>,
+    watchers: Option<Arc<Semaphore>>,
+    connections: Option<Arc<Semaphore>>,
+}
+
+fn semaphore(limit: Option<NonZeroU32>) -> Option<Arc<Semaphore>> {
+    limit.map(|n| Arc::new(Semaphore::new(n.get() as usize)))
+}
+
+impl Scope {
+    fn new(scope: QuotaScope, generation: u64, limits: Limits) -> Self {
+        let rate = limits.bucket().map(|(rate, burst)| {
+            let quota = Quota::per_second(rate).allow_burst(burst);
+            RateLimiter::direct(quota).with_middleware::<StateInformationMiddleware>()
+        });
+        Self {
+            scope,
+            generation: AtomicU64::new(generation),
+            limits,
+            rate,
+            calls: semaphore(limits.calls),
+            watchers: semaphore(limits.watchers),
+            connections: semaphore(limits.connections),
+        }
+    }
+
+    /// This scope, if it is of the load `generation`.
+    fn current(self: &Arc<Self>, generation: u64) -> Option<Arc<Self>> {
+        (self.generation.load(Ordering::Acquire) == generation).then(|| Arc::clone(self))
+    }
+
+    /// This scope, now of the load `generation`, if its limits are still
+    /// `limits`: its buckets and counts go on.
+    fn renewed(self: &Arc<Self>, generation: u64, limits: &Limits) -> Option<Arc<Self>> {
+        (self.limits == *limits).then(|| {
+            self.generation.store(generation, Ordering::Release);
+            Arc::clone(self)
+        })
+    }
+
+    /// Takes `units` from the bucket (all of it when `units` is more than
+    /// it holds full, so that a costly call can still succeed once).
+    fn spend(&self, units: u32) -> Result<Option<RateHeaders>, DomainError> {
+        let Some(limiter) = &self.rate else {
+            return Ok(None);
+        };
+        let (rate, burst) = self.limits.bucket().expect("a limiter has a bucket");
+        let units = NonZeroU32::new(units.min(burst.get())).unwrap_or(NonZeroU32::MIN);
+        match limiter.check_n(units) {
+            Ok(Ok(snapshot)) => Ok(Some(RateHeaders::from_snapshot(&snapshot))),
+            Ok(Err(not_until)) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                Err(DomainError::QuotaExceeded(Box::new(QuotaExceeded {
+                    limit: QuotaLimit::Rate,
+                    scope: self.scope.clone(),
+                    allowed: rate.get(),
+                    retry_after: wait,
+                })))
+            }
+            // Not reached: `units` is at most the burst.
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// A permit of `semaphore` (a cap of `limit`), or the refusal.
+    fn hold(
+        &self,
+        semaphore: &Option<Arc<Semaphore>>,
+        limit: QuotaLimit,
+        allowed: Option<NonZeroU32>,
+        retry_after: Duration,
+    ) -> Result<Option<OwnedSemaphorePermit>, DomainError> {
+        let Some(semaphore) = semaphore else {
+            return Ok(None);
+        };
+        semaphore
+            .clone()
+            .try_acquire_owned()
+            .map(Some)
+            .map_err(|_| {
+                DomainError::QuotaExceeded(Box::new(QuotaExceeded {
+                    limit,
+                    scope: self.scope.clone(),
+                    allowed: allowed.map_or(0, NonZeroU32::get),
+                    retry_after,
+                }))
+            })
+    }
+}
+
+/// What a call is, for its caps: a watch holds one of the watches open,
+/// any other call one of the calls in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CallKind {
+    Call,
+    Watch,
+}
+
+/// The state of a caller's tightest bucket after a call took its units,
+/// as the IETF RateLimit header fields report it: `ratelimit-limit` (the
+/// units a full bucket holds), `ratelimit-remaining`, `ratelimit-reset`
+/// (seconds until the bucket is full again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RateHeaders {
+    pub(crate) limit: u32,
+    pub(crate) remaining: u32,
+    pub(crate) reset_secs: u64,
+}
+
+impl RateHeaders {
+    fn from_snapshot(snapshot: &StateSnapshot) -> Self {
+        let quota = snapshot.quota();
+        let limit = quota.burst_size().get();
+        let remaining = snapshot.remaining_burst_capacity().min(limit);
+        let refill = quota.replenish_interval() * (limit - remaining);
+        Self {
+            limit,
+            remaining,
+            reset_secs: refill.as_secs_f64().ceil() as u64,
+        }
+    }
+
+    /// The headers of a call refused by a rate: nothing left until
+    /// `retry_after`.
+    fn refused(limit: u32, retry_after: Duration) -> Self {
+        Self {
+            limit,
+            remaining: 0,
+            reset_secs: retry_after.as_secs_f64().ceil() as u64,
+        }
+    }
+
+    /// The tighter of two buckets' states: the one with less left.
+    fn tighter(self, other: Option<Self>) -> Self {
+        match other {
+            Some(other) if other.remaining < self.remaining => other,
+            _ => self,
+        }
+    }
+
+    /// Sets the three headers (replacing any there).
+    pub(crate) fn insert_into(&self, headers: &mut http::HeaderMap) {
+        headers.insert("ratelimit-limit", self.limit.into());
+        headers.insert("ratelimit-remaining", self.remaining.into());
+        headers.insert("ratelimit-reset", self.reset_secs.into());
+    }
+}
+
+/// `Retry-After` (whole seconds, at least 1) for a refusal that asked
+/// for `retry_after`.
+pub(crate) fn retry_after_secs(retry_after: Duration) -> u64 {
+    retry_after.as_secs_f64().ceil().max(1.0) as u64
+}
+
+/// A call's quota as its work sees it: the scopes it was admitted under,
+/// so that [`charge`] takes the rest of its cost from the same buckets, and
+/// the headers its answer reports. Made empty by the edge before a call
+/// is authenticated, filled when it is admitted.
+#[derive(Debug, Default)]
+pub(crate) struct CallQuota {
+    admitted: OnceLock<(Arc<Scope>, Option<Arc<Scope>>)>,
+    headers: Mutex<Option<RateHeaders>>,
+    /// When a quota refused the call: how long until a retry may succeed.
+    refused: Mutex<Option<Duration>>,
+}
+
+impl CallQuota {
+    /// What the call's answer reports, once it was checked against a rate.
+    pub(crate) fn headers(&self) -> Option<RateHeaders> {
+        *lock(&self.headers)
+    }
+
+    /// How long until a retry may succeed, when a quota refused the call.
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
+        *lock(&self.refused)
+    }
+
+    fn report(&self, headers: Option<RateHeaders>) {
+        if headers.is_some() {
+            *lock(&self.headers) = headers;
+        }
+    }
+
+    /// Reports what `spent` did to the buckets of `tenant` and `key`.
+    fn report_spent(
+        &self,
+        spent: &Result<Option<RateHeaders>, DomainError>,
+        tenant: &Scope,
+        key: Option<&Scope>,
+    ) {
+        match spent {
+            Ok(headers) => self.report(*headers),
+            Err(err) => self.report_refusal(err, refused_headers(err, tenant, key)),
+        }
+    }
+
+    fn report_refusal(&self, err: &DomainError, headers: Option<RateHeaders>) {
+        self.report(headers);
+        if let Some(refusal) = err.quota() {
+            *lock(&self.refused) = Some(refusal.retry_after);
+        }
+    }
+}
+
+tokio::task_local! {
+    static CURRENT: Arc<CallQuota>;
+}
+
+/// The quota of the call running now, if it runs under one.
+pub(crate) fn current() -> Option<Arc<CallQuota>> {
+    CURRENT.try_with(Arc::clone).ok()
+}
+
+/// Runs `work` as a call with the quota `call` (see [`CallQuota`]).
+pub(crate) async fn run<F: Future>(call: Arc<CallQuota>, work: F) -> F::Output {
+    CURRENT.scope(call, work).await
+}
+
+/// Takes `units` more from the buckets the current call was admitted
+/// under (its whole cost is `units` + the one taken at the edge), or the
+/// refusal. Nothing outside an admitted call.
+pub(crate) fn charge(units: u32) -> Result<(), DomainError> {
+    if units == 0 {
+        return Ok(());
+    }
+    CURRENT
+        .try_with(|call| {
+            let Some((tenant, key)) = call.admitted.get() else {
+                return Ok(());
+            };
+            let spent = spend_both(tenant, key.as_deref(), units);
+            call.report_spent(&spent, tenant, key.as_deref());
+            spent.map(|_| ())
+        })
+        .unwrap_or(Ok(()))
+}
+
+/// Takes `units` from the key's bucket, then the tenant's.
+fn spend_both(
+    tenant: &Scope,
+    key: Option<&Scope>,
+    units: u32,
+) -> Result<Option<RateHeaders>, DomainError> {
+    let by_key = match key {
+        Some(key) => key.spend(units)?,
+        None => None,
+    };
+    let by_tenant = tenant.spend(units)?;
+    Ok(match (by_key, by_tenant) {
+        (Some(key), tenant) => Some(key.tighter(tenant)),
+        (None, tenant) => tenant,
+    })
+}
+
+/// The headers of a call refused by a rate.
+fn refused_headers(err: &DomainError, tenant: &Scope, key: Option<&Scope>) -> Option<RateHeaders> {
+    let refusal = err.quota().filter(|r| r.limit == QuotaLimit::Rate)?;
+    let scope = if refusal.scope == tenant.scope {
+        tenant
+    } else {
+        key?
+    };
+    let (_, burst) = scope.limits.bucket()?;
+    Some(RateHeaders::refused(burst.get(), refusal.retry_after))
+}
+
+/// What an admitted call holds until it ends: its place among its scopes'
+/// calls in flight (or watches open).
+#[derive(Debug)]
+pub(crate) struct Admission {
+    _permits: [Option<OwnedSemaphorePermit>; 2],
+}
+
+impl Quotas {
+    /// Quotas with these defaults per scope and the overrides of `source`;
+    /// with `enabled` false, every call is admitted unchecked.
+    pub(crate) fn new(
+        enabled: bool,
+        tenant_defaults: Limits,
+        key_defaults: Limits,
+        overrides: QuotaSource,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                enabled,
+                tenant_defaults,
+                key_defaults,
+                overrides,
+                tenants: Mutex::default(),
+                keys: Mutex::default(),
+            }),
+        }
+    }
+
+    /// Checks a call of `principal` against its key's quota and its
+    /// tenant's, the call's first unit taken from each bucket: on success
+    /// it holds what the call holds, `call` (if any) is filled, and the connections the call's transactions may hold are
+    /// bounded by its scopes' shares (`storage::calls`). A refusal has
+    /// spent the units of the buckets checked before the one that refused.
+    pub(crate) fn admit(
+        &self,
+        principal: &Principal,
+        kind: CallKind,
+        call: Option<&Arc<CallQuota>>,
+    ) -> Result<Admission, DomainError> {
+        if !self.inner.enabled {
+            return Ok(Admission {
+                _permits: [None, None],
+            });
+        }
+        let generation = self.inner.overrides.generation();
+        let tenant = self.tenant_scope(&principal.tenant, generation);
+        let key = principal
+            .key
+            .map(|key| self.key_scope(&principal.tenant, key, generation));
+        let spent = spend_both(&tenant, key.as_deref(), 1);
+        if let Some(call) = call {
+            call.report_spent(&spent, &tenant, key.as_deref());
+        }
+        spent?;
+        let hold = |scope: &Scope| match kind {
+            CallKind::Call => scope.hold(
+                &scope.calls,
+                QuotaLimit::Calls,
+                scope.limits.calls,
+                CALLS_RETRY_AFTER,
+            ),
+            CallKind::Watch => scope.hold(
+                &scope.watchers,
+                QuotaLimit::Watchers,
+                scope.limits.watchers,
+                WATCHERS_RETRY_AFTER,
+            ),
+        };
+        let held = key
+            .as_deref()
+            .map(hold)
+            .transpose()
+            .and_then(|by_key| Ok((by_key.flatten(), hold(&tenant)?)));
+        let (by_key, by_tenant) = match held {
+            Ok(held) => held,
+            Err(err) => {
+                if let Some(call) = call {
+                    call.report_refusal(&err, None);
+                }
+                return Err(err);
+            }
+        };
+        let shares = [
+            key.as_ref().and_then(|key| key.connections.clone()),
+            tenant.connections.clone(),
+        ];
+        crate::storage::share_connections(shares.into_iter().flatten().collect());
+        if let Some(call) = call {
+            let _ = call.admitted.set((tenant, key));
+        }
+        Ok(Admission {
+            _permits: [by_key, by_tenant],
+        })
+    }
+
+    fn tenant_scope(&self, tenant: &TenantId, generation: u64) -> Arc<Scope> {
+        let mut tenants = lock(&self.inner.tenants);
+        let current = tenants.get(tenant);
+        if let Some(scope) = current.and_then(|scope| scope.current(generation)) {
+            return scope;
+        }
+        let limits = self
+            .inner
+            .tenant_defaults
+            .with(&self.inner.overrides.tenant(tenant));
+        if let Some(scope) = current.and_then(|scope| scope.renewed(generation, &limits)) {
+            return scope;
+        }
+        let scope = Arc::new(Scope::new(
+            QuotaScope::Tenant(tenant.clone()),
+            generation,
+            limits,
+        ));
+        make_room(&mut tenants);
+        tenants.insert(tenant.clone(), Arc::clone(&scope));
+        scope
+    }
+
+    fn key_scope(&self, tenant: &TenantId, key: Uuid, generation: u64) -> Arc<Scope> {
+        let mut keys = lock(&self.inner.keys);
+        let current = keys.get(&key);
+        if let Some(scope) = current.and_then(|scope| scope.current(generation)) {
+            return scope;
+        }
+        let limits = self
+            .inner
+            .key_defaults
+            .with(&self.inner.overrides.key(tenant, key));
+        if let Some(scope) = current.and_then(|scope| scope.renewed(generation, &limits)) {
+            return scope;
+        }
+        let scope = Arc::new(Scope::new(QuotaScope::Key(key), generation, limits));
+        make_room(&mut keys);
+        keys.insert(key, Arc::clone(&scope));
+        scope
+    }
+}
+
+/// Drops the scopes no call holds once the map is full.
+fn make_room<K>(map: &mut HashMap<K, Arc<Scope>>) {
+    if map.len() >= MAX_SCOPES {
+        map.retain(|_, scope| Arc::strong_count(scope) > 1);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -153,14 +153,18 @@ impl Scope {
         })
     }
 
-    /// Takes `units` from the bucket (all of it when `units` is more than
-    /// it holds full, so that a costly call can still succeed once).
-    fn spend(&self, units: u32) -> Result<Option<RateHeaders>, DomainError> {
+    /// Takes `units` from the bucket, `taken` having been taken for the
+    /// same call already: at most what a full bucket holds beyond `taken`,
+    /// so that a call costlier than the burst still succeeds from a full
+    /// bucket.
+    fn spend(&self, units: u32, taken: u32) -> Result<Option<RateHeaders>, DomainError> {
         let Some(limiter) = &self.rate else {
             return Ok(None);
         };
         let (rate, burst) = self.limits.bucket().expect("a limiter has a bucket");
-        let units = NonZeroU32::new(units.min(burst.get())).unwrap_or(NonZeroU32::MIN);
+        let Some(units) = NonZeroU32::new(units.min(burst.get().saturating_sub(taken))) else {
+            return Ok(None);
+        };
         match limiter.check_n(units) {
             Ok(Ok(snapshot)) => Ok(Some(RateHeaders::from_snapshot(&snapshot))),
             Ok(Err(not_until)) => {
@@ -343,24 +347,26 @@ pub(crate) fn charge(units: u32) -> Result<(), DomainError> {
             let Some((tenant, key)) = call.admitted.get() else {
                 return Ok(());
             };
-            let spent = spend_both(tenant, key.as_deref(), units);
+            let spent = spend_both(tenant, key.as_deref(), units, 1);
             call.report_spent(&spent, tenant, key.as_deref());
             spent.map(|_| ())
         })
         .unwrap_or(Ok(()))
 }
 
-/// Takes `units` from the key's bucket, then the tenant's.
+/// Takes `units` from the key's bucket, then the tenant's, `taken` having
+/// been taken from each for the same call already.
 fn spend_both(
     tenant: &Scope,
     key: Option<&Scope>,
     units: u32,
+    taken: u32,
 ) -> Result<Option<RateHeaders>, DomainError> {
     let by_key = match key {
-        Some(key) => key.spend(units)?,
+        Some(key) => key.spend(units, taken)?,
         None => None,
     };
-    let by_tenant = tenant.spend(units)?;
+    let by_tenant = tenant.spend(units, taken)?;
     Ok(match (by_key, by_tenant) {
         (Some(key), tenant) => Some(key.tighter(tenant)),
         (None, tenant) => tenant,
@@ -428,7 +434,7 @@ impl Quotas {
         let key = principal
             .key
             .map(|key| self.key_scope(&principal.tenant, key, generation));
-        let spent = spend_both(&tenant, key.as_deref(), 1);
+        let spent = spend_both(&tenant, key.as_deref(), 1, 0);
         if let Some(call) = call {
             call.report_spent(&spent, &tenant, key.as_deref());
         }

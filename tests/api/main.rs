@@ -32,6 +32,7 @@ mod ops;
 mod otlp;
 mod process;
 mod purge;
+mod quotas;
 mod reasons;
 mod replicas;
 mod revisions;

@@ -77,6 +77,14 @@ struct ReplicaLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QuotaLabels {
+    /// `RATE_LIMITED`, `TOO_MANY_CALLS` or `TOO_MANY_WATCHERS`.
+    reason: &'static str,
+    /// `tenant` or `key`: never which one, so the labels stay few.
+    scope: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PoolLabels {
     state: &'static str,
 }
@@ -100,6 +108,7 @@ pub(crate) struct Metrics {
     reads: ReadRouter,
     batch_rows: Histogram,
     batch_splits: Counter,
+    quota_refusals: Family<QuotaLabels, Counter>,
     get_batch_notes: Histogram,
     watchers: Gauge,
     watch_feeds: Gauge,
@@ -205,6 +214,12 @@ impl Metrics {
             "Batches of adds that failed as a whole and were written one add at a time",
             batch_splits.clone(),
         );
+        let quota_refusals = Family::<QuotaLabels, Counter>::default();
+        registry.register(
+            "quota_refusals",
+            "Calls refused by a tenant's or a key's quota, by reason and scope",
+            quota_refusals.clone(),
+        );
         // 1 to 1024 reads.
         let get_batch_notes = Histogram::new(exponential_buckets(1.0, 2.0, 11));
         registry.register(
@@ -252,12 +267,20 @@ impl Metrics {
             reads,
             batch_rows,
             batch_splits,
+            quota_refusals,
             get_batch_notes,
             watchers,
             watch_feeds,
             pool,
             feeds,
         })
+    }
+
+    /// Counts a call refused by a quota.
+    pub(crate) fn quota_refused(&self, reason: &'static str, scope: &'static str) {
+        self.quota_refusals
+            .get_or_create(&QuotaLabels { reason, scope })
+            .inc();
     }
 
     fn observe_call(&self, path: &str, code: tonic::Code, started: Instant) {

@@ -185,6 +185,9 @@ impl Application {
             self.trusted_proxies.clone(),
             identities,
         );
+        let feeds = ChangeFeeds::start(pool.clone(), self.database.listener_pool(), self.watch);
+        let (reads, replica_checks) = self.reads;
+        let metrics = Metrics::new(pool.clone(), feeds.clone(), reads.clone());
         // The quota listener holds a connection of its own, outside the
         // pool that serves calls.
         let (overrides, quota_watch) =
@@ -195,10 +198,8 @@ impl Application {
             builtin_tenant_limits(self.pool_connections).with(&self.quotas.tenant),
             Limits::NONE.with(&self.quotas.key),
             overrides,
+            metrics.clone(),
         );
-        let feeds = ChangeFeeds::start(pool.clone(), self.database.listener_pool(), self.watch);
-        let (reads, replica_checks) = self.reads;
-        let metrics = Metrics::new(pool.clone(), feeds.clone(), reads.clone());
         let retention = tokio::spawn(run_retention(
             self.database.retention_pool(),
             self.retention,
@@ -458,6 +459,10 @@ fn grpc_web_cors(origins: Vec<http::HeaderValue>) -> tower_http::cors::CorsLayer
             HeaderName::from_static("grpc-status-details-bin"),
             HeaderName::from_static("grpc-encoding"),
             HeaderName::from_static("notesd-consistency-token"),
+            // The caller's quota (docs/quotas.md).
+            HeaderName::from_static("ratelimit-limit"),
+            HeaderName::from_static("ratelimit-remaining"),
+            HeaderName::from_static("ratelimit-reset"),
         ])
         .max_age(Duration::from_secs(24 * 60 * 60))
 }

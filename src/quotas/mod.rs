@@ -38,6 +38,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
 use crate::domain::{DomainError, Principal, QuotaExceeded, QuotaLimit, QuotaScope, TenantId};
+use crate::metrics::Metrics;
 
 type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
 
@@ -96,6 +97,7 @@ pub(crate) struct Quotas {
 #[derive(Debug)]
 struct Inner {
     enabled: bool,
+    metrics: Arc<Metrics>,
     tenant_defaults: Limits,
     key_defaults: Limits,
     overrides: QuotaSource,
@@ -277,7 +279,7 @@ pub(crate) fn retry_after_secs(retry_after: Duration) -> u64 {
 /// is authenticated, filled when it is admitted.
 #[derive(Debug, Default)]
 pub(crate) struct CallQuota {
-    admitted: OnceLock<(Arc<Scope>, Option<Arc<Scope>>)>,
+    admitted: OnceLock<Admitted>,
     headers: Mutex<Option<RateHeaders>>,
     /// When a quota refused the call: how long until a retry may succeed.
     refused: Mutex<Option<Duration>>,
@@ -321,6 +323,14 @@ impl CallQuota {
     }
 }
 
+/// The scopes a call was admitted under.
+#[derive(Debug)]
+struct Admitted {
+    tenant: Arc<Scope>,
+    key: Option<Arc<Scope>>,
+    metrics: Arc<Metrics>,
+}
+
 tokio::task_local! {
     static CURRENT: Arc<CallQuota>;
 }
@@ -344,11 +354,15 @@ pub(crate) fn charge(units: u32) -> Result<(), DomainError> {
     }
     CURRENT
         .try_with(|call| {
-            let Some((tenant, key)) = call.admitted.get() else {
+            let Some(admitted) = call.admitted.get() else {
                 return Ok(());
             };
-            let spent = spend_both(tenant, key.as_deref(), units, 1);
-            call.report_spent(&spent, tenant, key.as_deref());
+            let (tenant, key) = (&admitted.tenant, admitted.key.as_deref());
+            let spent = spend_both(tenant, key, units, 1);
+            call.report_spent(&spent, tenant, key);
+            if let Err(err) = &spent {
+                count_refusal(&admitted.metrics, err);
+            }
             spent.map(|_| ())
         })
         .unwrap_or(Ok(()))
@@ -400,10 +414,12 @@ impl Quotas {
         tenant_defaults: Limits,
         key_defaults: Limits,
         overrides: QuotaSource,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 enabled,
+                metrics,
                 tenant_defaults,
                 key_defaults,
                 overrides,
@@ -419,6 +435,19 @@ impl Quotas {
     /// bounded by its scopes' shares (`storage::calls`). A refusal has
     /// spent the units of the buckets checked before the one that refused.
     pub(crate) fn admit(
+        &self,
+        principal: &Principal,
+        kind: CallKind,
+        call: Option<&Arc<CallQuota>>,
+    ) -> Result<Admission, DomainError> {
+        let admitted = self.check(principal, kind, call);
+        if let Err(err) = &admitted {
+            count_refusal(&self.inner.metrics, err);
+        }
+        admitted
+    }
+
+    fn check(
         &self,
         principal: &Principal,
         kind: CallKind,
@@ -473,7 +502,11 @@ impl Quotas {
         ];
         crate::storage::share_connections(shares.into_iter().flatten().collect());
         if let Some(call) = call {
-            let _ = call.admitted.set((tenant, key));
+            let _ = call.admitted.set(Admitted {
+                tenant,
+                key,
+                metrics: Arc::clone(&self.inner.metrics),
+            });
         }
         Ok(Admission {
             _permits: [by_key, by_tenant],
@@ -520,6 +553,17 @@ impl Quotas {
         make_room(&mut keys);
         keys.insert(key, Arc::clone(&scope));
         scope
+    }
+}
+
+/// Counts a refusal by a quota in the metrics.
+fn count_refusal(metrics: &Metrics, err: &DomainError) {
+    if let Some(refusal) = err.quota() {
+        let scope = match refusal.scope {
+            QuotaScope::Tenant(_) => "tenant",
+            QuotaScope::Key(_) => "key",
+        };
+        metrics.quota_refused(refusal.limit.reason(), scope);
     }
 }
 

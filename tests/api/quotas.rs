@@ -103,6 +103,17 @@ async fn a_key_bursts_then_is_limited_then_refills() {
         .expect("another key has its own bucket");
     assert_eq!(bucket(answer.metadata()), (3, 2));
 
+    let metrics = reqwest::get(app.http_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"quota_refusals_total{reason="RATE_LIMITED",scope="key"} 1"#),
+        "{metrics}"
+    );
+
     tokio::time::sleep(delay).await;
     list(&mut alice)
         .await
@@ -486,6 +497,37 @@ async fn quotas_off_limit_nothing() {
     }
 }
 
+/// A RATE_LIMITED refusal (for the reasons test).
+pub async fn rate_limited() -> tonic::Status {
+    let app = spawn_app_with(|settings| {
+        settings.quotas.tenant = "rate=1,burst=1".parse().unwrap();
+    })
+    .await;
+    let mut alice = app.member("acme", "alice").await;
+    list(&mut alice).await.expect("the one unit");
+    list(&mut alice).await.unwrap_err()
+}
+
+/// A TOO_MANY_CALLS refusal (for the reasons test): a tenant allowed one
+/// call in flight, with one held on a lock.
+pub async fn too_many_calls() -> tonic::Status {
+    let app = spawn_app_with(|settings| {
+        settings.quotas.tenant = "calls=1".parse().unwrap();
+    })
+    .await;
+    let mut alice = app.member("acme", "alice").await;
+    let note = add(&mut alice, text_note("customer", "c-1", "held")).await;
+    let lock = lock_note(&app, &note.id).await;
+    let mut held = alice.clone();
+    let update = retitle(&note);
+    let in_flight = tokio::spawn(async move { held.update_note(update).await });
+    until_waiting_for_the_lock(&app).await;
+    let refused = get(&mut alice, &note.id).await.unwrap_err();
+    lock.close().await.unwrap();
+    in_flight.await.unwrap().expect("the held call ends well");
+    refused
+}
+
 /// A facade request: its status, headers and JSON body.
 async fn http(request: reqwest::RequestBuilder) -> (StatusCode, reqwest::header::HeaderMap, Value) {
     let response = request.send().await.expect("the server answers");
@@ -605,4 +647,50 @@ async fn facades_answer_429_in_their_vendors_shape() {
     assert_eq!(body["status"], "error", "{body}");
     assert_eq!(body["code"], "RATE_LIMITED", "{body}");
     assert!(body["data"][0].is_string(), "{body}");
+}
+
+/// A call refused by its rate is answered before its body is read: a
+/// client that sends the headers of a BatchAddNotes and never its body
+/// gets RESOURCE_EXHAUSTED at once (decoding first would wait for the
+/// body for ever).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_call_is_answered_before_its_body_is_read() {
+    let app = spawn_app_with(|settings| {
+        settings.quotas.tenant = "rate=1,burst=1".parse().unwrap();
+    })
+    .await;
+    let key = app.member_key("acme", "alice").await;
+    list(&mut app.client(&key).await)
+        .await
+        .expect("the one unit");
+
+    let tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let (send, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let request = http::Request::post(format!(
+        "http://{}/notes.v1.NotesService/BatchAddNotes",
+        app.addr
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .header("x-api-key", key.as_str())
+    .body(())
+    .unwrap();
+    let (response, _body_never_sent) = send
+        .ready()
+        .await
+        .unwrap()
+        .send_request(request, false)
+        .unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(5), response)
+        .await
+        .expect("answered without the body")
+        .unwrap();
+    let headers = response.headers();
+    assert_eq!(headers["grpc-status"], "8", "{headers:?}");
+    let status = tonic::Status::from_header_map(headers).expect("a status");
+    assert_eq!(reason(&status), "RATE_LIMITED", "{status:?}");
+    assert_eq!(headers["ratelimit-remaining"], "0");
 }

@@ -315,6 +315,8 @@ async fn every_documented_reason_is_produced() {
     ));
 
     produced.push(("SEARCH_TOO_COSTLY", search_too_costly().await));
+    produced.push(("RATE_LIMITED", crate::quotas::rate_limited().await));
+    produced.push(("TOO_MANY_CALLS", crate::quotas::too_many_calls().await));
     produced.push((
         "CERTIFICATE_NOT_TRUSTED",
         crate::tls::certificate_no_longer_trusted().await,
@@ -384,9 +386,25 @@ fn defined_reasons() -> BTreeSet<&'static str> {
         .filter_map(|rest| rest.split('"').next())
         .collect();
     assert!(reasons.len() >= 10, "reason() was parsed: {reasons:?}");
+    // A quota's refusal takes its reason from the limit that refused.
+    let quota = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src/domain/quota/mod.rs"
+    ));
+    let body = quota
+        .split("pub fn reason(self)")
+        .nth(1)
+        .expect("QuotaLimit::reason in src/domain/quota/mod.rs");
+    let body = &body[..body.find("\n    }\n").expect("the end of reason()")];
+    let quota: BTreeSet<&str> = body
+        .split("=> \"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    assert_eq!(quota.len(), 3, "QuotaLimit::reason was parsed: {quota:?}");
     let edge = edge_reasons();
     assert_eq!(edge.len(), 2, "limits.rs was parsed: {edge:?}");
-    reasons.union(&edge).copied().collect()
+    reasons.union(&edge).copied().chain(quota).collect()
 }
 
 /// A search cut short by its bound, on a server whose bound is 1 ms and a

@@ -1268,6 +1268,117 @@ def replica_summary(args):
 
 
 
+NOISY_P99_RATIO = 2.0
+QUOTA_COST_RATIO = 0.97
+
+
+def quotas_summary(args):
+    """bench/quotas' report: tenant B's latency alone and beside tenant A's
+    unbounded loop (with quotas, and without), A's admitted and refused
+    calls, and GetNote and AddNote with quotas on, off, on."""
+    work = args.work
+    knobs = knobs_of(
+        (
+            "BENCH_SECS",
+            "BENCH_WARMUP_SECS",
+            "BENCH_CLIENTS",
+            "BENCH_LIST_NOTES",
+            "BENCH_GET_NOTES",
+            "BENCH_DB",
+            "BENCH_CONNECTIONS",
+            "BENCH_B_RATE",
+            "BENCH_A_CONCURRENCY",
+            "BENCH_FAIR_QUOTA",
+            "BENCH_NOTESD_ARGS",
+            "BENCH_NOTESD",
+        )
+    )
+    failures = failures_of(work)
+    runs = {}
+    for phase in ("alone1", "noisy", "alone2", "unlimited"):
+        for part in ("get", "add", "search", "batch"):
+            path = os.path.join(work, f"{phase}_{part}.json")
+            if os.path.exists(path):
+                runs[f"{phase}_{part}"] = load(path, {}) or {}
+    cost = {name: load_phase(work, f"cost_{name}") for name in ("on1_get", "on1_add", "off_get", "off_add", "on2_get", "on2_add")}
+    cpu = {phase: cpu_use(work, phase) for phase in ("alone1", "noisy", "alone2", "unlimited")}
+
+    def b_p99(phase, part):
+        return runs.get(f"{phase}_{part}", {}).get("p99_ms")
+
+    def alone_p99(part):
+        values = [v for v in (b_p99("alone1", part), b_p99("alone2", part)) if v is not None]
+        return max(values) if values else None
+
+    rows, result = [], {"runs": runs, "cost": cost, "cpu": cpu}
+    for part, label in (("get", "GetNote"), ("add", "AddNote")):
+        alone, noisy, unlimited = alone_p99(part), b_p99("noisy", part), b_p99("unlimited", part)
+        r = ratio(noisy, alone)
+        result[f"b_{part}_p99_ratio"] = r
+        result[f"b_{part}_p99_ratio_without_quotas"] = ratio(unlimited, alone)
+        errors = runs.get(f"noisy_{part}", {}).get("errors")
+        rows.append(
+            (
+                f"B's {label} p99 beside A, over alone (A/B/A, the worse alone run)",
+                f"{fmt(r)}× ({fmt(noisy, ' ms')} vs {fmt(alone, ' ms')}); errors {fmt(errors)}",
+                f"≤ {NOISY_P99_RATIO}×, no error",
+                met(None if r is None else (r <= NOISY_P99_RATIO and errors == 0)),
+            )
+        )
+        rows.append(
+            (
+                f"  without quotas (--quotas false): B's {label} p99 beside A",
+                f"{fmt(ratio(unlimited, alone))}× ({fmt(unlimited, ' ms')})",
+                "",
+                "",
+            )
+        )
+    for phase, label in (("noisy", "with quotas"), ("unlimited", "without quotas")):
+        search, batch = runs.get(f"{phase}_search", {}), runs.get(f"{phase}_batch", {})
+        refused = lambda run: (run.get("errors_by_code") or {}).get("ResourceExhausted", 0)
+        secs = search.get("measured_secs") or 0
+        rows.append(
+            (
+                f"A's loop, {label}: searches / batches of 100 admitted a second (refused)",
+                f"{fmt(search.get('ok', 0) / secs if secs else None)} ({fmt(refused(search) / secs if secs else None)})"
+                f" / {fmt(batch.get('ok', 0) / (batch.get('measured_secs') or 1))}"
+                f" ({fmt(refused(batch) / (batch.get('measured_secs') or 1))})",
+                "",
+                "",
+            )
+        )
+    for part, label in (("get", "GetNote"), ("add", "AddNote")):
+        on = [cost[f"on1_{part}"].get("rps"), cost[f"on2_{part}"].get("rps")]
+        on_mean = sum(on) / 2 if None not in on else None
+        off = cost[f"off_{part}"].get("rps")
+        r = ratio(on_mean, off)
+        result[f"{part}_quotas_on_over_off"] = r
+        rows.append(
+            (
+                f"{label}, {fmt(cost[f'off_{part}'].get('concurrency'))} in flight: quotas on (mean of on, on) over off",
+                f"{fmt(r)}× ({fmt(on[0])}, {fmt(on[1])} vs {fmt(off)} calls/s)",
+                f"≥ {QUOTA_COST_RATIO}×",
+                met(at_least(r, QUOTA_COST_RATIO)),
+            )
+        )
+    cpu_rows = [
+        cpu_row(phase, cpu.get(phase) or {}, {})
+        for phase in ("alone1", "noisy", "alone2", "unlimited")
+    ]
+    cpu_rows += [cpu_row(f"cost_{name}", phase.get("cpu") or {}, phase.get("client") or {}) for name, phase in cost.items()]
+    meta = run_meta(args)
+    result.update({"meta": meta, "knobs": knobs, "failures": failures})
+    intro = (
+        "Tenant B calls GetNote and AddNote at a modest, paced rate; tenant A loops on "
+        "SearchNotes and BatchAddNotes of 100 as fast as notesd answers, never backing off. Every "
+        "tenant has the same quota (`BENCH_FAIR_QUOTA`). Then the cost of the check itself: "
+        "GetNote and AddNote at full speed, one tenant, quotas on (its rate out of reach) and off, "
+        "on/off/on, notesd restarted for each."
+    )
+    md = report_lines("notesd fair shares: the noisy neighbour and the cost of quotas", meta, knobs, intro, rows, cpu_rows, failures)
+    write_report(args, md, result, rows, cpu_rows)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -1281,7 +1392,7 @@ def main():
     p.add_argument("out")
     p.add_argument("log_dir")
     p.add_argument("time")
-    for name in ("summary", "search-summary", "edge-summary", "replica-summary"):
+    for name in ("summary", "search-summary", "edge-summary", "replica-summary", "quotas-summary"):
         p = sub.add_parser(name)
         p.add_argument("--work", required=True)
         p.add_argument("--git-rev", default="unknown")
@@ -1309,6 +1420,8 @@ def main():
         edge_summary(args)
     elif args.command == "replica-summary":
         replica_summary(args)
+    elif args.command == "quotas-summary":
+        quotas_summary(args)
 
 
 if __name__ == "__main__":

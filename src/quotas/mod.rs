@@ -40,6 +40,11 @@ use uuid::Uuid;
 use crate::domain::{DomainError, Principal, QuotaExceeded, QuotaLimit, QuotaScope, TenantId};
 use crate::metrics::Metrics;
 
+/// The scopes' maps hash with foldhash, seeded per process: their keys are
+/// authenticated tenants and keys, and SipHash was a visible part of a
+/// call's cost.
+type FastHash = foldhash::fast::RandomState;
+
 type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
 
 /// How long a caller refused by a cap on calls in flight is told to wait.
@@ -101,8 +106,8 @@ struct Inner {
     tenant_defaults: Limits,
     key_defaults: Limits,
     overrides: QuotaSource,
-    tenants: Mutex<HashMap<TenantId, Arc<Scope>>>,
-    keys: Mutex<HashMap<Uuid, Arc<Scope>>>,
+    tenants: Mutex<HashMap<TenantId, Arc<Scope>, FastHash>>,
+    keys: Mutex<HashMap<Uuid, Arc<Scope>, FastHash>>,
 }
 
 /// The limits and state of one tenant or key, as of one load of the
@@ -259,11 +264,19 @@ impl RateHeaders {
         }
     }
 
-    /// Sets the three headers (replacing any there).
+    /// Sets the three headers (replacing any there). `ratelimit-remaining`
+    /// changes from call to call, so it is marked never to be indexed:
+    /// HPACK would otherwise add each new value to the connection's table,
+    /// pushing out the headers that repeat (the limit, mostly the reset).
     pub(crate) fn insert_into(&self, headers: &mut http::HeaderMap) {
-        headers.insert("ratelimit-limit", self.limit.into());
-        headers.insert("ratelimit-remaining", self.remaining.into());
-        headers.insert("ratelimit-reset", self.reset_secs.into());
+        static LIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit-limit");
+        static REMAINING: http::HeaderName = http::HeaderName::from_static("ratelimit-remaining");
+        static RESET: http::HeaderName = http::HeaderName::from_static("ratelimit-reset");
+        let mut remaining = http::HeaderValue::from(self.remaining);
+        remaining.set_sensitive(true);
+        headers.insert(LIMIT.clone(), self.limit.into());
+        headers.insert(REMAINING.clone(), remaining);
+        headers.insert(RESET.clone(), self.reset_secs.into());
     }
 }
 
@@ -496,11 +509,10 @@ impl Quotas {
                 return Err(err);
             }
         };
-        let shares = [
+        crate::storage::share_connections([
             key.as_ref().and_then(|key| key.connections.clone()),
             tenant.connections.clone(),
-        ];
-        crate::storage::share_connections(shares.into_iter().flatten().collect());
+        ]);
         if let Some(call) = call {
             let _ = call.admitted.set(Admitted {
                 tenant,
@@ -568,7 +580,7 @@ fn count_refusal(metrics: &Metrics, err: &DomainError) {
 }
 
 /// Drops the scopes no call holds once the map is full.
-fn make_room<K>(map: &mut HashMap<K, Arc<Scope>>) {
+fn make_room<K>(map: &mut HashMap<K, Arc<Scope>, FastHash>) {
     if map.len() >= MAX_SCOPES {
         map.retain(|_, scope| Arc::strong_count(scope) > 1);
     }

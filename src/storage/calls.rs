@@ -58,11 +58,20 @@ pub(crate) struct CallScope {
     /// Its number in this process, which makes its name (`name`).
     number: u64,
     began_work: Arc<AtomicBool>,
-    /// The shares of the pool its transactions hold a place in.
-    shares: Arc<OnceLock<Vec<Arc<tokio::sync::Semaphore>>>>,
-    /// Its transactions that hold a place in them now.
-    holding: Arc<AtomicUsize>,
+    /// Its shares of the pool.
+    pool_shares: Arc<PoolShares>,
 }
+
+/// The shares of the pool a call's transactions hold a place in (its
+/// key's, its tenant's), and how many of them hold one now.
+#[derive(Debug, Default)]
+struct PoolShares {
+    shares: OnceLock<Shares>,
+    holding: AtomicUsize,
+}
+
+/// A key's share and a tenant's, each if it has one.
+pub(crate) type Shares = [Option<Arc<tokio::sync::Semaphore>>; 2];
 
 /// Calls named so far by this process.
 static CALLS: AtomicU64 = AtomicU64::new(0);
@@ -78,8 +87,7 @@ impl CallScope {
             reads_replicas: false,
             number,
             began_work: Arc::default(),
-            shares: Arc::default(),
-            holding: Arc::default(),
+            pool_shares: Arc::default(),
         }
     }
 
@@ -118,23 +126,23 @@ fn process_tag() -> &'static str {
 /// Bounds the connections the current call's transactions hold by
 /// `shares` (its key's and its tenant's, in that order: every call takes
 /// them in the same order). Set once, when the call is admitted.
-pub(crate) fn share_connections(shares: Vec<Arc<tokio::sync::Semaphore>>) {
-    if shares.is_empty() {
+pub(crate) fn share_connections(shares: Shares) {
+    if shares.iter().all(Option::is_none) {
         return;
     }
-    let _ = CURRENT.try_with(|call| call.shares.set(shares));
+    let _ = CURRENT.try_with(|call| call.pool_shares.shares.set(shares));
 }
 
 /// A transaction's places in its call's shares of the pool.
 #[derive(Debug)]
 pub(super) struct SharePlaces {
-    _permits: Vec<tokio::sync::OwnedSemaphorePermit>,
-    holding: Arc<AtomicUsize>,
+    _permits: [Option<tokio::sync::OwnedSemaphorePermit>; 2],
+    call: Arc<PoolShares>,
 }
 
 impl Drop for SharePlaces {
     fn drop(&mut self) {
-        self.holding.fetch_sub(1, Ordering::AcqRel);
+        self.call.holding.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -142,28 +150,29 @@ impl Drop for SharePlaces {
 /// pool, waiting at most `wait` for each (`None`: no call, no shares, or
 /// the call holds its places already).
 pub(super) async fn take_share_places(wait: Duration) -> Result<Option<SharePlaces>, sqlx::Error> {
-    let Ok(Some((shares, holding))) = CURRENT.try_with(|call| {
-        let shares = call.shares.get()?.clone();
-        (call.holding.fetch_add(1, Ordering::AcqRel) == 0)
-            .then(|| (shares, Arc::clone(&call.holding)))
-            .or_else(|| {
-                call.holding.fetch_sub(1, Ordering::AcqRel);
-                None
-            })
+    let Ok(Some((shares, call))) = CURRENT.try_with(|call| {
+        let pool_shares = &call.pool_shares;
+        let shares = pool_shares.shares.get()?.clone();
+        if pool_shares.holding.fetch_add(1, Ordering::AcqRel) > 0 {
+            pool_shares.holding.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some((shares, Arc::clone(pool_shares)))
     }) else {
         return Ok(None);
     };
     // Counted from here: given back on every way out.
     let mut places = SharePlaces {
-        _permits: Vec::with_capacity(shares.len()),
-        holding,
+        _permits: [None, None],
+        call,
     };
-    for share in shares {
+    for (place, share) in places._permits.iter_mut().zip(shares) {
+        let Some(share) = share else { continue };
         let permit = tokio::time::timeout(wait, share.acquire_owned())
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut)?
             .map_err(|_| sqlx::Error::PoolClosed)?;
-        places._permits.push(permit);
+        *place = Some(permit);
     }
     Ok(Some(places))
 }

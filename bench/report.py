@@ -1289,6 +1289,7 @@ def quotas_summary(args):
             "BENCH_B_RATE",
             "BENCH_A_CONCURRENCY",
             "BENCH_FAIR_QUOTA",
+            "BENCH_A_OVERRIDE",
             "BENCH_NOTESD_ARGS",
             "BENCH_NOTESD",
         )

@@ -86,7 +86,7 @@ impl NotesApi {
         request: &pb::ListNotesRequest,
     ) -> Result<pb::ListNotesResponse, DomainError> {
         let page_size = list::page_size("page_size", request.page_size)?;
-        charge(units_for(page_size, cost::PAGE_NOTES_PER_UNIT))?;
+        charge(units_for(page_size, cost::PAGE_NOTES_PER_UNIT));
         let filter = convert::parse_list_filter(request)?;
         let after = page_token::decode_notes(&filter, &request.page_token)?;
         let (page, watch_from) = self
@@ -162,7 +162,7 @@ impl NotesApi {
         subject: &pb::Subject,
         page_size: usize,
     ) -> Result<Vec<pb::Note>, DomainError> {
-        charge(units_for(page_size, cost::PAGE_NOTES_PER_UNIT))?;
+        charge(units_for(page_size, cost::PAGE_NOTES_PER_UNIT));
         let filter = NoteFilter {
             about: Some(convert::parse_subject("subject", Some(subject))?),
             ..Default::default()
@@ -229,7 +229,7 @@ impl NotesApi {
     ) -> Result<pb::ListNoteRevisionsResponse, DomainError> {
         let id = convert::parse_note_id("note_id", &request.note_id)?;
         let page_size = list::page_size("page_size", request.page_size)?;
-        charge(units_for(page_size, cost::PAGE_NOTES_PER_UNIT))?;
+        charge(units_for(page_size, cost::PAGE_NOTES_PER_UNIT));
         let before = page_token::decode_revisions(id, &request.page_token)?;
         let page = self
             .notes
@@ -268,7 +268,7 @@ impl NotesApi {
             order,
             page_size,
         } = search::parse_request(request)?;
-        charge(cost::SEARCH)?;
+        charge(cost::SEARCH);
         let after = page_token::decode_search(&filter, &query, order, &request.page_token)?;
         let page = self
             .notes
@@ -309,7 +309,7 @@ impl NotesApi {
         principal: &Principal,
         request: &pb::BatchGetNotesRequest,
     ) -> Result<pb::BatchGetNotesResponse, DomainError> {
-        charge(units_for(request.ids.len(), cost::BATCH_NOTES_PER_UNIT))?;
+        charge(units_for(request.ids.len(), cost::BATCH_NOTES_PER_UNIT));
         let ids = batch::parse_ids("ids", &request.ids)?;
         let notes = self
             .notes
@@ -328,7 +328,7 @@ impl NotesApi {
         charge(units_for(
             request.requests.len(),
             cost::BATCH_NOTES_PER_UNIT,
-        ))?;
+        ));
         let html: usize = request
             .requests
             .iter()
@@ -404,7 +404,7 @@ impl NotesApi {
         charge(units_for(
             request.requests.len(),
             cost::BATCH_NOTES_PER_UNIT,
-        ))?;
+        ));
         let deletes = batch::parse_deletes(request)?;
         let notes = self
             .notes
@@ -424,7 +424,7 @@ impl NotesApi {
         if !principal.is_admin() {
             return Err(DomainError::AdminKeyRequired);
         }
-        charge(cost::PURGE)?;
+        charge(cost::PURGE);
         let target = batch::parse_purge(request)?;
         let purged = self.notes.purge_notes(principal, &target).await?;
         Ok(pb::PurgeNotesResponse {
@@ -435,10 +435,10 @@ impl NotesApi {
     }
 }
 
-/// Takes the rest of a call's cost (`units` in all; the edge took one)
-/// from its quotas, before any of its database work (docs/quotas.md).
-fn charge(units: u32) -> Result<(), DomainError> {
-    crate::quotas::charge(units.saturating_sub(1))
+/// Charges the rest of a call's cost (`units` in all; the edge took one)
+/// to its quotas, before any of its database work (docs/quotas.md).
+fn charge(units: u32) {
+    crate::quotas::charge(units.saturating_sub(1));
 }
 
 /// The gRPC status code of each kind of error: what the gRPC edge answers

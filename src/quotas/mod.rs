@@ -3,7 +3,7 @@
 //! before its body is read or any database work is done.
 //!
 //! Each scope (a tenant, a key) has up to five limits: a request rate in
-//! units a second with a burst (GCRA, by `governor`), calls in flight,
+//! units a second with a burst (GCRA: [`bucket`]), calls in flight,
 //! watches open, and database connections held. A call refused by the
 //! rate or a cap costs a few map lookups and atomic operations, no
 //! allocation that grows with it and no round trip. The limits are the
@@ -11,13 +11,18 @@
 //! PostgreSQL (`notesd quotas set`), which every notesd reads again within
 //! a second of a change ([`overrides`]).
 //!
-//! Every call takes one unit at the edge; a call whose size is known only
-//! from its body (a batch, a page, a search) takes the rest with
-//! [`charge`] once decoded, before any database work. The edges answer a
+//! Every call takes one unit at the edge, if its buckets hold it; a call
+//! whose cost is more (a batch, a page, a search) is charged the rest with
+//! [`charge`] once decoded, before any database work, whatever its buckets
+//! hold: a bucket charged past empty refuses its scope's next calls until
+//! the refill has paid for it. The edges answer a
 //! refusal as RESOURCE_EXHAUSTED (gRPC) or 429 (HTTP) and report the
 //! bucket on every answer ([`RateHeaders`]).
 
+mod bucket;
 mod overrides;
+
+use bucket::{Bucket, Level};
 
 pub(crate) use crate::domain::quota::Limits;
 pub use crate::domain::quota::Override;
@@ -30,10 +35,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use governor::clock::{Clock as _, DefaultClock};
-use governor::middleware::{StateInformationMiddleware, StateSnapshot};
-use governor::state::{InMemoryState, NotKeyed};
-use governor::{Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
@@ -44,8 +45,6 @@ use crate::metrics::Metrics;
 /// authenticated tenants and keys, and SipHash was a visible part of a
 /// call's cost.
 type FastHash = foldhash::fast::RandomState;
-
-type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
 
 /// How long a caller refused by a cap on calls in flight is told to wait.
 const CALLS_RETRY_AFTER: Duration = Duration::from_millis(100);
@@ -119,7 +118,7 @@ struct Scope {
     /// a new load leaves as they were keeps its state.
     generation: AtomicU64,
     limits: Limits,
-    rate: Option<Limiter>,
+    rate: Option<Bucket>,
     calls: Option<Arc<Semaphore>>,
     watchers: Option<Arc<Semaphore>>,
     connections: Option<Arc<Semaphore>>,
@@ -131,10 +130,9 @@ fn semaphore(limit: Option<NonZeroU32>) -> Option<Arc<Semaphore>> {
 
 impl Scope {
     fn new(scope: QuotaScope, generation: u64, limits: Limits) -> Self {
-        let rate = limits.bucket().map(|(rate, burst)| {
-            let quota = Quota::per_second(rate).allow_burst(burst);
-            RateLimiter::direct(quota).with_middleware::<StateInformationMiddleware>()
-        });
+        let rate = limits
+            .bucket()
+            .map(|(rate, burst)| Bucket::new(rate.get(), burst.get()));
         Self {
             scope,
             generation: AtomicU64::new(generation),
@@ -160,32 +158,19 @@ impl Scope {
         })
     }
 
-    /// Takes `units` from the bucket, `taken` having been taken for the
-    /// same call already: at most what a full bucket holds beyond `taken`,
-    /// so that a call costlier than the burst still succeeds from a full
-    /// bucket.
-    fn spend(&self, units: u32, taken: u32) -> Result<Option<RateHeaders>, DomainError> {
-        let Some(limiter) = &self.rate else {
+    /// Takes `units` from the bucket if it holds them, or the refusal.
+    fn take(&self, units: u32) -> Result<Option<Level>, DomainError> {
+        let Some(bucket) = &self.rate else {
             return Ok(None);
         };
-        let (rate, burst) = self.limits.bucket().expect("a limiter has a bucket");
-        let Some(units) = NonZeroU32::new(units.min(burst.get().saturating_sub(taken))) else {
-            return Ok(None);
-        };
-        match limiter.check_n(units) {
-            Ok(Ok(snapshot)) => Ok(Some(RateHeaders::from_snapshot(&snapshot))),
-            Ok(Err(not_until)) => {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
-                Err(DomainError::QuotaExceeded(Box::new(QuotaExceeded {
-                    limit: QuotaLimit::Rate,
-                    scope: self.scope.clone(),
-                    allowed: rate.get(),
-                    retry_after: wait,
-                })))
-            }
-            // Not reached: `units` is at most the burst.
-            Err(_) => Ok(None),
-        }
+        bucket.take(units).map(Some).map_err(|wait| {
+            DomainError::QuotaExceeded(Box::new(QuotaExceeded {
+                limit: QuotaLimit::Rate,
+                scope: self.scope.clone(),
+                allowed: self.limits.rate.map_or(0, NonZeroU32::get),
+                retry_after: wait,
+            }))
+        })
     }
 
     /// A permit of `semaphore` (a cap of `limit`), or the refusal.
@@ -234,15 +219,11 @@ pub(crate) struct RateHeaders {
 }
 
 impl RateHeaders {
-    fn from_snapshot(snapshot: &StateSnapshot) -> Self {
-        let quota = snapshot.quota();
-        let limit = quota.burst_size().get();
-        let remaining = snapshot.remaining_burst_capacity().min(limit);
-        let refill = quota.replenish_interval() * (limit - remaining);
+    fn of(level: Level) -> Self {
         Self {
-            limit,
-            remaining,
-            reset_secs: refill.as_secs_f64().ceil() as u64,
+            limit: level.burst,
+            remaining: level.remaining,
+            reset_secs: level.full_in.as_secs_f64().ceil() as u64,
         }
     }
 
@@ -341,7 +322,6 @@ impl CallQuota {
 struct Admitted {
     tenant: Arc<Scope>,
     key: Option<Arc<Scope>>,
-    metrics: Arc<Metrics>,
 }
 
 tokio::task_local! {
@@ -358,46 +338,55 @@ pub(crate) async fn run<F: Future>(call: Arc<CallQuota>, work: F) -> F::Output {
     CURRENT.scope(call, work).await
 }
 
-/// Takes `units` more from the buckets the current call was admitted
-/// under (its whole cost is `units` + the one taken at the edge), or the
-/// refusal. Nothing outside an admitted call.
-pub(crate) fn charge(units: u32) -> Result<(), DomainError> {
+/// Charges the rest of the current call's cost, `units` more than the one
+/// taken at the edge, to the buckets it was admitted under, whatever they
+/// hold: the call runs, and a bucket charged past empty refuses its
+/// scope's next calls until the refill has paid for it (`bucket`).
+/// Nothing outside an admitted call.
+pub(crate) fn charge(units: u32) {
     if units == 0 {
-        return Ok(());
+        return;
     }
-    CURRENT
-        .try_with(|call| {
-            let Some(admitted) = call.admitted.get() else {
-                return Ok(());
-            };
-            let (tenant, key) = (&admitted.tenant, admitted.key.as_deref());
-            let spent = spend_both(tenant, key, units, 1);
-            call.report_spent(&spent, tenant, key);
-            if let Err(err) = &spent {
-                count_refusal(&admitted.metrics, err);
-            }
-            spent.map(|_| ())
-        })
-        .unwrap_or(Ok(()))
+    let _ = CURRENT.try_with(|call| {
+        let Some(admitted) = call.admitted.get() else {
+            return;
+        };
+        let owe = |scope: &Scope| {
+            scope
+                .rate
+                .as_ref()
+                .map(|bucket| RateHeaders::of(bucket.owe(units)))
+        };
+        let by_key = admitted.key.as_deref().and_then(owe);
+        let by_tenant = owe(&admitted.tenant);
+        call.report(tighter(by_key, by_tenant));
+    });
 }
 
-/// Takes `units` from the key's bucket, then the tenant's, `taken` having
-/// been taken from each for the same call already.
-fn spend_both(
-    tenant: &Scope,
-    key: Option<&Scope>,
-    units: u32,
-    taken: u32,
-) -> Result<Option<RateHeaders>, DomainError> {
+/// The tighter of two buckets' states, either of which may be absent.
+fn tighter(a: Option<RateHeaders>, b: Option<RateHeaders>) -> Option<RateHeaders> {
+    match (a, b) {
+        (Some(a), b) => Some(a.tighter(b)),
+        (None, b) => b,
+    }
+}
+
+/// Takes the edge's unit from the key's bucket, then the tenant's; a unit
+/// the key's gave is given back when the tenant's refuses.
+fn take_both(tenant: &Scope, key: Option<&Scope>) -> Result<Option<RateHeaders>, DomainError> {
     let by_key = match key {
-        Some(key) => key.spend(units, taken)?,
+        Some(key) => key.take(1)?,
         None => None,
     };
-    let by_tenant = tenant.spend(units, taken)?;
-    Ok(match (by_key, by_tenant) {
-        (Some(key), tenant) => Some(key.tighter(tenant)),
-        (None, tenant) => tenant,
-    })
+    let by_tenant = tenant.take(1).inspect_err(|_| {
+        if let Some(bucket) = key.and_then(|key| key.rate.as_ref()) {
+            bucket.give_back(1);
+        }
+    })?;
+    Ok(tighter(
+        by_key.map(RateHeaders::of),
+        by_tenant.map(RateHeaders::of),
+    ))
 }
 
 /// The headers of a call refused by a rate.
@@ -476,7 +465,7 @@ impl Quotas {
         let key = principal
             .key
             .map(|key| self.key_scope(&principal.tenant, key, generation));
-        let spent = spend_both(&tenant, key.as_deref(), 1, 0);
+        let spent = take_both(&tenant, key.as_deref());
         if let Some(call) = call {
             call.report_spent(&spent, &tenant, key.as_deref());
         }
@@ -514,11 +503,7 @@ impl Quotas {
             tenant.connections.clone(),
         ]);
         if let Some(call) = call {
-            let _ = call.admitted.set(Admitted {
-                tenant,
-                key,
-                metrics: Arc::clone(&self.inner.metrics),
-            });
+            let _ = call.admitted.set(Admitted { tenant, key });
         }
         Ok(Admission {
             _permits: [by_key, by_tenant],

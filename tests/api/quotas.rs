@@ -144,7 +144,9 @@ async fn a_tenant_bucket_is_shared_by_its_keys() {
 }
 
 /// Costly calls take more units (the cost table): a search 10, a batch of
-/// 30 ids 3, a page of 1,000 notes 10.
+/// 30 ids 3, a page of 1,000 notes 10. A call that finds its unit at the
+/// edge runs, and the rest of its cost is a debt its tenant's next calls
+/// wait for.
 #[tokio::test(flavor = "multi_thread")]
 async fn costly_calls_take_more_units() {
     let app = spawn_app_with(|settings| {
@@ -152,11 +154,12 @@ async fn costly_calls_take_more_units() {
     })
     .await;
     let mut alice = app.member("acme", "alice").await;
+    let search = || pb::SearchNotesRequest {
+        query: "invoice".into(),
+        ..Default::default()
+    };
     let answer = alice
-        .search_notes(pb::SearchNotesRequest {
-            query: "invoice".into(),
-            ..Default::default()
-        })
+        .search_notes(search())
         .await
         .expect("a search within the burst");
     // Its headers report the bucket after its whole cost.
@@ -177,14 +180,18 @@ async fn costly_calls_take_more_units() {
         .await
         .expect("a page within the burst");
     assert_eq!(bucket(answer.metadata()), (25, 2));
-    let refused = alice
-        .search_notes(pb::SearchNotesRequest {
-            query: "invoice".into(),
-            ..Default::default()
-        })
+    // Two units left: the search finds its first, runs, and owes 8.
+    let answer = alice
+        .search_notes(search())
         .await
-        .unwrap_err();
-    assert_refused(&refused, "RATE_LIMITED", "tenant:acme");
+        .expect("a search that finds its first unit runs");
+    assert_eq!(bucket(answer.metadata()), (25, 0));
+    let refused = list(&mut alice).await.unwrap_err();
+    let delay = assert_refused(&refused, "RATE_LIMITED", "tenant:acme");
+    assert!(
+        delay > Duration::from_secs(5) && delay <= Duration::from_secs(9),
+        "the debt of 8 units, at one a second, then a unit: {delay:?}"
+    );
 }
 
 /// Runs the built `notesd` with `args` against the test database.
@@ -574,12 +581,13 @@ async fn facades_answer_429_in_their_vendors_shape() {
     };
     let (status, headers, _) = http(close()).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(text(&headers, "ratelimit"), "limit=1, remaining=0, reset=1");
+    // Its list of 101 notes costs 2 units: 1 owed past the burst of 1.
+    assert_eq!(text(&headers, "ratelimit"), "limit=1, remaining=0, reset=2");
     let (status, headers, body) = http(close()).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
     assert_refused_headers(&headers);
     let rate_reset = body["error"]["rate_reset"].as_f64().expect("rate_reset");
-    assert!(rate_reset > 0.0 && rate_reset <= 1.0, "{body}");
+    assert!(rate_reset > 1.0 && rate_reset <= 2.0, "{body}");
     assert_eq!(body["error"]["rate_limit"], 1, "{body}");
     assert_eq!(body["error"]["rate_limit_type"], "RATE_LIMITED", "{body}");
     assert!(body["error"]["message"].is_string(), "{body}");

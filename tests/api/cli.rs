@@ -7,11 +7,11 @@ use tonic::Code;
 use crate::helpers::*;
 
 /// Runs the built `notesd` with `args` and `DATABASE_URL` set to the test
-/// database; asserts it succeeded.
-async fn notesd(app: &TestApp, args: &[&str]) -> Output {
+/// database.
+pub async fn run_notesd(app: &TestApp, args: &[&str]) -> Output {
     let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
     let url = app.database_url.clone();
-    let output = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_notesd"))
             .args(&args)
             .env("DATABASE_URL", url)
@@ -19,7 +19,12 @@ async fn notesd(app: &TestApp, args: &[&str]) -> Output {
             .expect("notesd runs")
     })
     .await
-    .expect("the blocking task");
+    .expect("the blocking task")
+}
+
+/// [`run_notesd`], asserting it succeeded.
+async fn notesd(app: &TestApp, args: &[&str]) -> Output {
+    let output = run_notesd(app, args).await;
     assert!(
         output.status.success(),
         "notesd failed: {}",

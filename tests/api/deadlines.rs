@@ -16,7 +16,7 @@ use crate::helpers::*;
 
 /// Holds the lock of note `id` (as the database owner) until dropped or
 /// committed.
-async fn lock_note(app: &TestApp, id: &str) -> PgConnection {
+pub async fn lock_note(app: &TestApp, id: &str) -> PgConnection {
     let mut conn = PgConnection::connect(&app.database_url).await.unwrap();
     sqlx::query("begin").execute(&mut conn).await.unwrap();
     sqlx::query("select 1 from notes where id = $1::uuid for update")

@@ -3,7 +3,7 @@
 //! from the CLI on every replica, and the answers on gRPC and on every
 //! facade.
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use notesd::proto::notes::v1 as pb;
@@ -14,6 +14,8 @@ use tonic::Code;
 use tonic_types::StatusExt as _;
 use uuid::Uuid;
 
+use crate::cli::run_notesd as notesd;
+use crate::deadlines::lock_note;
 use crate::helpers::*;
 
 /// The id of a key `nk_<id>_<secret>`.
@@ -194,21 +196,6 @@ async fn costly_calls_take_more_units() {
     );
 }
 
-/// Runs the built `notesd` with `args` against the test database.
-async fn notesd(app: &TestApp, args: &[&str]) -> Output {
-    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    let url = app.database_url.clone();
-    tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_notesd"))
-            .args(&args)
-            .env("DATABASE_URL", url)
-            .output()
-            .expect("notesd runs")
-    })
-    .await
-    .expect("the blocking task")
-}
-
 #[track_caller]
 fn succeeded(output: &Output) -> String {
     assert!(
@@ -329,20 +316,6 @@ async fn overrides_from_the_cli_reach_every_replica() {
     second.stop().await;
 }
 
-/// Holds the lock of note `id` (as the database owner) until closed.
-async fn lock_note(app: &TestApp, id: &str) -> sqlx::PgConnection {
-    let mut conn = sqlx::PgConnection::connect(&app.database_url)
-        .await
-        .unwrap();
-    sqlx::query("begin").execute(&mut conn).await.unwrap();
-    sqlx::query("select 1 from notes where id = $1::uuid for update")
-        .bind(id)
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    conn
-}
-
 /// Waits until a statement of the test's database waits for a lock.
 async fn until_waiting_for_the_lock(app: &TestApp) {
     let start = Instant::now();
@@ -360,6 +333,25 @@ async fn until_waiting_for_the_lock(app: &TestApp) {
         assert!(start.elapsed() < Duration::from_secs(10), "nothing waits");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// A note of `client`'s, and an UpdateNote of it held in flight on the
+/// note's lock (until the lock is closed).
+async fn hold_a_call(
+    app: &TestApp,
+    client: &Client,
+) -> (
+    pb::Note,
+    sqlx::PgConnection,
+    tokio::task::JoinHandle<Result<tonic::Response<pb::UpdateNoteResponse>, tonic::Status>>,
+) {
+    let mut client = client.clone();
+    let note = add(&mut client, text_note("customer", "c-1", "held")).await;
+    let lock = lock_note(app, &note.id).await;
+    let update = retitle(&note);
+    let in_flight = tokio::spawn(async move { client.update_note(update).await });
+    until_waiting_for_the_lock(app).await;
+    (note, lock, in_flight)
 }
 
 fn retitle(note: &pb::Note) -> pb::UpdateNoteRequest {
@@ -385,12 +377,7 @@ async fn a_tenant_has_at_most_its_calls_in_flight() {
     })
     .await;
     let mut alice = app.member("acme", "alice").await;
-    let note = add(&mut alice, text_note("customer", "c-1", "held")).await;
-    let lock = lock_note(&app, &note.id).await;
-    let mut held = alice.clone();
-    let update = retitle(&note);
-    let in_flight = tokio::spawn(async move { held.update_note(update).await });
-    until_waiting_for_the_lock(&app).await;
+    let (note, lock, in_flight) = hold_a_call(&app, &alice).await;
 
     let refused = get(&mut alice, &note.id).await.unwrap_err();
     let delay = assert_refused(&refused, "TOO_MANY_CALLS", "tenant:acme");
@@ -417,13 +404,8 @@ async fn a_tenant_beyond_its_share_of_the_pool_waits_in_its_own_queue() {
         settings.quotas.tenant = "connections=1".parse().unwrap();
     })
     .await;
-    let mut alice = app.member("acme", "alice").await;
-    let note = add(&mut alice, text_note("customer", "c-1", "held")).await;
-    let lock = lock_note(&app, &note.id).await;
-    let mut held = alice.clone();
-    let update = retitle(&note);
-    let in_flight = tokio::spawn(async move { held.update_note(update).await });
-    until_waiting_for_the_lock(&app).await;
+    let alice = app.member("acme", "alice").await;
+    let (_note, lock, in_flight) = hold_a_call(&app, &alice).await;
 
     let mut queued = alice.clone();
     let mut waiting = tokio::spawn(async move { list(&mut queued).await });
@@ -523,12 +505,7 @@ pub async fn too_many_calls() -> tonic::Status {
     })
     .await;
     let mut alice = app.member("acme", "alice").await;
-    let note = add(&mut alice, text_note("customer", "c-1", "held")).await;
-    let lock = lock_note(&app, &note.id).await;
-    let mut held = alice.clone();
-    let update = retitle(&note);
-    let in_flight = tokio::spawn(async move { held.update_note(update).await });
-    until_waiting_for_the_lock(&app).await;
+    let (note, lock, in_flight) = hold_a_call(&app, &alice).await;
     let refused = get(&mut alice, &note.id).await.unwrap_err();
     lock.close().await.unwrap();
     in_flight.await.unwrap().expect("the held call ends well");

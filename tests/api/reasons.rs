@@ -374,37 +374,33 @@ fn edge_reasons() -> BTreeSet<&'static str> {
 /// those of the gRPC edge, so a reason added to the server but neither
 /// documented nor produced here fails too.
 fn defined_reasons() -> BTreeSet<&'static str> {
-    let source = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/domain/error.rs"));
-    let body = source
-        .split("pub fn reason(&self)")
-        .nth(1)
-        .expect("DomainError::reason in src/domain/error.rs");
-    let body = &body[..body.find("\n    }\n").expect("the end of reason()")];
-    let reasons: BTreeSet<&str> = body
-        .split("=> \"")
-        .skip(1)
-        .filter_map(|rest| rest.split('"').next())
-        .collect();
+    let error = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/domain/error.rs"));
+    let reasons = reasons_in(error, "pub fn reason(&self)");
     assert!(reasons.len() >= 10, "reason() was parsed: {reasons:?}");
     // A quota's refusal takes its reason from the limit that refused.
     let quota = include_str!(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/src/domain/quota/mod.rs"
     ));
-    let body = quota
-        .split("pub fn reason(self)")
-        .nth(1)
-        .expect("QuotaLimit::reason in src/domain/quota/mod.rs");
-    let body = &body[..body.find("\n    }\n").expect("the end of reason()")];
-    let quota: BTreeSet<&str> = body
-        .split("=> \"")
-        .skip(1)
-        .filter_map(|rest| rest.split('"').next())
-        .collect();
+    let quota = reasons_in(quota, "pub fn reason(self)");
     assert_eq!(quota.len(), 3, "QuotaLimit::reason was parsed: {quota:?}");
     let edge = edge_reasons();
     assert_eq!(edge.len(), 2, "limits.rs was parsed: {edge:?}");
     reasons.union(&edge).copied().chain(quota).collect()
+}
+
+/// The `=> "REASON"` strings of the function whose signature starts with
+/// `signature` in `source`.
+fn reasons_in(source: &'static str, signature: &str) -> BTreeSet<&'static str> {
+    let body = source
+        .split(signature)
+        .nth(1)
+        .unwrap_or_else(|| panic!("{signature} in the source"));
+    let body = &body[..body.find("\n    }\n").expect("the end of the function")];
+    body.split("=> \"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .collect()
 }
 
 /// A search cut short by its bound, on a server whose bound is 1 ms and a

@@ -147,15 +147,17 @@ pub(crate) struct Admitted<V> {
 }
 
 /// Admits `principal`'s call under its quotas, or says which refused it
-/// (for the vendor's 429).
-pub(crate) fn admit_under_quotas<V>(
+/// (for the vendor's 429), a refusal by a rate once a retry could succeed
+/// (`Quotas::pace`).
+pub(crate) async fn admit_under_quotas<V>(
     state: &CompatState,
     principal: &Principal,
 ) -> Result<Admitted<V>, DomainError> {
     let call = crate::quotas::current();
-    let admission = state
-        .quotas
-        .admit(principal, CallKind::Call, call.as_ref())?;
+    let admission = match state.quotas.admit(principal, CallKind::Call, call.as_ref()) {
+        Ok(admission) => admission,
+        Err(err) => return Err(state.quotas.pace(principal, err, call.as_deref()).await),
+    };
     Ok(Admitted {
         _admission: admission,
         _vendor: PhantomData,
@@ -196,7 +198,9 @@ impl<V: KeySource> FromRequestParts<CompatState> for Caller<V> {
             )
             .await
             .map_err(V::refuse)?;
-        let admitted = admit_under_quotas(state, &principal).map_err(V::refuse)?;
+        let admitted = admit_under_quotas(state, &principal)
+            .await
+            .map_err(V::refuse)?;
         Ok(Self(principal, admitted))
     }
 }

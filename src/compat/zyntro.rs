@@ -480,7 +480,9 @@ async fn handle(
     let _in_flight = admit::<Zyntro>(state)?;
     // Its quotas, once its caller is known: after its body, which holds
     // its credentials.
-    let _admitted = admit_under_quotas::<Zyntro>(state, &principal).map_err(ZyntroError::from)?;
+    let _admitted = admit_under_quotas::<Zyntro>(state, &principal)
+        .await
+        .map_err(ZyntroError::from)?;
     let note = request.contact_note()?;
     // The key's tenant is its organization: another org's id is a key
     // that no user of that org holds.

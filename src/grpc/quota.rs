@@ -2,7 +2,8 @@
 //! behind authentication admits each notes.v1 call under its key's and
 //! its tenant's quotas before its body is read, or answers
 //! RESOURCE_EXHAUSTED (`RATE_LIMITED`, `TOO_MANY_CALLS`,
-//! `TOO_MANY_WATCHERS`, with a QuotaFailure and a RetryInfo) at once.
+//! `TOO_MANY_WATCHERS`, with a QuotaFailure and a RetryInfo), a refusal
+//! by a rate once a retry could succeed (at most a second later).
 //! Every answer under a rate carries `ratelimit-limit`,
 //! `ratelimit-remaining` and `ratelimit-reset` in its response metadata.
 //! A call holds its place among its scopes' calls in flight (a watch: its
@@ -89,11 +90,19 @@ where
         let admission = match admitted {
             Ok(admission) => admission,
             Err(err) => {
-                let mut response = Status::from(err).into_http::<R>();
-                if let Some(headers) = call.headers() {
-                    headers.insert_into(response.headers_mut());
-                }
-                return Box::pin(std::future::ready(Ok(response.map(HeldBody::unheld))));
+                // The refusal is held (`Quotas::pace`) with the request,
+                // body and all, dropped.
+                let principal = principal.clone();
+                drop(request);
+                let quotas = self.quotas.clone();
+                return Box::pin(async move {
+                    let err = quotas.pace(&principal, err, Some(&call)).await;
+                    let mut response = Status::from(err).into_http::<R>();
+                    if let Some(headers) = call.headers() {
+                        headers.insert_into(response.headers_mut());
+                    }
+                    Ok(response.map(HeldBody::unheld))
+                });
             }
         };
         // The service that was polled ready serves this call.

@@ -50,6 +50,10 @@ type FastHash = foldhash::fast::RandomState;
 const CALLS_RETRY_AFTER: Duration = Duration::from_millis(100);
 /// How long a caller refused by its cap on watches is told to wait.
 const WATCHERS_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// The longest a refusal is held before it is answered ([`Quotas::pace`]).
+const MAX_PACE: Duration = Duration::from_secs(1);
+/// What a held refusal leaves of its call's deadline, to be answered in.
+const PACE_MARGIN: Duration = Duration::from_millis(20);
 /// More scopes than this in memory: the ones no call holds are dropped
 /// (they are made again, with full buckets, when next used). Scopes are
 /// only ever made for authenticated callers, whose keys the operator
@@ -508,6 +512,66 @@ impl Quotas {
         Ok(Admission {
             _permits: [by_key, by_tenant],
         })
+    }
+
+    /// Holds the refusal `err` of a call of `principal` by a rate until a retry
+    /// could succeed, at most [`MAX_PACE`] and never past the call's
+    /// deadline, then returns it with what is left of its retry delay
+    /// (reported to `call` too). A client that retries at once, ignoring
+    /// the delay, is so slowed to about one call per delay for each of its
+    /// calls in flight, instead of spending the server's time on refusals
+    /// as fast as it can send.
+    ///
+    /// The held refusal takes a place among its scopes' calls in flight,
+    /// where they have a cap, so a scope holds no more refusals than it
+    /// may make calls; with no place free (or no cap on its tenant's
+    /// calls), it is answered at once. The caller drops the call's body
+    /// before it waits.
+    pub(crate) async fn pace(
+        &self,
+        principal: &Principal,
+        mut err: DomainError,
+        call: Option<&CallQuota>,
+    ) -> DomainError {
+        let Some(wait) = err
+            .quota()
+            .filter(|refusal| refusal.limit == QuotaLimit::Rate)
+            .map(|refusal| refusal.retry_after)
+        else {
+            return err;
+        };
+        let generation = self.inner.overrides.generation();
+        let tenant = self.tenant_scope(&principal.tenant, generation);
+        let key = principal
+            .key
+            .map(|key| self.key_scope(&principal.tenant, key, generation));
+        // A place among the key's calls in flight where it has a cap, and
+        // among its tenant's.
+        let by_key = match key.as_deref().and_then(|key| key.calls.as_ref()) {
+            None => None,
+            Some(calls) => match Arc::clone(calls).try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => return err,
+            },
+        };
+        let Some(Ok(by_tenant)) = tenant
+            .calls
+            .as_ref()
+            .map(|calls| Arc::clone(calls).try_acquire_owned())
+        else {
+            return err;
+        };
+        let left = crate::storage::deadline_left().map(|left| left.saturating_sub(PACE_MARGIN));
+        let held = wait.min(MAX_PACE).min(left.unwrap_or(MAX_PACE));
+        tokio::time::sleep(held).await;
+        drop((by_key, by_tenant));
+        if let DomainError::QuotaExceeded(refusal) = &mut err {
+            refusal.retry_after = refusal.retry_after.saturating_sub(held);
+        }
+        if let Some(call) = call {
+            call.report_refusal(&err, refused_headers(&err, &tenant, key.as_deref()));
+        }
+        err
     }
 
     fn tenant_scope(&self, tenant: &TenantId, generation: u64) -> Arc<Scope> {

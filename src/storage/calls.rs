@@ -198,7 +198,7 @@ pub(super) fn has_deadline() -> bool {
 }
 
 /// What is left of the current call's deadline: `None` without one.
-pub(super) fn remaining() -> Option<Duration> {
+pub(crate) fn remaining() -> Option<Duration> {
     CURRENT
         .try_with(|call| call.deadline)
         .ok()

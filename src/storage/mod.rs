@@ -20,7 +20,7 @@ mod watch;
 
 pub use batch::BatchSettings;
 pub(crate) use batch::{InsertOutcome, NewNote};
-pub(crate) use calls::{CallScope, Canceller, share_connections};
+pub(crate) use calls::{CallScope, Canceller, remaining as deadline_left, share_connections};
 pub use database::{APP_ROLE, DatabaseOptions};
 pub(crate) use database::{Database, check_server, redact_url};
 pub(crate) use gather::BatchObserver;

@@ -160,6 +160,28 @@ async fn cors_answers_only_the_allowed_origins() {
         .unwrap();
     assert!(exposed.contains("grpc-status"), "{exposed}");
 
+    // An authenticated call reports its quota in headers the page can read.
+    let key = app.member_key("acme", "alice").await;
+    let call = reqwest::Client::new()
+        .post(format!(
+            "http://{}/notes.v1.NotesService/ListNotes",
+            app.addr
+        ))
+        .header("origin", ORIGIN)
+        .header("content-type", "application/grpc-web+proto")
+        .header("x-api-key", &key)
+        .body(vec![0, 0, 0, 0, 0])
+        .send()
+        .await
+        .unwrap();
+    let exposed = call.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap();
+    for name in ["ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"] {
+        assert!(call.headers().contains_key(name), "{:?}", call.headers());
+        assert!(exposed.contains(name), "{name} not in {exposed}");
+    }
+
     let other = preflight(&app, "https://evil.example").await;
     assert!(other.headers().get("access-control-allow-origin").is_none());
 

@@ -41,6 +41,14 @@ fn bucket(metadata: &tonic::metadata::MetadataMap) -> (u32, u32) {
     (number("ratelimit-limit"), number("ratelimit-remaining"))
 }
 
+/// notesd with every tenant's quota `quota` (`--tenant-quota`).
+async fn with_tenant_quota(quota: &str) -> TestApp {
+    spawn_app_with(|settings| {
+        settings.quotas.tenant = quota.parse().unwrap();
+    })
+    .await
+}
+
 async fn list(
     client: &mut Client,
 ) -> Result<tonic::Response<pb::ListNotesResponse>, tonic::Status> {
@@ -129,10 +137,7 @@ async fn a_key_bursts_then_is_limited_then_refills() {
 /// tenant's is its own.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tenant_bucket_is_shared_by_its_keys() {
-    let app = spawn_app_with(|settings| {
-        settings.quotas.tenant = "rate=1,burst=3".parse().unwrap();
-    })
-    .await;
+    let app = with_tenant_quota("rate=1,burst=3").await;
     let mut alice = app.member("acme", "alice").await;
     let mut bob = app.member("acme", "bob").await;
     list(&mut alice).await.unwrap();
@@ -154,10 +159,7 @@ async fn a_tenant_bucket_is_shared_by_its_keys() {
 /// wait for.
 #[tokio::test(flavor = "multi_thread")]
 async fn costly_calls_take_more_units() {
-    let app = spawn_app_with(|settings| {
-        settings.quotas.tenant = "rate=1,burst=25".parse().unwrap();
-    })
-    .await;
+    let app = with_tenant_quota("rate=1,burst=25").await;
     let mut alice = app.member("acme", "alice").await;
     let search = || pb::SearchNotesRequest {
         query: "invoice".into(),
@@ -210,10 +212,7 @@ async fn costly_calls_take_more_units() {
 /// as it asks, and the calls it makes in time still run.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_retrying_at_once_is_paced() {
-    let app = spawn_app_with(|settings| {
-        settings.quotas.tenant = "rate=4,burst=1".parse().unwrap();
-    })
-    .await;
+    let app = with_tenant_quota("rate=4,burst=1").await;
     let mut alice = app.member("acme", "alice").await;
     let (mut admitted, mut refused) = (0, 0);
     let start = Instant::now();
@@ -236,10 +235,7 @@ async fn a_client_retrying_at_once_is_paced() {
 /// answered at once.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refusal_is_held_within_its_deadline_and_its_calls() {
-    let app = spawn_app_with(|settings| {
-        settings.quotas.tenant = "rate=1,burst=1,calls=2".parse().unwrap();
-    })
-    .await;
+    let app = with_tenant_quota("rate=1,burst=1,calls=2").await;
     let alice = app.member("acme", "alice").await;
     list(&mut alice.clone()).await.expect("the one unit");
     // A deadline of 300 ms: held until just before it, then refused.
@@ -452,10 +448,7 @@ fn retitle(note: &pb::Note) -> pb::UpdateNoteRequest {
 /// back when the call ends.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tenant_has_at_most_its_calls_in_flight() {
-    let app = spawn_app_with(|settings| {
-        settings.quotas.tenant = "calls=1".parse().unwrap();
-    })
-    .await;
+    let app = with_tenant_quota("calls=1").await;
     let mut alice = app.member("acme", "alice").await;
     let (note, lock, in_flight) = hold_a_call(&app, &alice).await;
 
@@ -568,10 +561,7 @@ async fn quotas_off_limit_nothing() {
 
 /// A RATE_LIMITED refusal (for the reasons test).
 pub async fn rate_limited() -> tonic::Status {
-    let app = spawn_app_with(|settings| {
-        settings.quotas.tenant = "rate=1,burst=1".parse().unwrap();
-    })
-    .await;
+    let app = with_tenant_quota("rate=1,burst=1").await;
     let mut alice = app.member("acme", "alice").await;
     list(&mut alice).await.expect("the one unit");
     list(&mut alice).await.unwrap_err()
@@ -580,10 +570,7 @@ pub async fn rate_limited() -> tonic::Status {
 /// A TOO_MANY_CALLS refusal (for the reasons test): a tenant allowed one
 /// call in flight, with one held on a lock.
 pub async fn too_many_calls() -> tonic::Status {
-    let app = spawn_app_with(|settings| {
-        settings.quotas.tenant = "calls=1".parse().unwrap();
-    })
-    .await;
+    let app = with_tenant_quota("calls=1").await;
     let mut alice = app.member("acme", "alice").await;
     let (note, lock, in_flight) = hold_a_call(&app, &alice).await;
     let refused = get(&mut alice, &note.id).await.unwrap_err();
@@ -623,10 +610,7 @@ fn assert_refused_headers(headers: &reqwest::header::HeaderMap) {
 /// RateLimit headers, in its vendor's own shape.
 #[tokio::test(flavor = "multi_thread")]
 async fn facades_answer_429_in_their_vendors_shape() {
-    let app = spawn_app_with(|settings| {
-        settings.quotas.tenant = "rate=1,burst=1".parse().unwrap();
-    })
-    .await;
+    let app = with_tenant_quota("rate=1,burst=1").await;
     let client = reqwest::Client::new();
 
     // Close: its error object with rate_reset, and its one RateLimit field.
@@ -721,10 +705,7 @@ async fn facades_answer_429_in_their_vendors_shape() {
 /// body for ever).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_call_is_answered_before_its_body_is_read() {
-    let app = spawn_app_with(|settings| {
-        settings.quotas.tenant = "rate=1,burst=1".parse().unwrap();
-    })
-    .await;
+    let app = with_tenant_quota("rate=1,burst=1").await;
     let key = app.member_key("acme", "alice").await;
     list(&mut app.client(&key).await)
         .await
